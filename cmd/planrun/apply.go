@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"planrun.dev/planrun/engine"
+)
+
+// runFlags are shared by apply, resume and rollback.
+type runFlags struct {
+	set        []string
+	values     []string
+	dryRun     bool
+	runID      string
+	noRollback bool
+	breakLock  bool
+	planFile   string
+}
+
+var rf runFlags
+
+var applyCommand = &command{
+	name:    "apply",
+	usage:   "PLAN.yaml [--set name=value]... [--values FILE]... [--dry-run]",
+	summary: "Start a run of a plan.",
+	flags: func(fs *pflag.FlagSet, a *app) {
+		fs.StringArrayVar(&rf.set, "set", nil, "set a param: name=value (repeatable)")
+		fs.StringArrayVar(&rf.values, "values", nil, "YAML file of param values (repeatable; later wins, --set wins over all)")
+		fs.BoolVar(&rf.dryRun, "dry-run", false, "change nothing: steps use server-side dry run and say what they would do")
+		fs.StringVar(&rf.runID, "run-id", "", "name of the run (default: plan name, time and a random suffix)")
+		fs.BoolVar(&rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
+	},
+	run: func(ctx context.Context, a *app, args []string) error {
+		if len(args) != 1 {
+			return usagef("apply takes one plan file, got %d arguments", len(args))
+		}
+		jsonOut, err := a.jsonOutput()
+		if err != nil {
+			return err
+		}
+		p, err := engine.Load(args[0], engine.LoadOptions{Params: engine.ParamValues{Set: rf.set, Files: rf.values}})
+		if err != nil {
+			return err
+		}
+		a.applyClusterDefaults(p)
+		r := a.runner(jsonOut)
+		r.NoRollback = rf.noRollback
+		j, err := r.Apply(ctx, p, engine.ApplyOptions{RunID: rf.runID, DryRun: rf.dryRun})
+		a.summary(j, jsonOut, err)
+		return err
+	},
+}
+
+// runner builds the engine's runner with the CLI's renderer as observer.
+func (a *app) runner(jsonOut bool) *engine.Runner {
+	return &engine.Runner{
+		Store:          a.store(),
+		Observer:       newRenderer(a.stdout, jsonOut),
+		Logger:         a.logger,
+		BreakStaleLock: rf.breakLock,
+	}
+}
+
+// summary tells the operator what to do next after a run ends.
+func (a *app) summary(j *engine.Journal, jsonOut bool, err error) {
+	if j == nil || jsonOut {
+		return
+	}
+	switch j.Status {
+	case engine.RunSucceeded:
+		if j.DryRun {
+			fmt.Fprintf(a.stdout, "dry run of %s finished: nothing was changed\n", j.Plan.Name)
+			return
+		}
+		fmt.Fprintf(a.stdout, "run %s succeeded (planrun status %s)\n", j.RunID, j.RunID)
+	case engine.RunInterrupted:
+		fmt.Fprintf(a.stdout, "run %s interrupted: continue with planrun resume %s, or undo with planrun rollback %s\n", j.RunID, j.RunID, j.RunID)
+	case engine.RunFailed:
+		fmt.Fprintf(a.stdout, "run %s failed: fix the cause, then planrun resume %s (or planrun rollback %s)\n", j.RunID, j.RunID, j.RunID)
+	case engine.RunRolledBack:
+		fmt.Fprintf(a.stdout, "run %s failed and was rolled back\n", j.RunID)
+	case engine.RunRollbackFailed:
+		fmt.Fprintf(a.stdout, "run %s: rollback incomplete; repair, then planrun rollback %s\n", j.RunID, j.RunID)
+	}
+}
+
+// loadRunPlan reloads the plan of a run for resume: the file recorded in the journal (or
+// --plan), with the params the run started with.
+func loadRunPlan(a *app) func(*engine.Journal) (*engine.Plan, error) {
+	return func(j *engine.Journal) (*engine.Plan, error) {
+		file := j.Plan.File
+		if rf.planFile != "" {
+			file = rf.planFile
+		}
+		if _, err := os.Stat(file); err != nil {
+			return nil, fmt.Errorf("plan file of run %s: %v (give its new place with --plan FILE)", j.RunID, err)
+		}
+		p, err := engine.Load(file, engine.LoadOptions{Params: engine.ParamValues{Fixed: j.Params}})
+		if err != nil {
+			return nil, err
+		}
+		a.applyClusterDefaults(p)
+		return p, nil
+	}
+}
+
+var resumeCommand = &command{
+	name:    "resume",
+	usage:   "[RUN] [--plan FILE] [--break-lock]",
+	summary: "Continue a run that stopped (the latest run if none is named).",
+	flags: func(fs *pflag.FlagSet, a *app) {
+		fs.StringVar(&rf.planFile, "plan", "", "plan file to continue with (default: the file the run started from)")
+		fs.BoolVar(&rf.breakLock, "break-lock", false, "take over a stale lock left by a runner that died")
+		fs.BoolVar(&rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
+	},
+	run: func(ctx context.Context, a *app, args []string) error {
+		jsonOut, err := a.jsonOutput()
+		if err != nil {
+			return err
+		}
+		runID, err := a.runArg(ctx, args)
+		if err != nil {
+			return err
+		}
+		r := a.runner(jsonOut)
+		r.NoRollback = rf.noRollback
+		j, err := r.Resume(ctx, runID, loadRunPlan(a))
+		a.summary(j, jsonOut, err)
+		return err
+	},
+}
+
+var rollbackCommand = &command{
+	name:    "rollback",
+	usage:   "RUN [--plan FILE] [--break-lock]",
+	summary: "Undo the completed steps of a run, in reverse order.",
+	flags: func(fs *pflag.FlagSet, a *app) {
+		fs.StringVar(&rf.planFile, "plan", "", "plan file whose rollback blocks to use (default: the plan as the run started)")
+		fs.BoolVar(&rf.breakLock, "break-lock", false, "take over a stale lock left by a runner that died")
+	},
+	run: func(ctx context.Context, a *app, args []string) error {
+		if len(args) != 1 {
+			return usagef("rollback takes one run id (see planrun runs)")
+		}
+		jsonOut, err := a.jsonOutput()
+		if err != nil {
+			return err
+		}
+		store := a.store()
+		load := func(j *engine.Journal) (*engine.Plan, error) {
+			if rf.planFile != "" {
+				return loadRunPlan(a)(j)
+			}
+			src, err := store.PlanSource(ctx, j.RunID)
+			if err != nil {
+				return nil, fmt.Errorf("plan of run %s: %v (give it with --plan FILE)", j.RunID, err)
+			}
+			p, err := engine.Parse(j.Plan.File, src, engine.LoadOptions{Params: engine.ParamValues{Fixed: j.Params}})
+			if err != nil {
+				return nil, err
+			}
+			a.applyClusterDefaults(p)
+			return p, nil
+		}
+		j, err := a.runner(jsonOut).Rollback(ctx, args[0], load)
+		a.summary(j, jsonOut, err)
+		return err
+	},
+}
+
+// runArg returns the run named on the command line, or the latest run.
+func (a *app) runArg(ctx context.Context, args []string) (string, error) {
+	switch len(args) {
+	case 0:
+		runs, err := a.store().List(ctx)
+		if err != nil {
+			return "", err
+		}
+		if len(runs) == 0 {
+			return "", fmt.Errorf("no runs in %s", a.stateDir)
+		}
+		return runs[len(runs)-1].RunID, nil
+	case 1:
+		return args[0], nil
+	}
+	return "", usagef("expected at most one run id, got %d", len(args))
+}

@@ -1,0 +1,216 @@
+// Command planrun runs Kubernetes migration plans: apply, watch, resume, roll back.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"planrun.dev/planrun/engine"
+	_ "planrun.dev/planrun/steps" // registers every step type
+)
+
+// Exit codes, so that scripts and CI can tell outcomes apart.
+const (
+	exitOK             = 0
+	exitRunFailed      = 1   // the run failed (and was rolled back unless --no-rollback)
+	exitUsage          = 2   // bad flags, or a plan that does not load
+	exitLocked         = 3   // another runner holds the run, or a stale lock needs --break-lock
+	exitRollbackFailed = 4   // a rollback failed: repair, then planrun rollback RUN
+	exitInterrupted    = 130 // stopped on SIGINT/SIGTERM at a safe point: planrun resume
+)
+
+// command is one subcommand.
+type command struct {
+	name    string
+	usage   string
+	summary string
+	run     func(ctx context.Context, app *app, args []string) error
+	flags   func(fs *pflag.FlagSet, app *app)
+}
+
+var commands = []*command{
+	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand,
+}
+
+// usageError is a mistake on the command line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(stdout)
+		return exitOK
+	}
+	var cmd *command
+	for _, c := range commands {
+		if c.name == args[0] {
+			cmd = c
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "planrun: unknown command %q (run planrun help)\n", args[0])
+		return exitUsage
+	}
+	a := &app{stdout: stdout, stderr: stderr}
+	fs := pflag.NewFlagSet("planrun "+cmd.name, pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: planrun %s %s\n\n%s\n\nFlags:\n%s", cmd.name, cmd.usage, cmd.summary, fs.FlagUsages())
+	}
+	a.globalFlags(fs)
+	if cmd.flags != nil {
+		cmd.flags(fs, a)
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "planrun %s: %v\n", cmd.name, err)
+		return exitUsage
+	}
+	a.setup()
+
+	ctx, stop := interruptContext(stderr)
+	defer stop()
+	err := cmd.run(ctx, a, fs.Args())
+	code := exitCode(err)
+	if err != nil {
+		msg := err.Error()
+		if code == exitUsage && engine.AsErrorList(err) != nil {
+			fmt.Fprintln(stderr, msg) // file:line:col lines speak for themselves
+		} else {
+			fmt.Fprintf(stderr, "planrun %s: %s\n", cmd.name, msg)
+		}
+	}
+	return code
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "planrun runs Kubernetes migrations from versioned YAML plans.")
+	fmt.Fprintln(w, "\nUsage: planrun COMMAND [flags]\n\nCommands:")
+	cs := append([]*command(nil), commands...)
+	sort.SliceStable(cs, func(i, j int) bool { return false })
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun planrun COMMAND --help for its flags.")
+}
+
+// interruptContext is canceled on the first SIGINT or SIGTERM: the run stops at a safe point and
+// writes its checkpoint. A second signal exits at once; the checkpoint already says which step was
+// running, and resume runs it again.
+func interruptContext(stderr io.Writer) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		n := 0
+		for range sigs {
+			n++
+			if n == 1 {
+				fmt.Fprintln(stderr, "planrun: stopping at a safe point (signal again to exit now)")
+				cancel()
+				continue
+			}
+			os.Exit(exitInterrupted)
+		}
+	}()
+	return ctx, func() { signal.Stop(sigs); cancel() }
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ue *usageError
+	var le *engine.LockedError
+	var re *engine.RunError
+	switch {
+	case errors.As(err, &ue), engine.AsErrorList(err) != nil:
+		return exitUsage
+	case errors.As(err, &le):
+		return exitLocked
+	case errors.Is(err, engine.ErrInterrupted):
+		return exitInterrupted
+	case errors.As(err, &re) && re.Status == engine.RunRollbackFailed:
+		return exitRollbackFailed
+	}
+	return exitRunFailed
+}
+
+// app holds what every command shares: flags, output and the run store.
+type app struct {
+	stdout, stderr io.Writer
+	stateDir       string
+	output         string
+	verbose        int
+	kubeconfig     string
+	kubeContext    string
+	namespace      string
+	logger         *slog.Logger
+}
+
+func (a *app) globalFlags(fs *pflag.FlagSet) {
+	def := os.Getenv("PLANRUN_STATE_DIR")
+	if def == "" {
+		def = ".planrun/runs"
+	}
+	fs.StringVar(&a.stateDir, "state-dir", def, "folder holding run checkpoints (env PLANRUN_STATE_DIR)")
+	fs.StringVarP(&a.output, "output", "o", "", "output format: text (default) or json")
+	fs.CountVarP(&a.verbose, "verbose", "v", "log more (-v info, -vv debug)")
+	fs.StringVar(&a.kubeconfig, "kubeconfig", "", "kubeconfig file for clusters that do not name one")
+	fs.StringVar(&a.kubeContext, "context", "", "kubeconfig context for clusters that do not name one")
+	fs.StringVarP(&a.namespace, "namespace", "n", "", "default namespace, available to plans as params.namespace when they declare it")
+}
+
+func (a *app) setup() {
+	level := slog.LevelWarn
+	switch {
+	case a.verbose >= 2:
+		level = slog.LevelDebug
+	case a.verbose == 1:
+		level = slog.LevelInfo
+	}
+	a.logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func (a *app) store() *engine.DirStore { return engine.NewDirStore(a.stateDir) }
+
+func (a *app) jsonOutput() (bool, error) {
+	switch strings.ToLower(a.output) {
+	case "", "text", "wide":
+		return false, nil
+	case "json":
+		return true, nil
+	}
+	return false, usagef("-o %s: unknown output format (text or json)", a.output)
+}
+
+// applyClusterDefaults fills clusters that name no kubeconfig or context from the flags.
+func (a *app) applyClusterDefaults(p *engine.Plan) {
+	for _, c := range p.Clusters {
+		if c.Kubeconfig == "" {
+			c.Kubeconfig = a.kubeconfig
+		}
+		if c.Context == "" {
+			c.Context = a.kubeContext
+		}
+	}
+}

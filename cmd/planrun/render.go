@@ -1,0 +1,197 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"planrun.dev/planrun/engine"
+)
+
+// newRenderer picks how run events are shown: JSON lines with -o json, a live progress bar on a
+// terminal, plain lines in CI or a pipe (a bar redrawn with \r makes a mess of CI logs).
+func newRenderer(w io.Writer, jsonOut bool) engine.Observer {
+	if jsonOut {
+		return &jsonRenderer{enc: json.NewEncoder(w)}
+	}
+	live := isTerminal(w) && os.Getenv("CI") == "" && os.Getenv("TERM") != "dumb"
+	return &lineRenderer{w: w, live: live, lastProgress: map[string]time.Time{}}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+type jsonRenderer struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (r *jsonRenderer) Observe(e engine.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_ = r.enc.Encode(e)
+}
+
+// lineRenderer prints one line per event. Progress is throttled: on a terminal it redraws one
+// bar line in place; elsewhere it prints a progress line at most every progressEvery per step.
+type lineRenderer struct {
+	mu           sync.Mutex
+	w            io.Writer
+	live         bool
+	barShown     bool
+	lastProgress map[string]time.Time
+	rates        map[string]rate
+}
+
+const (
+	progressEvery = 10 * time.Second
+	redrawEvery   = 100 * time.Millisecond
+)
+
+// rate remembers when a step's progress started, to show items per second and an ETA.
+type rate struct {
+	start time.Time
+	done  int64
+}
+
+func (r *lineRenderer) Observe(e engine.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e.Type == engine.EventStepProgress {
+		r.progress(e)
+		return
+	}
+	line := formatEvent(e)
+	if line == "" {
+		return
+	}
+	if r.barShown {
+		fmt.Fprint(r.w, "\r\033[K")
+		r.barShown = false
+	}
+	fmt.Fprintf(r.w, "%s %s\n", e.Time.Local().Format("15:04:05"), line)
+}
+
+func (r *lineRenderer) progress(e engine.Event) {
+	p := e.Progress
+	now := e.Time
+	if r.rates == nil {
+		r.rates = map[string]rate{}
+	}
+	rt, ok := r.rates[e.StepID]
+	if !ok || p.Done < rt.done {
+		rt = rate{start: now, done: p.Done}
+		r.rates[e.StepID] = rt
+	}
+	every := progressEvery
+	if r.live {
+		every = redrawEvery
+	}
+	finished := p.Total > 0 && p.Done >= p.Total
+	if last, seen := r.lastProgress[e.StepID]; seen && now.Sub(last) < every && !finished {
+		return
+	}
+	r.lastProgress[e.StepID] = now
+	text := formatProgress(e.StepID, p, now.Sub(rt.start), p.Done-rt.done)
+	if r.live {
+		fmt.Fprintf(r.w, "\r\033[K%s", text)
+		r.barShown = true
+		return
+	}
+	fmt.Fprintf(r.w, "%s %s\n", now.Local().Format("15:04:05"), text)
+}
+
+// formatProgress renders "backup [#####-----] 5000/10000 objects 12.3 MiB 1234/s ETA 4s".
+func formatProgress(step string, p *engine.Progress, elapsed time.Duration, doneSinceStart int64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  %s ", step)
+	unit := p.Unit
+	if unit == "" {
+		unit = "items"
+	}
+	if p.Total > 0 {
+		const width = 24
+		filled := int(float64(width) * float64(p.Done) / float64(p.Total))
+		if filled > width {
+			filled = width
+		}
+		fmt.Fprintf(&b, "[%s%s] %d/%d %s (%d%%)", strings.Repeat("#", filled), strings.Repeat("-", width-filled),
+			p.Done, p.Total, unit, p.Done*100/p.Total)
+	} else {
+		fmt.Fprintf(&b, "%d %s", p.Done, unit)
+	}
+	if p.Bytes > 0 {
+		fmt.Fprintf(&b, " %s", humanBytes(p.Bytes))
+	}
+	if secs := elapsed.Seconds(); secs >= 1 && doneSinceStart > 0 {
+		perSec := float64(doneSinceStart) / secs
+		fmt.Fprintf(&b, " %.0f/s", perSec)
+		if p.Total > 0 && p.Done < p.Total {
+			eta := time.Duration(float64(p.Total-p.Done)/perSec) * time.Second
+			fmt.Fprintf(&b, " ETA %s", eta.Round(time.Second))
+		}
+	}
+	return b.String()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// formatEvent is the one-line text of an event ("" for events not worth a line).
+func formatEvent(e engine.Event) string {
+	name := e.StepID
+	if e.Hook != "" {
+		name = fmt.Sprintf("[%s] %s", e.Hook, e.StepID)
+	}
+	if e.Rollback {
+		name = "undo " + e.StepID
+	}
+	switch e.Type {
+	case engine.EventRunStarted:
+		return fmt.Sprintf("run %s: %s", e.RunID, e.Message)
+	case engine.EventStepStarted:
+		s := fmt.Sprintf("▶ %s (%s)", name, e.StepType)
+		if e.Attempt > 1 {
+			s += fmt.Sprintf(" attempt %d", e.Attempt)
+		}
+		if e.Message != "" {
+			s += ": " + e.Message
+		}
+		return s
+	case engine.EventStepSucceeded:
+		return fmt.Sprintf("✔ %s done in %s", name, roundDuration(time.Duration(e.Elapsed)))
+	case engine.EventStepSkipped:
+		return fmt.Sprintf("- %s skipped (%s is false)", name, strings.TrimPrefix(e.Message, "when: "))
+	case engine.EventStepReused:
+		return fmt.Sprintf("= %s already %s", name, strings.ToLower(e.Status))
+	case engine.EventStepRetrying:
+		return fmt.Sprintf("↻ %s attempt %d of %d failed, retrying in %s: %s", name, e.Attempt, e.Retry.MaxAttempts, time.Duration(e.Retry.After), e.Error)
+	case engine.EventStepFailed:
+		return fmt.Sprintf("✘ %s failed: %s", name, e.Error)
+	case engine.EventRollbackStarted:
+		return "⟲ " + e.Message
+	case engine.EventRunFinished:
+		return fmt.Sprintf("run %s %s", e.RunID, e.Status)
+	}
+	return ""
+}

@@ -1,0 +1,386 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
+	"gopkg.in/yaml.v3"
+)
+
+// Expr is an expr-lang expression compiled once, at load time, against the plan's typed
+// environment (see Env). A step's config field of type Expr receives a bare expression such as
+// `steps.count.outputs.items > 3` and evaluates it at run time with RunContext.Eval.
+type Expr struct {
+	Source  string
+	Pos     Pos
+	program *vm.Program
+}
+
+func (e *Expr) decodeNode(d *decoder, n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+		return fmt.Errorf("expected an expression, got %s", kindName(n))
+	}
+	if c, ok := d.compiled[n]; ok {
+		*e = *c
+		return nil
+	}
+	if d.exprs == nil {
+		return errors.New("internal: expression outside of a plan")
+	}
+	src, offset := unwrapTemplate(n.Value)
+	compiled, err := d.exprs.compile(src, scalarPos(d.pos(n), n, offset), false)
+	if err != nil {
+		return err
+	}
+	if d.compiled != nil {
+		d.compiled[n] = compiled
+	}
+	*e = *compiled
+	return nil
+}
+
+// Compiled reports whether the expression was compiled (an optional field left empty was not).
+func (e *Expr) Compiled() bool { return e != nil && e.program != nil }
+
+// Eval runs the expression against env.
+func (e *Expr) Eval(env Env) (any, error) {
+	out, err := expr.Run(e.program, env.vars())
+	if err != nil {
+		return nil, &PosError{Pos: e.Pos, Msg: fmt.Sprintf("%s: %s", e.Source, firstLine(err.Error())), Err: err}
+	}
+	return out, nil
+}
+
+// EvalBool runs the expression and insists on a boolean: a `when` that yields nil or a string
+// is an error, never silently false.
+func (e *Expr) EvalBool(env Env) (bool, error) {
+	out, err := e.Eval(env)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(bool)
+	if !ok {
+		return false, &PosError{Pos: e.Pos, Msg: fmt.Sprintf("%s: expected true or false, got %s", e.Source, describeValue(out))}
+	}
+	return b, nil
+}
+
+func describeValue(v any) string {
+	if v == nil {
+		return "nil (is a name misspelled?)"
+	}
+	return fmt.Sprintf("%T %v", v, v)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return strings.TrimSpace(s[:i])
+	}
+	return s
+}
+
+// StepView is what expressions see of a step: steps["backup"].outputs.count.
+type StepView struct {
+	Status  string         `expr:"status"`
+	Outputs map[string]any `expr:"outputs"`
+}
+
+// RunInfo is what expressions see of the run: run.id, run.dryRun.
+type RunInfo struct {
+	ID     string `expr:"id"`
+	DryRun bool   `expr:"dryRun"`
+}
+
+// Env is the environment expressions are evaluated in. Params is a struct value built by
+// paramsType, so that expressions are type-checked against the declared param types.
+type Env struct {
+	Params any
+	Steps  map[string]StepView
+	Run    RunInfo
+}
+
+func (e Env) vars() map[string]any {
+	return map[string]any{"params": e.Params, "steps": e.Steps, "run": e.Run}
+}
+
+// exprCompiler compiles every expression of one plan against its typed environment.
+type exprCompiler struct {
+	env     Env
+	stepIDs map[string]bool
+	self    string // id of the step whose expressions are being compiled
+}
+
+func (c *exprCompiler) compile(src string, pos Pos, asBool bool) (*Expr, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, errorf(pos, "empty expression")
+	}
+	opts := []expr.Option{expr.Env(c.env.vars())}
+	if asBool {
+		opts = append(opts, expr.AsBool())
+	}
+	program, err := expr.Compile(src, opts...)
+	if err != nil {
+		return nil, exprError(pos, src, err)
+	}
+	if err := c.checkStepRefs(program, pos); err != nil {
+		return nil, err
+	}
+	return &Expr{Source: src, Pos: pos, program: program}, nil
+}
+
+// checkStepRefs rejects steps["x"] / steps.x for an x that is not a step of the plan, which the
+// type checker cannot see because steps is a map.
+func (c *exprCompiler) checkStepRefs(program *vm.Program, pos Pos) error {
+	v := &stepRefVisitor{known: c.stepIDs, self: c.self}
+	node := program.Node()
+	ast.Walk(&node, v)
+	if v.bad != "" {
+		return errorf(pos, "%s", v.bad)
+	}
+	return nil
+}
+
+type stepRefVisitor struct {
+	known map[string]bool
+	self  string
+	bad   string
+}
+
+func (v *stepRefVisitor) Visit(node *ast.Node) {
+	m, ok := (*node).(*ast.MemberNode)
+	if !ok || v.bad != "" {
+		return
+	}
+	id, ok := m.Node.(*ast.IdentifierNode)
+	if !ok || id.Value != "steps" {
+		return
+	}
+	prop, ok := m.Property.(*ast.StringNode)
+	if !ok {
+		return
+	}
+	switch {
+	case !v.known[prop.Value]:
+		v.bad = fmt.Sprintf("unknown step %q in expression", prop.Value)
+	case prop.Value == v.self:
+		v.bad = fmt.Sprintf("step %q refers to itself in an expression", prop.Value)
+	}
+}
+
+func exprError(pos Pos, src string, err error) *PosError {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		p := pos
+		if fe.Line > 1 {
+			p.Line += fe.Line - 1
+			p.Col = fe.Column + 1
+		} else {
+			p.Col += fe.Column
+		}
+		return &PosError{Pos: p, Msg: fmt.Sprintf("invalid expression %q: %s", src, fe.Message), Err: err}
+	}
+	return &PosError{Pos: pos, Msg: fmt.Sprintf("invalid expression %q: %s", src, firstLine(err.Error())), Err: err}
+}
+
+// scalarPos is the position of byte offset within a scalar's value, allowing for the opening
+// quote of a quoted scalar. Good enough to point an editor at the right expression.
+func scalarPos(p Pos, n *yaml.Node, offset int) Pos {
+	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+		offset++
+	}
+	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		return p // block scalars start on the next line; the scalar's own position is clearer
+	}
+	p.Col += offset
+	return p
+}
+
+const (
+	openDelim  = "${{"
+	closeDelim = "}}"
+)
+
+// unwrapTemplate accepts `x > 1` and `${{ x > 1 }}` alike for fields that are expressions by
+// nature (when, assert's that), returning the bare source and its offset in s.
+func unwrapTemplate(s string) (string, int) {
+	t := strings.TrimSpace(s)
+	if strings.HasPrefix(t, openDelim) && strings.HasSuffix(t, closeDelim) && strings.Count(t, openDelim) == 1 {
+		start := strings.Index(s, openDelim) + len(openDelim)
+		return s[start:strings.LastIndex(s, closeDelim)], start
+	}
+	return s, 0
+}
+
+// Template is a scalar of a step's `with` holding ${{ }} expressions. A scalar that is exactly
+// one expression keeps the expression's type (a list stays a list); otherwise the pieces are
+// joined into a string.
+type Template struct {
+	node  *yaml.Node
+	whole *Expr
+	parts []templatePart
+}
+
+type templatePart struct {
+	text string
+	expr *Expr
+}
+
+func isTemplate(s string) bool { return strings.Contains(s, openDelim) }
+
+func (c *exprCompiler) compileTemplate(n *yaml.Node, pos Pos) (*Template, error) {
+	s := n.Value
+	t := &Template{node: n}
+	if trimmed := strings.TrimSpace(s); strings.HasPrefix(trimmed, openDelim) && strings.HasSuffix(trimmed, closeDelim) &&
+		strings.Count(trimmed, openDelim) == 1 {
+		src, off := unwrapTemplate(s)
+		e, err := c.compile(src, scalarPos(pos, n, off), false)
+		if err != nil {
+			return nil, err
+		}
+		t.whole = e
+		return t, nil
+	}
+	rest, off := s, 0
+	for rest != "" {
+		i := strings.Index(rest, openDelim)
+		if i < 0 {
+			t.parts = append(t.parts, templatePart{text: rest})
+			break
+		}
+		j := strings.Index(rest[i:], closeDelim)
+		if j < 0 {
+			return nil, errorf(scalarPos(pos, n, off+i), "unterminated %s: missing %s", openDelim, closeDelim)
+		}
+		if i > 0 {
+			t.parts = append(t.parts, templatePart{text: rest[:i]})
+		}
+		src := rest[i+len(openDelim) : i+j]
+		e, err := c.compile(src, scalarPos(pos, n, off+i+len(openDelim)), false)
+		if err != nil {
+			return nil, err
+		}
+		t.parts = append(t.parts, templatePart{expr: e})
+		off += i + j + len(closeDelim)
+		rest = rest[i+j+len(closeDelim):]
+	}
+	return t, nil
+}
+
+// staticType is the expression's type as far as the checker knows it (nil for "any").
+func (t *Template) staticType() reflect.Type {
+	if t.whole == nil {
+		return reflect.TypeOf("")
+	}
+	typ := t.whole.program.Node().Type()
+	if typ == nil || typ.Kind() == reflect.Interface {
+		return nil
+	}
+	return typ
+}
+
+// render evaluates the template into a node that replaces the original scalar.
+func (t *Template) render(env Env) (*yaml.Node, error) {
+	var value any
+	if t.whole != nil {
+		v, err := t.whole.Eval(env)
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			return nil, &PosError{Pos: t.whole.Pos, Msg: fmt.Sprintf("%s: evaluated to nil (is a name misspelled?)", t.whole.Source)}
+		}
+		value = v
+	} else {
+		var b strings.Builder
+		for _, p := range t.parts {
+			if p.expr == nil {
+				b.WriteString(p.text)
+				continue
+			}
+			v, err := p.expr.Eval(env)
+			if err != nil {
+				return nil, err
+			}
+			if v == nil {
+				return nil, &PosError{Pos: p.expr.Pos, Msg: fmt.Sprintf("%s: evaluated to nil (is a name misspelled?)", p.expr.Source)}
+			}
+			b.WriteString(stringify(v))
+		}
+		value = b.String()
+	}
+	out := &yaml.Node{}
+	if err := out.Encode(value); err != nil {
+		return nil, fmt.Errorf("%s: cannot use the value %v: %w", t.node.Value, value, err)
+	}
+	setPositions(out, t.node.Line, t.node.Column)
+	return out, nil
+}
+
+func setPositions(n *yaml.Node, line, col int) {
+	n.Line, n.Column = line, col
+	for _, c := range n.Content {
+		setPositions(c, line, col)
+	}
+}
+
+// stringify formats a value spliced into a string: scalars as written, lists and maps as JSON.
+func stringify(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case fmt.Stringer:
+		return v.String()
+	case map[string]any, []any:
+		b, err := jsonMarshal(v)
+		if err == nil {
+			return string(b)
+		}
+	}
+	return fmt.Sprint(v)
+}
+
+// compatible reports whether a value of static type from may be decoded into a field of type to.
+func compatible(from, to reflect.Type) bool {
+	if from == nil {
+		return true
+	}
+	for to.Kind() == reflect.Pointer {
+		to = to.Elem()
+	}
+	if reflect.PointerTo(to).Implements(nodeDecoderType) {
+		return from.Kind() == reflect.String // Duration and Expr are written as strings
+	}
+	switch to.Kind() {
+	case reflect.Interface:
+		return true
+	case reflect.String:
+		return from.Kind() == reflect.String
+	case reflect.Bool:
+		return from.Kind() == reflect.Bool
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		switch from.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			return true
+		}
+		return false
+	case reflect.Float32, reflect.Float64:
+		switch from.Kind() {
+		case reflect.Float32, reflect.Float64, reflect.Int, reflect.Int64:
+			return true
+		}
+		return false
+	case reflect.Slice:
+		return from.Kind() == reflect.Slice || from.Kind() == reflect.Array
+	case reflect.Map, reflect.Struct:
+		return from.Kind() == reflect.Map || from.Kind() == reflect.Struct
+	}
+	return true
+}

@@ -1,0 +1,65 @@
+package engine
+
+import (
+	"fmt"
+	"reflect"
+
+	"gopkg.in/yaml.v3"
+)
+
+// prepare returns the step's action with its ${{ }} values filled in from env. A step without
+// expressions reuses the config decoded at load time.
+func (s *Step) prepare(env Env, file string) (Action, error) {
+	if len(s.templates) == 0 {
+		return s.action, nil
+	}
+	rendered, err := renderNode(&s.With, s.templates, env)
+	if err != nil {
+		return nil, fmt.Errorf("step %q: %w", s.ID, err)
+	}
+	d := &decoder{file: file, compiled: s.exprs}
+	action := s.stepType.New()
+	d.decode(rendered, reflect.ValueOf(action).Elem())
+	if err := d.errs.Err(); err != nil {
+		return nil, fmt.Errorf("step %q: with: %w", s.ID, err)
+	}
+	if v, ok := action.(Validator); ok {
+		if err := v.Validate(); err != nil {
+			return nil, &PosError{Pos: s.Pos, Msg: fmt.Sprintf("step %q: with: %v", s.ID, err), Err: err}
+		}
+	}
+	return action, nil
+}
+
+// renderNode copies n with every template scalar replaced by its value. Untouched subtrees are
+// shared with the original, so fields of type Expr find their compiled program again.
+func renderNode(n *yaml.Node, templates map[*yaml.Node]*Template, env Env) (*yaml.Node, error) {
+	if t, ok := templates[n]; ok {
+		return t.render(env)
+	}
+	if len(n.Content) == 0 || !containsTemplate(n, templates) {
+		return n, nil
+	}
+	cp := *n
+	cp.Content = make([]*yaml.Node, len(n.Content))
+	for i, c := range n.Content {
+		r, err := renderNode(c, templates, env)
+		if err != nil {
+			return nil, err
+		}
+		cp.Content[i] = r
+	}
+	return &cp, nil
+}
+
+func containsTemplate(n *yaml.Node, templates map[*yaml.Node]*Template) bool {
+	if _, ok := templates[n]; ok {
+		return true
+	}
+	for _, c := range n.Content {
+		if containsTemplate(c, templates) {
+			return true
+		}
+	}
+	return false
+}

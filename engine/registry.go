@@ -1,0 +1,89 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Action is what a step type does. The value is the step's own config: the loader decodes the
+// step's `with:` into a fresh value from StepType.New, strictly, so a step type declares its
+// config simply as the fields of its struct (with `yaml` tags). Like a GoReleaser pipe, one
+// method is all the engine needs.
+type Action interface {
+	Run(ctx context.Context, rc *RunContext) (Outputs, error)
+}
+
+// Outputs are what a step hands to later steps' expressions: steps["id"].outputs.name.
+// They must survive a JSON round trip (they are kept in the checkpoint).
+type Outputs map[string]any
+
+// Validator is implemented by actions that check their config beyond types, after expressions
+// are filled in. A returned error names the field: "command: must not be empty".
+type Validator interface {
+	Validate() error
+}
+
+// Describer is implemented by actions that can say in one line what they will do; dry runs and
+// progress lines use it.
+type Describer interface {
+	Describe() string
+}
+
+// StepType registers an action under the name plans use in `type:`.
+type StepType struct {
+	Name string
+	// Doc is one line for `planrun schema` and error messages.
+	Doc string
+	// New returns a zero config, ready to be decoded into.
+	New func() Action
+}
+
+var registry = struct {
+	sync.RWMutex
+	types map[string]StepType
+}{types: map[string]StepType{}}
+
+// Register makes a step type available to plans. It is called from the init function of the
+// package that implements it; registering a name twice is a programming error and panics.
+func Register(t StepType) {
+	registry.Lock()
+	defer registry.Unlock()
+	if t.Name == "" || t.New == nil {
+		panic("engine.Register: a step type needs a name and a constructor")
+	}
+	if _, dup := registry.types[t.Name]; dup {
+		panic(fmt.Sprintf("engine.Register: step type %q registered twice", t.Name))
+	}
+	registry.types[t.Name] = t
+}
+
+// LookupStepType returns the step type registered under name.
+func LookupStepType(name string) (StepType, bool) {
+	registry.RLock()
+	defer registry.RUnlock()
+	t, ok := registry.types[name]
+	return t, ok
+}
+
+// StepTypes lists the registered step types, sorted by name.
+func StepTypes() []StepType {
+	registry.RLock()
+	defer registry.RUnlock()
+	out := make([]StepType, 0, len(registry.types))
+	for _, t := range registry.types {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func stepTypeNames() []string {
+	types := StepTypes()
+	names := make([]string, len(types))
+	for i, t := range types {
+		names[i] = t.Name
+	}
+	return names
+}

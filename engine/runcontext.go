@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+)
+
+// RunContext is what a running step gets from the engine besides its own config.
+type RunContext struct {
+	RunID  string
+	StepID string
+	// DryRun: the step must change nothing (server-side dry run for mutations) and say in its
+	// outputs or log what it would have done.
+	DryRun bool
+	// Attempt counts from 1 within this invocation of the run.
+	Attempt int
+	// Clusters are the plan's named clusters, with the CLI's --kubeconfig/--context applied.
+	Clusters map[string]*Cluster
+	Logger   *slog.Logger
+
+	env      Env
+	run      *execution
+	record   *StepRecord
+	observer func(Progress)
+}
+
+// Eval evaluates a compiled expression in the current environment.
+func (rc *RunContext) Eval(e *Expr) (any, error) { return e.Eval(rc.env) }
+
+// EvalBool evaluates a compiled expression that must give true or false.
+func (rc *RunContext) EvalBool(e *Expr) (bool, error) { return e.EvalBool(rc.env) }
+
+// Progress reports how far the step is. Cheap to call often; the CLI throttles what it draws.
+func (rc *RunContext) Progress(p Progress) {
+	if rc.observer != nil {
+		rc.observer(p)
+	}
+}
+
+// ArtifactDir returns the step's folder in the run's store, for logs and other artifacts.
+func (rc *RunContext) ArtifactDir() (string, error) {
+	return rc.run.store.ArtifactDir(rc.RunID, rc.StepID)
+}
+
+// SaveState checkpoints a long step's own progress marker (the last key copied, the objects
+// restored so far...). If the run dies, the step runs again and LoadState gives the marker back.
+func (rc *RunContext) SaveState(ctx context.Context, state any) error {
+	b, err := json.Marshal(state)
+	if err != nil {
+		return fmt.Errorf("step state cannot be recorded: %w", err)
+	}
+	rc.run.mu.Lock()
+	defer rc.run.mu.Unlock()
+	rc.record.State = b
+	return rc.run.saveLocked(ctx)
+}
+
+// LoadState fills state from the last SaveState of this step in this run, and reports whether
+// there was one.
+func (rc *RunContext) LoadState(state any) (bool, error) {
+	rc.run.mu.Lock()
+	b := rc.record.State
+	rc.run.mu.Unlock()
+	if len(b) == 0 {
+		return false, nil
+	}
+	return true, json.Unmarshal(b, state)
+}
+
+// Shared returns a value shared by every step of the run under key, making it on first use:
+// steps use it to reuse clients (one Kubernetes client per cluster, one etcd client per
+// datastore) instead of dialling again for every step.
+func (rc *RunContext) Shared(key string, make func() (any, error)) (any, error) {
+	return rc.run.shared.get(key, make)
+}
+
+type sharedValues struct {
+	mu     sync.Mutex
+	values map[string]any
+}
+
+func (s *sharedValues) get(key string, make func() (any, error)) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.values[key]; ok {
+		return v, nil
+	}
+	v, err := make()
+	if err != nil {
+		return nil, err
+	}
+	if s.values == nil {
+		s.values = map[string]any{}
+	}
+	s.values[key] = v
+	return v, nil
+}

@@ -1,0 +1,9 @@
+// Package steps links every step type into the binary. Each step type lives in its own package
+// and registers itself with the engine from init, as Caddy modules do; importing this package
+// (for its side effects) makes them all available to plans.
+package steps
+
+import (
+	_ "planrun.dev/planrun/steps/assert" // type: assert
+	_ "planrun.dev/planrun/steps/exec"   // type: exec
+)
