@@ -116,17 +116,19 @@ type exprCompiler struct {
 	self    string // id of the step whose expressions are being compiled
 }
 
+// compile compiles src. With asBool, an expression whose type is known and is not bool is an
+// error; expr's own AsBool option is not used because it turns nil into false at run time, and a
+// misspelled output name must fail the step, not skip it.
 func (c *exprCompiler) compile(src string, pos Pos, asBool bool) (*Expr, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, errorf(pos, "empty expression")
 	}
-	opts := []expr.Option{expr.Env(c.env.vars())}
-	if asBool {
-		opts = append(opts, expr.AsBool())
-	}
-	program, err := expr.Compile(src, opts...)
+	program, err := expr.Compile(src, expr.Env(c.env.vars()))
 	if err != nil {
 		return nil, exprError(pos, src, err)
+	}
+	if t := program.Node().Type(); asBool && t != nil && t.Kind() != reflect.Interface && t.Kind() != reflect.Bool {
+		return nil, errorf(pos, "expression %q gives %s, not true or false", src, t)
 	}
 	if err := c.checkStepRefs(program, pos); err != nil {
 		return nil, err
