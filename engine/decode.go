@@ -36,6 +36,9 @@ type decoder struct {
 	// that decoding the same node again at run time reuses the program compiled at load time.
 	exprs    *exprCompiler
 	compiled map[*yaml.Node]*Expr
+	// rendered are scalars produced by ${{ }} at run time; a number or boolean among them may
+	// fill a string field (as its text), which a number written in the plan may not.
+	rendered map[*yaml.Node]bool
 }
 
 func (d *decoder) pos(n *yaml.Node) Pos { return Pos{File: d.file, Line: n.Line, Col: n.Column} }
@@ -276,7 +279,7 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value) {
 	}
 	switch v.Kind() {
 	case reflect.String:
-		if n.Tag != "!!str" {
+		if n.Tag != "!!str" && !(d.rendered[n] && (n.Tag == "!!int" || n.Tag == "!!float" || n.Tag == "!!bool")) {
 			d.errorf(n, "expected a string, got %s (quote it to make it a string)", kindName(n))
 			return
 		}
@@ -376,3 +379,17 @@ func (dur Duration) String() string { return time.Duration(dur).String() }
 
 // MarshalJSON writes the duration the way it is written in plans.
 func (dur Duration) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(dur.String())), nil }
+
+// UnmarshalJSON reads what MarshalJSON writes, so events and journals round-trip.
+func (dur *Duration) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("duration: expected a string such as \"30s\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*dur = Duration(v)
+	return nil
+}

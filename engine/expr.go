@@ -362,7 +362,12 @@ func compatible(from, to reflect.Type) bool {
 	case reflect.Interface:
 		return true
 	case reflect.String:
-		return from.Kind() == reflect.String
+		// A number or boolean spliced into a string field is written as text: [sleep, ${{ params.n }}].
+		switch from.Kind() {
+		case reflect.String, reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64:
+			return true
+		}
+		return false
 	case reflect.Bool:
 		return from.Kind() == reflect.Bool
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,

@@ -336,7 +336,7 @@ func (l *loader) decodeWith(s *Step) {
 			return true
 		}
 		if st := tmpl.staticType(); !compatible(st, t) {
-			l.d.errorf(n, "step %q: %s is %s but this field takes %s", s.ID, strings.TrimSpace(n.Value), st, goKindName(t))
+			l.d.errorf(n, "%s is %s but this field takes %s", strings.TrimSpace(n.Value), st, goKindName(t))
 		}
 		s.templates[n] = tmpl
 		return true

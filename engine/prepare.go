@@ -13,11 +13,11 @@ func (s *Step) prepare(env Env, file string) (Action, error) {
 	if len(s.templates) == 0 {
 		return s.action, nil
 	}
-	rendered, err := renderNode(&s.With, s.templates, env)
+	d := &decoder{file: file, compiled: s.exprs, rendered: map[*yaml.Node]bool{}}
+	rendered, err := renderNode(&s.With, s.templates, env, d.rendered)
 	if err != nil {
 		return nil, fmt.Errorf("step %q: %w", s.ID, err)
 	}
-	d := &decoder{file: file, compiled: s.exprs}
 	action := s.stepType.New()
 	d.decode(rendered, reflect.ValueOf(action).Elem())
 	if err := d.errs.Err(); err != nil {
@@ -33,9 +33,13 @@ func (s *Step) prepare(env Env, file string) (Action, error) {
 
 // renderNode copies n with every template scalar replaced by its value. Untouched subtrees are
 // shared with the original, so fields of type Expr find their compiled program again.
-func renderNode(n *yaml.Node, templates map[*yaml.Node]*Template, env Env) (*yaml.Node, error) {
+func renderNode(n *yaml.Node, templates map[*yaml.Node]*Template, env Env, rendered map[*yaml.Node]bool) (*yaml.Node, error) {
 	if t, ok := templates[n]; ok {
-		return t.render(env)
+		out, err := t.render(env)
+		if err == nil && out.Kind == yaml.ScalarNode {
+			rendered[out] = true
+		}
+		return out, err
 	}
 	if len(n.Content) == 0 || !containsTemplate(n, templates) {
 		return n, nil
@@ -43,7 +47,7 @@ func renderNode(n *yaml.Node, templates map[*yaml.Node]*Template, env Env) (*yam
 	cp := *n
 	cp.Content = make([]*yaml.Node, len(n.Content))
 	for i, c := range n.Content {
-		r, err := renderNode(c, templates, env)
+		r, err := renderNode(c, templates, env, rendered)
 		if err != nil {
 			return nil, err
 		}

@@ -99,6 +99,7 @@ func (e *Exec) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 	// The command and everything it starts form one process group, so that stopping the step
 	// stops a shell script's children too; SIGTERM first, SIGKILL after the grace period.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	dieWithParent(cmd.SysProcAttr)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = gracePeriod
 
