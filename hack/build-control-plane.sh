@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the binaries of a local control plane (kube-apiserver, etcd, and on request etcdctl) from
+# Builds the binaries of a local control plane (kube-apiserver, etcd, and on request kubectl and
+# etcdctl) from
 # Go modules into a cache folder outside the repository, and prints that folder on stdout.
+# (kubectl is what the demo plan and the benchmarks drive; envtest ignores it.)
 #
 # Why from Go modules: the only network here is the module proxy, so nothing prebuilt can be
 # downloaded. kube-apiserver lives in k8s.io/kubernetes, whose go.mod points every k8s.io staging
@@ -25,12 +27,18 @@ wanted=("$@")
 log() { echo "build-control-plane: $*" >&2; }
 
 # works BINARY: true when the cached binary exists and runs.
-works() { [ -x "$bin/$1" ] && "$bin/$1" --version >/dev/null 2>&1; }
+works() {
+  [ -x "$bin/$1" ] || return 1
+  case $1 in
+  kubectl) "$bin/$1" version --client >/dev/null 2>&1 ;;
+  *) "$bin/$1" --version >/dev/null 2>&1 ;;
+  esac
+}
 
 build_kube() { # build_kube NAME PACKAGE
   local name=$1 pkg=$2 dir=$work/kubernetes-$K8S_VERSION
   mkdir -p "$dir"
-  if [ ! -f "$dir/go.sum" ]; then
+  if [ ! -f "$dir/.prepared" ]; then
     log "preparing a module for k8s.io/kubernetes v$K8S_VERSION"
     local gomod
     gomod=$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
@@ -47,9 +55,9 @@ build_kube() { # build_kube NAME PACKAGE
       echo ")"
     } >"$dir/go.mod.new"
     mv "$dir/go.mod.new" "$dir/go.mod"
-    printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' >"$dir/tools.go"
+    printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >"$dir/tools.go"
     (cd "$dir" && go mod tidy >&2)
-    rm -f "$dir/tools.go"
+    touch "$dir/.prepared"
   fi
   log "building $name v$K8S_VERSION (several minutes the first time)"
   local ldflags="-s -w"
@@ -84,8 +92,9 @@ for name in "${wanted[@]}"; do
   if works "$name"; then continue; fi
   case $name in
   kube-apiserver) build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver ;;
+  kubectl) build_kube kubectl k8s.io/kubernetes/cmd/kubectl ;;
   etcd | etcdctl) build_etcd "$name" ;;
-  *) log "unknown binary $name (known: kube-apiserver etcd etcdctl)"; exit 2 ;;
+  *) log "unknown binary $name (known: kube-apiserver etcd kubectl etcdctl)"; exit 2 ;;
   esac
   works "$name" || { log "$bin/$name was built but does not run"; exit 1; }
 done

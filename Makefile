@@ -1,0 +1,51 @@
+# planrun: the two commands a newcomer needs are `make demo` and `make test`.
+GO        ?= go
+FUZZTIME  ?= 20s
+BENCHTIME ?= 1s
+# The control plane binaries are built from Go modules into a cache outside the repo; the script
+# prints the folder, which envtest reads from KUBEBUILDER_ASSETS.
+ASSETS = $(shell hack/build-control-plane.sh kube-apiserver etcd kubectl)
+
+.PHONY: all build demo test unit fuzz bench controlplane vet fmt-check schema clean
+
+all: build
+
+build:
+	$(GO) build -o bin/planrun ./cmd/planrun
+
+## demo: start a local control plane and apply plans/hello-cluster.yaml against it
+demo:
+	hack/demo.sh
+
+## test: everything — format, vet, unit and real-control-plane tests, a short fuzz run
+test: fmt-check vet
+	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 45m ./...
+	$(GO) test ./engine -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME)
+
+## unit: the tests that need no control plane
+unit:
+	PLANRUN_SKIP_CONTROLPLANE=1 $(GO) test -count=1 ./...
+
+fuzz:
+	$(GO) test ./engine -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME)
+
+## bench: benchmarks (figures, never timed assertions)
+bench:
+	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+controlplane:
+	@echo "$(ASSETS)"
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+## schema: regenerate schemas/plan.schema.json from the Go types
+schema:
+	$(GO) test ./schemas -run TestSchemaInSync -update
+
+clean:
+	rm -rf bin .planrun
