@@ -45,7 +45,7 @@ fmt-check:
 
 ## schema: regenerate schemas/plan.schema.json from the Go types
 schema:
-	$(GO) test ./schemas -run TestSchemaInSync -update
+	$(GO) test ./schemas -run TestSchemaUpToDate -update
 
 clean:
 	rm -rf bin .planrun
