@@ -51,6 +51,11 @@ func (k killPoint) String() string {
 
 // startRun starts planrun with -o json and kills it at kp (if set). It returns the exit status.
 func startRun(t *testing.T, dir string, kp *killPoint, args ...string) (exitCode int, killed bool) {
+	return signalRun(t, dir, kp, syscall.SIGKILL, args...)
+}
+
+// signalRun is startRun with another signal than SIGKILL.
+func signalRun(t *testing.T, dir string, kp *killPoint, sig syscall.Signal, args ...string) (exitCode int, killed bool) {
 	t.Helper()
 	cmd := exec.Command(planrunBin, append(args, "-o", "json", "--state-dir", filepath.Join(dir, "runs"))...)
 	cmd.Dir = dir
@@ -72,12 +77,12 @@ func startRun(t *testing.T, dir string, kp *killPoint, args ...string) (exitCode
 		}
 		if kp != nil && !killed && e.Type == kp.event && e.StepID == kp.step {
 			time.Sleep(kp.delay)
-			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Process.Signal(sig)
 			killed = true
 		}
 	}
 	err = cmd.Wait()
-	if killed {
+	if killed && sig == syscall.SIGKILL {
 		return -1, true
 	}
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -202,6 +207,37 @@ func TestCrashAndResume(t *testing.T) {
 			}
 			if j.Status != engine.RunSucceeded {
 				t.Fatalf("run status %s", j.Status)
+			}
+		})
+	}
+}
+
+// TestSignalStopsAtSafePoint sends SIGINT and SIGTERM in the middle of the long step: planrun
+// writes its checkpoint, exits 130 and releases its lock, so resume needs no --break-lock.
+func TestSignalStopsAtSafePoint(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			plan := copyPlan(t, dir)
+			out := filepath.Join(dir, "out")
+			kp := killPoint{event: engine.EventStepStarted, step: "copy", delay: 300 * time.Millisecond}
+			code, _ := signalRun(t, dir, &kp, sig, "apply", plan, "--set", "out="+out, "--run-id", "r")
+			if code != exitInterrupted {
+				t.Fatalf("exit code %d, want %d", code, exitInterrupted)
+			}
+			store := engine.NewDirStore(filepath.Join(dir, "runs"))
+			j, err := store.Load(t.Context(), "r")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.Status != engine.RunInterrupted || j.Step("copy").Status != engine.StepRunning {
+				t.Fatalf("run %s, copy %s", j.Status, j.Step("copy").Status)
+			}
+			if code, _ := startRun(t, dir, nil, "resume"); code != 0 {
+				t.Fatalf("resume exited %d", code)
+			}
+			if got := endState(t, out); len(got) != 23 {
+				t.Fatalf("end state has %d files", len(got))
 			}
 		})
 	}
