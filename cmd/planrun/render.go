@@ -179,6 +179,9 @@ func formatEvent(e engine.Event) string {
 		}
 		return s
 	case engine.EventStepSucceeded:
+		if e.Outputs["dryRun"] == true { // the step's convention for "changed nothing, as asked"
+			return fmt.Sprintf("✔ %s dry run: not applied", name)
+		}
 		return fmt.Sprintf("✔ %s done in %s", name, roundDuration(time.Duration(e.Elapsed)))
 	case engine.EventStepSkipped:
 		return fmt.Sprintf("- %s skipped (%s is false)", name, strings.TrimPrefix(e.Message, "when: "))
