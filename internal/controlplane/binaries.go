@@ -1,0 +1,95 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// assetsEnv is the variable envtest users already know for pointing at prebuilt binaries.
+const assetsEnv = "KUBEBUILDER_ASSETS"
+
+// buildScript builds kube-apiserver and etcd from Go modules (nothing prebuilt can be downloaded
+// here) and prints the folder holding them; relative to the module root.
+const buildScript = "hack/build-control-plane.sh"
+
+// FindBinaries returns the folder holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS when set,
+// otherwise the folder printed by hack/build-control-plane.sh, found by walking up from the
+// working directory to go.mod so that tests of any package can call it. The script returns at
+// once when its cache is warm; a cold cache takes several minutes, with progress on stderr.
+func FindBinaries(ctx context.Context) (string, error) {
+	if dir := os.Getenv(assetsEnv); dir != "" {
+		// An explicit setting is never second-guessed by falling back to a build.
+		if err := checkBinaries(dir); err != nil {
+			return "", fmt.Errorf("$%s=%s: %w", assetsEnv, dir, err)
+		}
+		return dir, nil
+	}
+
+	root, err := moduleRoot()
+	if err != nil {
+		return "", fmt.Errorf("finding kube-apiserver and etcd: %s is unset and %w", assetsEnv, err)
+	}
+	script := filepath.Join(root, buildScript)
+	if _, err := os.Stat(script); err != nil {
+		return "", fmt.Errorf("finding kube-apiserver and etcd: %s is unset and %w", assetsEnv, err)
+	}
+
+	cmd := exec.CommandContext(ctx, "bash", script)
+	cmd.Dir = root
+	cmd.Stderr = os.Stderr // a cold build runs for minutes; its progress must be visible
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("building kube-apiserver and etcd with %s (set %s to use prebuilt ones): %w",
+			script, assetsEnv, err)
+	}
+	dir := lastLine(out)
+	if err := checkBinaries(dir); err != nil {
+		return "", fmt.Errorf("folder %q printed by %s: %w", dir, script, err)
+	}
+	return dir, nil
+}
+
+// checkBinaries fails unless dir holds executable kube-apiserver and etcd files, so that a wrong
+// folder is reported by name instead of as a process that "failed to start".
+func checkBinaries(dir string) error {
+	var errs []error
+	for _, name := range []string{"kube-apiserver", "etcd"} {
+		path := filepath.Join(dir, name)
+		info, err := os.Stat(path)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case info.IsDir() || info.Mode().Perm()&0o111 == 0:
+			errs = append(errs, fmt.Errorf("%s is not an executable file", path))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// moduleRoot returns the nearest folder at or above the working directory holding go.mod.
+func moduleRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("reading the working directory: %w", err)
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		if parent := filepath.Dir(dir); parent == dir {
+			return "", fmt.Errorf("no go.mod in %s or any folder above it", wd)
+		}
+	}
+}
+
+// lastLine returns the last non-empty line of out, trimmed.
+func lastLine(out []byte) string {
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	return strings.TrimSpace(string(lines[len(lines)-1]))
+}
