@@ -39,9 +39,20 @@ type decoder struct {
 	// rendered are scalars produced by ${{ }} at run time; a number or boolean among them may
 	// fill a string field (as its text), which a number written in the plan may not.
 	rendered map[*yaml.Node]bool
+	// aliased counts the nodes decoded through aliases. A few nested aliases make a small file
+	// expand to billions of nodes ("billion laughs"); past maxAliased, aliases are refused.
+	aliased, inAlias int
 }
 
-func (d *decoder) pos(n *yaml.Node) Pos { return Pos{File: d.file, Line: n.Line, Col: n.Column} }
+// maxAliased is far above what anchors shared by the steps of a real plan expand to.
+const maxAliased = 100_000
+
+func (d *decoder) pos(n *yaml.Node) Pos {
+	if n == nil {
+		return Pos{File: d.file} // a node the loader could not find (never a reason to panic)
+	}
+	return Pos{File: d.file, Line: n.Line, Col: n.Column}
+}
 
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.errs = append(d.errs, errorf(d.pos(n), format, args...))
@@ -58,7 +69,19 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 		n = n.Content[0]
 	}
 	if n.Kind == yaml.AliasNode {
+		if d.aliased >= maxAliased {
+			if d.aliased == maxAliased {
+				d.aliased++
+				d.errorf(n, "too many aliases: they expand to more than %d values", maxAliased)
+			}
+			return
+		}
+		d.inAlias++
+		defer func() { d.inAlias-- }()
 		n = n.Alias
+	}
+	if d.inAlias > 0 && d.aliased < maxAliased {
+		d.aliased++
 	}
 	t := v.Type()
 	if t == nodeType {
@@ -318,6 +341,9 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value) {
 }
 
 func goKindName(t reflect.Type) string {
+	if t == reflect.TypeOf(Duration(0)) {
+		return "a duration such as 30s"
+	}
 	switch t.Kind() {
 	case reflect.String:
 		return "a string"

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 
 	"github.com/expr-lang/expr"
@@ -125,6 +126,7 @@ func (c *exprCompiler) compile(src string, pos Pos, asBool bool) (*Expr, error) 
 	}
 	program, err := expr.Compile(src, expr.Env(c.env.vars()))
 	if err != nil {
+		c.explainNoField(err)
 		return nil, exprError(pos, src, err)
 	}
 	if t := program.Node().Type(); asBool && t != nil && t.Kind() != reflect.Interface && t.Kind() != reflect.Bool {
@@ -134,6 +136,44 @@ func (c *exprCompiler) compile(src string, pos Pos, asBool bool) (*Expr, error) 
 		return nil, err
 	}
 	return &Expr{Source: src, Pos: pos, program: program}, nil
+}
+
+// noFieldRE matches expr-lang's `type struct { P0 string "expr:\"ns\"" } has no field nope`.
+var noFieldRE = regexp.MustCompile(`^type (.*) has no field (\S+)$`)
+
+// explainNoField rewrites expr-lang's message about a missing field of params, of a step or of
+// run: it names Go types (params is a generated struct), an operator wants the names they can use.
+func (c *exprCompiler) explainNoField(err error) {
+	var fe *file.Error
+	if !errors.As(err, &fe) {
+		return
+	}
+	m := noFieldRE.FindStringSubmatch(fe.Message)
+	if m == nil {
+		return
+	}
+	for _, k := range []struct {
+		t          reflect.Type
+		what, list string
+	}{
+		{reflect.TypeOf(c.env.Params), "param %q", "params"},
+		{reflect.TypeOf(StepView{}), "field %q of a step", "fields"},
+		{reflect.TypeOf(RunInfo{}), "field %q of run", "fields"},
+	} {
+		if k.t == nil || k.t.Kind() != reflect.Struct || k.t.String() != m[1] {
+			continue
+		}
+		names := make([]string, k.t.NumField())
+		for i := range names {
+			names[i] = k.t.Field(i).Tag.Get("expr")
+		}
+		known := fmt.Sprintf("%s: %s", k.list, strings.Join(names, ", "))
+		if len(names) == 0 {
+			known = "the plan has no params"
+		}
+		fe.Message = fmt.Sprintf("unknown "+k.what+" (%s)", m[2], known)
+		return
+	}
 }
 
 // checkStepRefs rejects steps["x"] / steps.x for an x that is not a step of the plan, which the

@@ -114,6 +114,9 @@ var (
 
 // mappingValue returns the value node of key in a mapping node, or nil.
 func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
 	if n == nil || n.Kind != yaml.MappingNode {
 		return nil
 	}
@@ -125,15 +128,20 @@ func mappingValue(n *yaml.Node, key string) *yaml.Node {
 	return nil
 }
 
-// stepNodes pairs each decoded step with its mapping node, for positions.
-func stepNodes(list *yaml.Node, steps []*Step) map[*Step]*yaml.Node {
-	out := map[*Step]*yaml.Node{}
+// stepNodes pairs each decoded step with its node, for positions: nodes[i] is the node of
+// steps[i]. By index, not by *Step: an empty list item decodes to a nil step, which still has a
+// node to report it at.
+func stepNodes(list *yaml.Node, steps []*Step) []*yaml.Node {
+	out := make([]*yaml.Node, len(steps))
+	if list != nil && list.Kind == yaml.AliasNode {
+		list = list.Alias
+	}
 	if list == nil || list.Kind != yaml.SequenceNode {
 		return out
 	}
-	for i, s := range steps {
-		if i < len(list.Content) && s != nil {
-			out[s] = list.Content[i]
+	for i := range steps {
+		if i < len(list.Content) {
+			out[i] = list.Content[i]
 		}
 	}
 	return out
@@ -152,14 +160,14 @@ func (l *loader) collectSteps(root *yaml.Node) {
 	}
 	for _, h := range hookLists {
 		nodes := stepNodes(mappingValue(hooksNode, h.name), h.steps)
-		for _, s := range h.steps {
-			l.addStep(s, nodes[s], h.name, nil)
+		for i, s := range h.steps {
+			l.addStep(s, nodes[i], h.name, nil)
 		}
 	}
 	stepsNode := mappingValue(root, "steps")
 	nodes := stepNodes(stepsNode, p.Steps)
-	for _, s := range p.Steps {
-		l.addStep(s, nodes[s], "", nil)
+	for i, s := range p.Steps {
+		l.addStep(s, nodes[i], "", nil)
 	}
 	if stepsNode != nil && len(p.Steps) == 0 {
 		l.errs = append(l.errs, errorf(l.d.pos(stepsNode), "a plan needs at least one step"))
@@ -186,12 +194,15 @@ func (l *loader) collectSteps(root *yaml.Node) {
 	}
 
 	hooksOf := func(name string) []*Step {
+		var out []*Step
 		for _, h := range hookLists {
-			if h.name == name {
-				return h.steps
+			for _, s := range h.steps {
+				if h.name == name && s != nil { // nil: an empty step, already reported
+					out = append(out, s)
+				}
 			}
 		}
-		return nil
+		return out
 	}
 	for i, s := range p.Steps {
 		if s == nil {
@@ -209,9 +220,7 @@ func (l *loader) collectSteps(root *yaml.Node) {
 
 func (l *loader) addStep(s *Step, n *yaml.Node, hook string, parent *Step) {
 	if s == nil {
-		if n != nil {
-			l.errs = append(l.errs, errorf(l.d.pos(n), "empty step"))
-		}
+		l.errs = append(l.errs, errorf(l.d.pos(n), "empty step"))
 		return
 	}
 	if n != nil {
@@ -257,9 +266,9 @@ func (l *loader) addStep(s *Step, n *yaml.Node, hook string, parent *Step) {
 		l.errs = append(l.errs, errorf(l.d.pos(mappingValue(n, "rollback")), "step %q: a rollback step cannot have its own rollback", s.ID))
 	}
 	rb := stepNodes(mappingValue(n, "rollback"), s.Rollback)
-	for _, r := range s.Rollback {
+	for i, r := range s.Rollback {
 		if parent == nil {
-			l.addStep(r, rb[r], "", s)
+			l.addStep(r, rb[i], "", s)
 		}
 	}
 }
@@ -271,7 +280,11 @@ func (p *Plan) allSteps() []*Step {
 		out = append(out, s)
 	}
 	for _, s := range p.order {
-		out = append(out, s.Rollback...)
+		for _, r := range s.Rollback {
+			if r != nil { // an empty step, already reported
+				out = append(out, r)
+			}
+		}
 	}
 	return out
 }

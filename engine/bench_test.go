@@ -1,0 +1,160 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"planrun.dev/planrun/engine"
+)
+
+// benchPlan generates a plan of n main steps: exec steps with ${{ }} templates, `when:`
+// conditions on earlier steps, assert steps, retries and timeouts, rollback blocks, and hooks
+// around a Backup and a Restore phase.
+func benchPlan(n int) []byte {
+	var b strings.Builder
+	b.WriteString(ltHeader)
+	b.WriteString(`params:
+  ns: {type: string, default: apps}
+  replicas: {type: int, default: 3}
+  clusters: {type: list, default: [east, west]}
+  labels: {type: map, default: {app: web}}
+hooks:
+  PreBackup:
+    - {id: pre-backup-1, type: exec, with: {command: [echo, "quiesce ${{ params.ns }}"]}}
+    - {id: pre-backup-2, type: assert, with: {that: "params.replicas > 0"}}
+  PostBackup:
+    - {id: post-backup, type: exec, with: {command: [echo, "resume ${{ params.ns }}"]}}
+  PreRestore:
+    - {id: pre-restore, type: exec, when: 'steps["pre-backup-1"].status == "Succeeded"', with: {command: [echo, pre]}}
+  PostRestore:
+    - {id: post-restore, type: exec, with: {command: [echo, post], env: {NS: "${{ params.ns }}"}}}
+steps:
+`)
+	id := func(i int) string { return fmt.Sprintf("s%04d", i) }
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - id: %s\n", id(i))
+		switch {
+		case i >= n/5 && i < 2*n/5:
+			b.WriteString("    phase: Backup\n")
+		case i >= 3*n/5 && i < 4*n/5:
+			b.WriteString("    phase: Restore\n")
+		}
+		if i > 0 && i%3 == 0 {
+			fmt.Fprintf(&b, "    when: steps.%s.status == \"Succeeded\" && len(params.clusters) > 1\n", id(i-1))
+		}
+		if i > 0 && i%5 == 0 {
+			fmt.Fprintf(&b, "    type: assert\n    with:\n      that: steps.%s.outputs.count >= params.replicas\n      message: \"too few in ${{ params.ns }}\"\n", id(i-1))
+			continue
+		}
+		b.WriteString("    type: exec\n")
+		if i%4 == 0 {
+			b.WriteString("    retry: {attempts: 3, backoff: 2s, on: any}\n    timeout: 5m\n")
+		}
+		b.WriteString("    with:\n")
+		fmt.Fprintf(&b, "      command: [kubectl, -n, \"${{ params.ns }}\", scale, \"deploy/%s\", \"--replicas=${{ params.replicas }}\"]\n", id(i))
+		if i > 0 {
+			fmt.Fprintf(&b, "      env: {PREV: \"${{ steps.%s.status }}\", APP: \"${{ params.labels.app }}\"}\n", id(i-1))
+		}
+		if i%10 == 0 {
+			fmt.Fprintf(&b, "    rollback:\n      - {id: %s-undo, type: exec, with: {command: [kubectl, -n, \"${{ params.ns }}\", rollout, undo, \"deploy/%s\"]}}\n", id(i), id(i))
+		}
+	}
+	return []byte(b.String())
+}
+
+func BenchmarkLoad500Steps(b *testing.B) {
+	data := benchPlan(500)
+	p, err := engine.Parse("plan.yaml", data, engine.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got := len(p.Order()); got != 505 {
+		b.Fatalf("%d steps in order, want 505", got)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := engine.Parse("plan.yaml", data, engine.LoadOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchJournal is the journal of a run of n steps, all done, with small outputs.
+func benchJournal(n int) *engine.Journal {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	j := &engine.Journal{
+		Version: engine.JournalVersion,
+		RunID:   "bench-20260102-030405",
+		Plan:    engine.PlanRecord{Name: "bench", Version: 1, File: "plan.yaml", Digest: strings.Repeat("ab", 32)},
+		Params:  map[string]any{"ns": "apps", "replicas": 3},
+		Status:  engine.RunRunning,
+		Started: now,
+		Updated: now,
+	}
+	for i := 0; i < n; i++ {
+		started, finished := now.Add(time.Duration(i)*time.Second), now.Add(time.Duration(i)*time.Second+500*time.Millisecond)
+		j.Steps = append(j.Steps, &engine.StepRecord{
+			ID:       fmt.Sprintf("s%04d", i),
+			Type:     "exec",
+			Digest:   strings.Repeat("cd", 32),
+			Status:   engine.StepSucceeded,
+			Attempts: 1,
+			Started:  &started,
+			Finished: &finished,
+			Outputs:  engine.Outputs{"count": i, "name": fmt.Sprintf("deploy/s%04d", i), "ready": true},
+		})
+	}
+	return j
+}
+
+// benchCheckpointWrite measures one checkpoint: the journal of an n-step run written atomically
+// (encode, temp file, fsync, rename, fsync of the folder), as the runner does after every step.
+func benchCheckpointWrite(b *testing.B, n int) {
+	ctx := context.Background()
+	store := engine.NewDirStore(b.TempDir())
+	j := benchJournal(n)
+	if err := store.Create(ctx, j, benchPlan(n)); err != nil {
+		b.Fatal(err)
+	}
+	data, err := j.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		j.Steps[i%n].Attempts++
+		j.Updated = j.Updated.Add(time.Second)
+		if err := store.Save(ctx, j); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.StopTimer()
+	got, err := store.Load(ctx, j.RunID)
+	if err != nil || len(got.Steps) != n || !got.Updated.Equal(j.Updated) {
+		b.Fatalf("journal read back: %v", err)
+	}
+}
+
+func BenchmarkCheckpointWrite(b *testing.B)        { benchCheckpointWrite(b, 500) }
+func BenchmarkCheckpointWrite50Steps(b *testing.B) { benchCheckpointWrite(b, 50) }
+
+// BenchmarkJournalEncode500Steps is the CPU part of BenchmarkCheckpointWrite: the rest is the
+// file system (write, two fsyncs, rename).
+func BenchmarkJournalEncode500Steps(b *testing.B) {
+	j := benchJournal(500)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := j.Encode(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
