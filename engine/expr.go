@@ -9,6 +9,10 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/compiler"
+	"github.com/expr-lang/expr/conf"
+	"github.com/expr-lang/expr/optimizer"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
@@ -115,6 +119,32 @@ type exprCompiler struct {
 	env     Env
 	stepIDs map[string]bool
 	self    string // id of the step whose expressions are being compiled
+	// config is built once per plan: expr.Compile would rebuild it from the environment for
+	// each of a large plan's thousands of expressions, a quarter of the load time.
+	config *conf.Config
+}
+
+// compileProgram is expr.Compile with the plan's shared configuration.
+func (c *exprCompiler) compileProgram(src string) (*vm.Program, error) {
+	if c.config == nil {
+		c.config = conf.CreateNew()
+		expr.Env(c.env.vars())(c.config)
+		c.config.Check()
+	}
+	tree, err := checker.ParseCheck(src, c.config)
+	if err != nil {
+		return nil, err
+	}
+	if c.config.Optimize {
+		if err := optimizer.Optimize(&tree.Node, c.config); err != nil {
+			var fe *file.Error
+			if errors.As(err, &fe) {
+				return nil, fe.Bind(tree.Source)
+			}
+			return nil, err
+		}
+	}
+	return compiler.Compile(tree, c.config)
 }
 
 // compile compiles src. With asBool, an expression whose type is known and is not bool is an
@@ -124,7 +154,7 @@ func (c *exprCompiler) compile(src string, pos Pos, asBool bool) (*Expr, error) 
 	if strings.TrimSpace(src) == "" {
 		return nil, errorf(pos, "empty expression")
 	}
-	program, err := expr.Compile(src, expr.Env(c.env.vars()))
+	program, err := c.compileProgram(src)
 	if err != nil {
 		c.explainNoField(err)
 		return nil, exprError(pos, src, err)
