@@ -42,7 +42,11 @@ var applyCommand = &command{
 		if err != nil {
 			return err
 		}
-		p, err := engine.Load(args[0], engine.LoadOptions{Params: engine.ParamValues{Set: rf.set, Files: rf.values}})
+		sets := rf.set
+		if a.namespace != "" { // -n is a shorthand for --set namespace=..., as kubectl users expect
+			sets = append([]string{"namespace=" + a.namespace}, sets...)
+		}
+		p, err := engine.Load(args[0], engine.LoadOptions{Params: engine.ParamValues{Set: sets, Files: rf.values}})
 		if err != nil {
 			return err
 		}

@@ -47,6 +47,7 @@ func TestCLIExitCodesAndMessages(t *testing.T) {
 		{"unknown run", []string{"status", "nope", "--state-dir", state}, exitRunFailed, "", "run not found: nope"},
 		{"bad output format", []string{"runs", "-o", "xml", "--state-dir", state}, exitUsage, "", "unknown output format"},
 		{"runs", []string{"runs", "--state-dir", state}, exitOK, "ok ", ""},
+		{"-n without a namespace param", []string{"apply", good, "-n", "x", "--set", "n=2", "--state-dir", state}, exitUsage, "", `the plan has no param "namespace"`},
 		{"status", []string{"status", "ok", "--state-dir", state}, exitOK, "Status:    Succeeded", ""},
 	}
 	for _, tc := range cases {

@@ -177,7 +177,7 @@ func (a *app) globalFlags(fs *pflag.FlagSet) {
 	fs.CountVarP(&a.verbose, "verbose", "v", "log more (-v info, -vv debug)")
 	fs.StringVar(&a.kubeconfig, "kubeconfig", "", "kubeconfig file for clusters that do not name one")
 	fs.StringVar(&a.kubeContext, "context", "", "kubeconfig context for clusters that do not name one")
-	fs.StringVarP(&a.namespace, "namespace", "n", "", "default namespace, available to plans as params.namespace when they declare it")
+	fs.StringVarP(&a.namespace, "namespace", "n", "", "shorthand for --set namespace=NS (apply; the plan must declare a namespace param)")
 }
 
 func (a *app) setup() {
