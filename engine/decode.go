@@ -216,6 +216,10 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 			d.errorf(k, "unknown field %q (known: %s)", k.Value, fieldNames(fields))
 			continue
 		}
+		if f.required && (isNull(val) || val.Kind == yaml.ScalarNode && val.Tag == "!!str" && val.Value == "") {
+			d.errorf(val, "field %q must not be empty", f.name)
+			continue
+		}
 		d.decode(val, v.FieldByIndex(f.index))
 	}
 	for _, f := range fields {
