@@ -4,6 +4,7 @@
 package steps
 
 import (
-	_ "planrun.dev/planrun/steps/assert" // type: assert
-	_ "planrun.dev/planrun/steps/exec"   // type: exec
+	_ "planrun.dev/planrun/steps/assert"  // type: assert
+	_ "planrun.dev/planrun/steps/exec"    // type: exec
+	_ "planrun.dev/planrun/steps/kubeget" // types: kube.get, kube.list
 )

@@ -1,0 +1,60 @@
+package kube
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"planrun.dev/planrun/engine"
+)
+
+// Classify marks the API errors worth retrying as transient: conflicts, throttling, server
+// timeouts, unavailable servers and dropped connections. Others (forbidden, invalid, not found)
+// fail at once; retrying them only hides the real problem.
+func Classify(err error) error {
+	if err == nil || engine.IsTransient(err) {
+		return err
+	}
+	switch {
+	case apierrors.IsConflict(err), apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err),
+		apierrors.IsTimeout(err), apierrors.IsServiceUnavailable(err), apierrors.IsUnexpectedServerError(err),
+		apierrors.IsInternalError(err) && strings.Contains(err.Error(), "etcdserver"):
+		return engine.Transient(err)
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "http2: client connection lost") {
+		return engine.Transient(err)
+	}
+	return err
+}
+
+// ObjectError says which object an error is about: "ConfigMap ns/name: reason".
+func ObjectError(kind, namespace, name string, err error) error {
+	return fmt.Errorf("%s: %w", ObjectName(kind, namespace, name), Classify(err))
+}
+
+// ObjectName is "Kind ns/name", or "Kind name" for cluster-scoped objects.
+func ObjectName(kind, namespace, name string) string {
+	if namespace == "" {
+		return kind + " " + name
+	}
+	return kind + " " + namespace + "/" + name
+}
+
+// Reason is the short reason of an API error, for summaries of many failures.
+func Reason(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		s := status.Status()
+		if s.Message != "" {
+			return s.Message
+		}
+		return string(s.Reason)
+	}
+	return err.Error()
+}

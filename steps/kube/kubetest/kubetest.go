@@ -1,0 +1,173 @@
+// Package kubetest runs plans against real control planes in the tests of Kubernetes step
+// types: one control plane per test package (started in TestMain), a fresh namespace per test.
+package kubetest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/controlplane"
+)
+
+// Cluster is a running control plane with clients for it.
+type Cluster struct {
+	CP      *controlplane.ControlPlane
+	Dynamic dynamic.Interface
+	Typed   kubernetes.Interface
+}
+
+// Main starts n control planes, runs the package's tests and stops them. With
+// PLANRUN_SKIP_CONTROLPLANE=1 it runs no control plane and the tests that need one skip.
+func Main(m *testing.M, n int, clusters *[]*Cluster) {
+	if os.Getenv(controlplane.SkipEnv) == "1" {
+		os.Exit(m.Run())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	var started []*Cluster
+	for i := 0; i < n; i++ {
+		cp, err := controlplane.Start(ctx, controlplane.Options{ContextName: fmt.Sprintf("cluster-%d", i)})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kubetest: starting control plane %d: %v\n", i, err)
+			for _, c := range started {
+				c.CP.Stop()
+			}
+			os.Exit(1)
+		}
+		started = append(started, &Cluster{CP: cp, Dynamic: dynamic.NewForConfigOrDie(cp.Config), Typed: kubernetes.NewForConfigOrDie(cp.Config)})
+	}
+	cancel()
+	*clusters = started
+	code := m.Run()
+	for _, c := range started {
+		c.CP.Stop()
+	}
+	os.Exit(code)
+}
+
+// Need skips a test when the package runs without control planes.
+func Need(t testing.TB, clusters []*Cluster) {
+	t.Helper()
+	if len(clusters) == 0 {
+		t.Skipf("no control plane (%s=1)", controlplane.SkipEnv)
+	}
+}
+
+var nsCounter atomic.Int64
+
+// Namespace creates a fresh namespace for one test.
+func (c *Cluster) Namespace(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	_, err := c.Typed.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+	return name
+}
+
+// Run is the outcome of a plan run in a test.
+type Run struct {
+	Journal *engine.Journal
+	Err     error
+	Store   *engine.DirStore
+	Plan    *engine.Plan
+}
+
+// Outputs of a step of the run.
+func (r *Run) Outputs(t testing.TB, step string) engine.Outputs {
+	t.Helper()
+	rec := r.Journal.Step(step)
+	if rec == nil {
+		t.Fatalf("no step %q in the run", step)
+	}
+	return rec.Outputs
+}
+
+// Options for Apply.
+type Options struct {
+	DryRun     bool
+	NoRollback bool
+	Params     []string // name=value
+	Dir        string   // state folder (a fresh temp folder by default): reuse it to resume
+	RunID      string
+}
+
+// Apply loads a plan (header added: apiVersion, kind, metadata) and runs it. The plan's clusters
+// are pointed at the given control planes by name ("main" if the plan declares none).
+func Apply(t testing.TB, clusters map[string]*Cluster, body string, opts Options) *Run {
+	t.Helper()
+	p := Load(t, clusters, body, opts)
+	dir := opts.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	store := engine.NewDirStore(filepath.Join(dir, "runs"))
+	r := &engine.Runner{Store: store, NoRollback: opts.NoRollback}
+	id := opts.RunID
+	if id == "" {
+		id = "run"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	j, err := r.Apply(ctx, p, engine.ApplyOptions{RunID: id, DryRun: opts.DryRun})
+	return &Run{Journal: j, Err: err, Store: store, Plan: p}
+}
+
+// Load loads a plan as Apply does, without running it.
+func Load(t testing.TB, clusters map[string]*Cluster, body string, opts Options) *engine.Plan {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "plan.yaml")
+	src := "apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: test}\n" + body
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.Load(path, engine.LoadOptions{Params: engine.ParamValues{Set: opts.Params}})
+	if err != nil {
+		t.Fatalf("plan does not load:\n%v\n%s", err, src)
+	}
+	if p.Clusters == nil {
+		p.Clusters = map[string]*engine.Cluster{}
+	}
+	if len(p.Clusters) == 0 {
+		p.Clusters["main"] = &engine.Cluster{}
+	}
+	for name, c := range p.Clusters {
+		cl, ok := clusters[name]
+		if !ok {
+			t.Fatalf("plan cluster %q has no control plane in the test", name)
+		}
+		c.Kubeconfig, c.Context = cl.CP.Kubeconfig, cl.CP.ContextName
+	}
+	return p
+}
+
+// Get reads an object, failing the test if it cannot.
+func (c *Cluster) Get(t testing.TB, gvr schema.GroupVersionResource, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	var r dynamic.ResourceInterface = c.Dynamic.Resource(gvr)
+	if ns != "" {
+		r = c.Dynamic.Resource(gvr).Namespace(ns)
+	}
+	obj, err := r.Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get %s %s/%s: %v", gvr.Resource, ns, name, err)
+	}
+	return obj
+}

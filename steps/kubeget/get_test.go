@@ -1,0 +1,81 @@
+package kubeget_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	_ "planrun.dev/planrun/steps"
+	"planrun.dev/planrun/steps/kube/kubetest"
+)
+
+var clusters []*kubetest.Cluster
+
+func TestMain(m *testing.M) { kubetest.Main(m, 1, &clusters) }
+
+func main() map[string]*kubetest.Cluster { return map[string]*kubetest.Cluster{"main": clusters[0]} }
+
+func TestGetAndList(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := c.Namespace(t)
+	for i := 0; i < 7; i++ {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%d", i), Labels: map[string]string{"even": fmt.Sprint(i%2 == 0)}},
+			Data: map[string]string{"i": fmt.Sprint(i)}}
+		if _, err := c.Typed.CoreV1().ConfigMaps(ns).Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := kubetest.Apply(t, main(), fmt.Sprintf(`
+params:
+  ns: {default: %s}
+steps:
+  - {id: one, type: kube.get, with: {apiVersion: v1, kind: ConfigMap, namespace: "${{ params.ns }}", name: cm-3}}
+  - {id: absent, type: kube.get, with: {apiVersion: v1, kind: ConfigMap, namespace: "${{ params.ns }}", name: nope, optional: true}}
+  - {id: ns, type: kube.get, with: {apiVersion: v1, kind: Namespace, name: "${{ params.ns }}"}}
+  - {id: even, type: kube.list, with: {apiVersion: v1, kind: ConfigMap, namespace: "${{ params.ns }}", labelSelector: even=true}}
+  - {id: all, type: kube.list, with: {apiVersion: v1, kind: ConfigMap, labelSelector: even, items: false}}
+  - id: check
+    type: assert
+    with:
+      that: >-
+        steps.one.outputs.found && steps.one.outputs.object.data.i == "3" &&
+        !steps.absent.outputs.found && steps.ns.outputs.found &&
+        steps.even.outputs.count == 4 && len(steps.even.outputs.items) == 4 &&
+        steps.all.outputs.count == 7 && steps.all.outputs.items == nil
+`, ns), kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+}
+
+func TestGetErrors(t *testing.T) {
+	kubetest.Need(t, clusters)
+	ns := clusters[0].Namespace(t)
+	cases := []struct {
+		name string
+		with string
+		want string
+	}{
+		{"missing object", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: nope}`, `step "s" failed: ConfigMap ` + ns + `/nope not found (set optional: true if it may be absent)`},
+		{"unknown kind", `{apiVersion: example.com/v1, kind: Widget, namespace: x, name: y}`, `step "s" failed: unknown kind example.com/v1 Widget on cluster main (is its CRD installed?)`},
+		{"namespace for a cluster-scoped kind", `{apiVersion: v1, kind: Namespace, namespace: x, name: y}`, `step "s" failed: namespace: Namespace is cluster-scoped; remove namespace`},
+		{"no namespace for a namespaced kind", `{apiVersion: v1, kind: Secret, name: y}`, `step "s" failed: namespace: required, Secret is namespaced`},
+		{"unknown cluster", `{cluster: other, apiVersion: v1, kind: Secret, namespace: x, name: y}`, `step "s" failed: cluster: the plan has no cluster "other" (clusters: main)`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			run := kubetest.Apply(t, main(), "steps:\n  - {id: s, type: kube.get, with: "+tc.with+"}\n", kubetest.Options{})
+			if run.Err == nil || !strings.Contains(run.Err.Error(), tc.want) {
+				t.Fatalf("error %v\nwant %q", run.Err, tc.want)
+			}
+			if strings.Contains(run.Err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", run.Err)
+			}
+		})
+	}
+}
