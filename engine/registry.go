@@ -25,6 +25,14 @@ type Validator interface {
 	Validate() error
 }
 
+// Undoer is implemented by actions that know how to undo themselves from their own outputs:
+// apply deletes what it created, scale puts the replicas back, patch restores prior values.
+// When such a step completed and the run rolls back, Undo runs unless the step has a rollback
+// block of its own (an explicit `rollback: []` turns undoing off). Undo must be idempotent.
+type Undoer interface {
+	Undo(ctx context.Context, rc *RunContext, outputs Outputs) error
+}
+
 // Describer is implemented by actions that can say in one line what they will do; dry runs and
 // progress lines use it.
 type Describer interface {

@@ -29,7 +29,7 @@ func (x *execution) rollback(ctx context.Context, cause error) error {
 	for i := len(x.p.order) - 1; i >= 0; i-- {
 		s := x.p.order[i]
 		rec := x.j.Step(s.ID)
-		if rec == nil || rec.Status != StepSucceeded || len(s.Rollback) == 0 {
+		if rec == nil || rec.Status != StepSucceeded || !s.undoable() {
 			continue
 		}
 		err := x.undo(ctx, s, rec)
@@ -57,7 +57,11 @@ func (x *execution) rollback(ctx context.Context, cause error) error {
 // undo runs the rollback steps of s in the order written. Those that succeeded in an earlier
 // attempt are not run again.
 func (x *execution) undo(ctx context.Context, s *Step, rec *StepRecord) error {
-	for _, rb := range s.Rollback {
+	steps := s.Rollback
+	if steps == nil {
+		steps = []*Step{s.builtinUndo(rec)}
+	}
+	for _, rb := range steps {
 		rrec := x.j.Step(rb.ID)
 		if rrec == nil {
 			rrec = newRecord(rb)
@@ -94,4 +98,45 @@ func listErrors(errs []error) string {
 		parts[i] = e.Error()
 	}
 	return strings.Join(parts, "; ")
+}
+
+// undoable reports whether a completed step has something to undo: a rollback block, or, when
+// it has none, an action that undoes itself.
+func (s *Step) undoable() bool {
+	if len(s.Rollback) > 0 {
+		return true
+	}
+	if s.Rollback != nil || s.stepType.New == nil {
+		return false // rollback: [] turns undoing off
+	}
+	_, ok := s.stepType.New().(Undoer)
+	return ok
+}
+
+// builtinUndo is a rollback step that calls the step's own Undo with the outputs it recorded.
+// Its id, "<id>:undo", cannot clash with a plan's ids, which may not contain ':'.
+func (s *Step) builtinUndo(rec *StepRecord) *Step {
+	u := &Step{ID: s.ID + ":undo", Type: s.Type, Retry: s.Retry, Timeout: s.Timeout, Pos: s.Pos, Parent: s, stepType: s.stepType}
+	u.action = &undoAction{step: s, rec: rec}
+	u.Digest = s.Digest
+	return u
+}
+
+type undoAction struct {
+	step *Step
+	rec  *StepRecord
+}
+
+func (u *undoAction) Describe() string { return "undo " + u.step.ID }
+
+func (u *undoAction) Run(ctx context.Context, rc *RunContext) (Outputs, error) {
+	a, err := u.step.prepare(rc.env, rc.run.p.File)
+	if err != nil {
+		return nil, err
+	}
+	undoer, ok := a.(Undoer)
+	if !ok {
+		return nil, fmt.Errorf("step type %s cannot undo itself", u.step.Type)
+	}
+	return Outputs{}, undoer.Undo(ctx, rc, u.rec.Outputs)
 }
