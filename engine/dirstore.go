@@ -43,7 +43,7 @@ func (s *DirStore) Create(ctx context.Context, j *Journal, planSource []byte) er
 		}
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "plan.yaml"), planSource, 0o644); err != nil {
+	if err := WriteFileAtomic(filepath.Join(dir, "plan.yaml"), planSource, 0o644); err != nil {
 		return err
 	}
 	return s.Save(ctx, j)
@@ -55,7 +55,7 @@ func (s *DirStore) Save(_ context.Context, j *Journal) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.journalPath(j.RunID), data, 0o644)
+	return WriteFileAtomic(s.journalPath(j.RunID), data, 0o644)
 }
 
 // Load implements Store.
@@ -112,9 +112,9 @@ func (s *DirStore) ArtifactDir(runID, stepID string) (string, error) {
 	return dir, os.MkdirAll(dir, 0o755)
 }
 
-// writeFileAtomic writes data to path so that path holds either its old or its new content after
+// WriteFileAtomic writes data to path so that path holds either its old or its new content after
 // a crash: write a temp file in the same folder, fsync it, rename it over path, fsync the folder.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

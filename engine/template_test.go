@@ -36,9 +36,8 @@ func init() {
 	engine.Register(engine.StepType{Name: "test.typed", Doc: "test step", New: func() engine.Action { return new(typed) }})
 }
 
-func TestWholeTemplateKeepsItsType(t *testing.T) {
-	f := newFixture(t)
-	_, err := f.apply(`
+// typedPlan fills every shape of field from templates.
+const typedPlan = `
 params:
   names: {type: list, default: [a, b]}
   labels: {type: map, default: {app: web}}
@@ -53,6 +52,11 @@ steps:
       int: ${{ params.n * 2 }}
       bool: ${{ params.on }}
       str: "n=${{ params.n }} names=${{ params.names }} on=${{ params.on }}"
+`
+
+func TestWholeTemplateKeepsItsType(t *testing.T) {
+	f := newFixture(t)
+	_, err := f.apply(typedPlan+`
   - id: second
     type: test.typed
     with:
@@ -74,22 +78,7 @@ steps:
 
 func TestTemplateValuesReachTheStep(t *testing.T) {
 	f := newFixture(t)
-	_, err := f.apply(`
-params:
-  names: {type: list, default: [a, b]}
-  labels: {type: map, default: {app: web}}
-  n: {type: int, default: 7}
-  on: {type: bool, default: true}
-steps:
-  - id: only
-    type: test.typed
-    with:
-      list: ${{ params.names }}
-      map: ${{ params.labels }}
-      int: ${{ params.n * 2 }}
-      bool: ${{ params.on }}
-      str: "n=${{ params.n }} names=${{ params.names }} on=${{ params.on }}"
-`, engine.ApplyOptions{})
+	_, err := f.apply(typedPlan, engine.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
