@@ -4,7 +4,10 @@
 package steps
 
 import (
-	_ "planrun.dev/planrun/steps/assert"  // type: assert
-	_ "planrun.dev/planrun/steps/exec"    // type: exec
-	_ "planrun.dev/planrun/steps/kubeget" // types: kube.get, kube.list
+	_ "planrun.dev/planrun/steps/assert"     // type: assert
+	_ "planrun.dev/planrun/steps/exec"       // type: exec
+	_ "planrun.dev/planrun/steps/kubeapply"  // types: kube.apply, kube.patch, kube.delete
+	_ "planrun.dev/planrun/steps/kubebackup" // types: kube.backup, kube.verifyBackup
+	_ "planrun.dev/planrun/steps/kubefreeze" // types: kube.blockWrites, kube.unblockWrites
+	_ "planrun.dev/planrun/steps/kubeget"    // types: kube.get, kube.list
 )

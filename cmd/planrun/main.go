@@ -39,7 +39,7 @@ type command struct {
 }
 
 var commands = []*command{
-	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand,
+	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand,
 }
 
 // usageError is a mistake on the command line.

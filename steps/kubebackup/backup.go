@@ -1,0 +1,455 @@
+// Package kubebackup implements kube.backup (chosen resources, read with paged lists and written
+// as they stream to a backup folder in the steps/kube/archive format) and kube.verifyBackup.
+package kubebackup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/steps/kube"
+	"planrun.dev/planrun/steps/kube/archive"
+)
+
+func init() {
+	engine.Register(engine.StepType{
+		Name: "kube.backup",
+		Doc:  "Back up resources (paged lists, streamed) to a folder with a manifest of counts and sha256 sums.",
+		New:  func() engine.Action { return new(Backup) },
+	})
+}
+
+// Backup writes chosen resources to a backup folder.
+//
+// Which objects: every object of the chosen resources (resources:, or allResources: true for
+// every listable resource but events), in the chosen namespaces (namespaces:, all when empty,
+// minus excludeNamespaces:), matching labelSelector:. Cluster-scoped resources are backed up when
+// includeClusterScoped is true, which is its default when namespaces is empty (a whole-cluster
+// backup) and not otherwise; naming a cluster-scoped resource in resources: while they are
+// excluded is an error. The Namespace objects of the chosen namespaces are backed up whenever
+// namespaces is among the resources (allResources includes it), even when other cluster-scoped
+// resources are not: a restore needs them.
+type Backup struct {
+	kube.ClusterRef      `yaml:",inline"`
+	To                   string   `yaml:"to" plan:"required" doc:"Backup folder. Created if absent; a previous planrun backup in it is replaced; any other non-empty folder is refused unless overwrite is true."`
+	Resources            []any    `yaml:"resources" doc:"Resources to back up: names such as configmaps or deployments.apps (resource.group), or {apiVersion: apps/v1, kind: Deployment}. Required unless allResources is true."`
+	AllResources         bool     `yaml:"allResources" doc:"Back up every resource the server can list, except events (and subresources)."`
+	Namespaces           []string `yaml:"namespaces" doc:"Namespaces to back up; empty means all."`
+	ExcludeNamespaces    []string `yaml:"excludeNamespaces" doc:"Namespaces left out when namespaces is empty."`
+	LabelSelector        string   `yaml:"labelSelector" doc:"Only objects matching this label selector, such as app=web."`
+	IncludeClusterScoped *bool    `yaml:"includeClusterScoped" doc:"Back up cluster-scoped resources too. Default: true when namespaces is empty, false otherwise."`
+	Overwrite            bool     `yaml:"overwrite" doc:"Write into a non-empty folder that is not a planrun backup (its resources/ and manifest.json are replaced; other files are left alone)."`
+
+	refs []resourceRef
+}
+
+// resourceRef is one entry of resources:, parsed.
+type resourceRef struct {
+	name             string // "configmaps", "deployments.apps"
+	apiVersion, kind string
+}
+
+func (r resourceRef) String() string {
+	if r.name != "" {
+		return r.name
+	}
+	return r.apiVersion + " " + r.kind
+}
+
+// MarkerFile marks a folder as a planrun backup from the moment a backup starts writing into it,
+// so that a backup interrupted before its manifest was written is recognised and replaced.
+const MarkerFile = ".planrun-backup"
+
+// pageSize is the limit of each list request.
+const pageSize = 500
+
+// parallelLists is how many lists run at once (each holds at most one object in memory).
+const parallelLists = 4
+
+// Validate implements engine.Validator.
+func (b *Backup) Validate() error {
+	switch {
+	case b.AllResources && len(b.Resources) > 0:
+		return errors.New("resources: leave it out when allResources is true")
+	case !b.AllResources && len(b.Resources) == 0:
+		return errors.New("resources: required unless allResources is true")
+	case len(b.Namespaces) > 0 && len(b.ExcludeNamespaces) > 0:
+		return errors.New("excludeNamespaces: only applies when namespaces is empty (all namespaces)")
+	}
+	b.refs = b.refs[:0]
+	for i, r := range b.Resources {
+		switch v := r.(type) {
+		case string:
+			if strings.TrimSpace(v) == "" || strings.ContainsAny(v, "/ ") {
+				return fmt.Errorf("resources[%d]: %q is not a resource name such as configmaps or deployments.apps (use {apiVersion: apps/v1, kind: Deployment} for a kind)", i, v)
+			}
+			b.refs = append(b.refs, resourceRef{name: strings.ToLower(v)})
+		case map[string]any:
+			av, _ := v["apiVersion"].(string)
+			k, _ := v["kind"].(string)
+			if av == "" || k == "" || len(v) != 2 {
+				return fmt.Errorf("resources[%d]: want a resource name or {apiVersion, kind}", i)
+			}
+			b.refs = append(b.refs, resourceRef{apiVersion: av, kind: k})
+		default:
+			return fmt.Errorf("resources[%d]: want a resource name or {apiVersion, kind}", i)
+		}
+	}
+	if _, err := labels.Parse(b.LabelSelector); err != nil {
+		return fmt.Errorf("labelSelector: %v", err)
+	}
+	return nil
+}
+
+// Describe implements engine.Describer.
+func (b *Backup) Describe() string {
+	what := "all resources"
+	if !b.AllResources {
+		names := make([]string, len(b.Resources))
+		for i, r := range b.Resources {
+			if m, ok := r.(map[string]any); ok {
+				names[i] = fmt.Sprintf("%v %v", m["apiVersion"], m["kind"])
+			} else {
+				names[i] = fmt.Sprint(r)
+			}
+		}
+		what = strings.Join(names, ", ")
+	}
+	where := "all namespaces"
+	if len(b.Namespaces) > 0 {
+		where = "namespaces " + strings.Join(b.Namespaces, ", ")
+	}
+	return fmt.Sprintf("back up %s in %s to %s", what, where, b.To)
+}
+
+func (b *Backup) clusterScoped() bool {
+	if b.IncludeClusterScoped != nil {
+		return *b.IncludeClusterScoped
+	}
+	return len(b.Namespaces) == 0
+}
+
+// target is one resource to back up.
+type target struct {
+	gvr        schema.GroupVersionResource
+	kind       string
+	namespaced bool
+}
+
+func (t target) groupResource() string { return archive.GroupResource(t.gvr.Group, t.gvr.Resource) }
+
+// isNamespaces: the core namespaces resource, filtered by the namespace choice like namespaced ones.
+func (t target) isNamespaces() bool { return t.gvr.Group == "" && t.gvr.Resource == "namespaces" }
+
+// Run implements engine.Action.
+func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
+	if err := b.Validate(); err != nil { // parses resources:
+		return nil, err
+	}
+	c, err := b.Client(rc)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := b.targets(c)
+	if err != nil {
+		return nil, err
+	}
+	for _, ns := range b.Namespaces {
+		if _, err := c.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("namespaces: namespace %q not found", ns)
+			}
+			return nil, kube.ObjectError("Namespace", "", ns, err)
+		}
+	}
+	dir, err := filepath.Abs(b.To)
+	if err != nil {
+		return nil, fmt.Errorf("to: %w", err)
+	}
+	if err := prepareFolder(dir, b.Overwrite, rc.DryRun); err != nil {
+		return nil, err
+	}
+	lister, err := newLister(rc, c)
+	if err != nil {
+		return nil, err
+	}
+
+	// One job per list: per namespace when namespaces are named, else one list across all.
+	var jobs []*job
+	for _, t := range targets {
+		switch {
+		case t.namespaced && len(b.Namespaces) > 0:
+			for _, ns := range b.Namespaces {
+				jobs = append(jobs, &job{target: t, namespace: ns})
+			}
+		default:
+			jobs = append(jobs, &job{target: t, keep: b.keepFunc(t)})
+		}
+	}
+	prog := &progress{rc: rc}
+	opts := listOptions{labelSelector: b.LabelSelector, dryRun: rc.DryRun, dir: dir}
+	if err := runJobs(ctx, jobs, func(ctx context.Context, j *job) error {
+		return lister.backup(ctx, j, opts, prog)
+	}); err != nil {
+		return nil, err
+	}
+
+	// Assemble the manifest in a stable order.
+	byGR := map[string]*archive.Resource{}
+	for _, t := range targets {
+		byGR[t.groupResource()] = &archive.Resource{Group: t.gvr.Group, Version: t.gvr.Version, Resource: t.gvr.Resource,
+			Kind: t.kind, Namespaced: t.namespaced, Files: []archive.File{}}
+	}
+	m := &archive.Manifest{Version: archive.Version, Created: time.Now().UTC(), Cluster: archive.ClusterInfo{Name: c.Name, Server: c.Config.Host}}
+	if v, err := c.ServerVersion(ctx); err != nil {
+		return nil, fmt.Errorf("server version: %w", err)
+	} else if v != nil {
+		m.Cluster.ServerVersion = v.GitVersion
+	}
+	for _, j := range jobs {
+		r := byGR[j.target.groupResource()]
+		r.Count += j.count
+		r.Files = append(r.Files, j.files...)
+		m.Objects += j.count
+		m.Bytes += j.bytes
+	}
+	grs := make([]string, 0, len(byGR))
+	for gr := range byGR {
+		grs = append(grs, gr)
+	}
+	sort.Strings(grs)
+	resources := []any{}
+	var files int
+	for _, gr := range grs {
+		r := byGR[gr]
+		sort.Slice(r.Files, func(i, j int) bool { return r.Files[i].Path < r.Files[j].Path })
+		files += len(r.Files)
+		m.Resources = append(m.Resources, *r)
+		resources = append(resources, map[string]any{"resource": gr, "count": r.Count})
+	}
+	out := engine.Outputs{"dir": dir, "objects": m.Objects, "bytes": m.Bytes, "files": files, "resources": resources}
+	if rc.DryRun {
+		out["dryRun"] = true
+		return out, nil
+	}
+	if err := archive.WriteManifest(dir, m); err != nil {
+		return nil, fmt.Errorf("to: writing the manifest: %w", err)
+	}
+	return out, nil
+}
+
+// keepFunc filters the objects of a list across all namespaces (or of the namespaces resource)
+// by namespace; nil keeps everything.
+func (b *Backup) keepFunc(t target) func(namespace, name string) bool {
+	set := func(names []string) map[string]bool {
+		s := make(map[string]bool, len(names))
+		for _, n := range names {
+			s[n] = true
+		}
+		return s
+	}
+	switch {
+	case t.isNamespaces() && len(b.Namespaces) > 0:
+		in := set(b.Namespaces)
+		return func(_, name string) bool { return in[name] }
+	case t.isNamespaces() && len(b.ExcludeNamespaces) > 0:
+		out := set(b.ExcludeNamespaces)
+		return func(_, name string) bool { return !out[name] }
+	case t.namespaced && len(b.ExcludeNamespaces) > 0:
+		out := set(b.ExcludeNamespaces)
+		return func(ns, _ string) bool { return !out[ns] }
+	}
+	return nil
+}
+
+// targets resolves the chosen resources.
+func (b *Backup) targets(c *kube.Client) ([]target, error) {
+	var out []target
+	seen := map[string]bool{}
+	add := func(t target, explicit string) error {
+		if !t.namespaced && !t.isNamespaces() && !b.clusterScoped() {
+			if explicit != "" {
+				return fmt.Errorf("resources: %s is cluster-scoped; set includeClusterScoped: true or remove it", explicit)
+			}
+			return nil
+		}
+		if !seen[t.groupResource()] {
+			seen[t.groupResource()] = true
+			out = append(out, t)
+		}
+		return nil
+	}
+	if b.AllResources {
+		ts, err := discoverAll(c)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range ts {
+			add(t, "")
+		}
+		return out, nil
+	}
+	for _, r := range b.refs {
+		var t target
+		if r.name != "" {
+			gvr, err := c.ResourceFor(r.name)
+			if err != nil {
+				return nil, err
+			}
+			gvk, namespaced, err := c.KindFor(gvr)
+			if err != nil {
+				return nil, err
+			}
+			t = target{gvr: gvr, kind: gvk.Kind, namespaced: namespaced}
+		} else {
+			m, err := c.Mapping(r.apiVersion, r.kind)
+			if err != nil {
+				return nil, err
+			}
+			t = target{gvr: m.Resource, kind: m.GroupVersionKind.Kind, namespaced: m.Scope.Name() == meta.RESTScopeNameNamespace}
+		}
+		if err := add(t, r.String()); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// discoverAll lists every resource the server can list, in its preferred version, except events
+// and subresources.
+func discoverAll(c *kube.Client) ([]target, error) {
+	c.ResetDiscovery() // CRDs created by earlier steps must be seen
+	lists, err := c.Discovery.ServerPreferredResources()
+	if err != nil {
+		return nil, fmt.Errorf("allResources: discovery: %w", kube.Classify(err))
+	}
+	var out []target
+	for _, l := range lists {
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil {
+			continue
+		}
+		for _, r := range l.APIResources {
+			if strings.Contains(r.Name, "/") || !hasVerb(r.Verbs, "list") || r.Name == "events" {
+				continue
+			}
+			out = append(out, target{gvr: gv.WithResource(r.Name), kind: r.Kind, namespaced: r.Namespaced})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].groupResource() < out[j].groupResource() })
+	return out, nil
+}
+
+func hasVerb(verbs []string, v string) bool {
+	for _, x := range verbs {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// prepareFolder makes dir ready for a new backup: created if absent; a previous planrun backup
+// (complete or interrupted) is cleared; any other non-empty folder is refused unless overwrite.
+// A dry run only checks.
+func prepareFolder(dir string, overwrite, dryRun bool) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if dryRun {
+			return nil
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("to: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("to: %w", err)
+	default:
+		isBackup := false
+		for _, e := range entries {
+			if e.Name() == archive.ManifestFile || e.Name() == MarkerFile {
+				isBackup = true
+			}
+		}
+		if len(entries) > 0 && !isBackup && !overwrite {
+			return fmt.Errorf("to: %s is not empty and is not a planrun backup folder (set overwrite: true to write into it anyway)", dir)
+		}
+	}
+	if dryRun {
+		return nil
+	}
+	// The manifest goes first: from now on the folder is an incomplete backup.
+	if err := os.Remove(filepath.Join(dir, archive.ManifestFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("to: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, MarkerFile), []byte("planrun backup folder: manifest.json is written last\n"), 0o644); err != nil {
+		return fmt.Errorf("to: %w", err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "resources")); err != nil {
+		return fmt.Errorf("to: %w", err)
+	}
+	return nil
+}
+
+// progress sums what every list has read and reports it.
+type progress struct {
+	rc           *engine.RunContext
+	mu           sync.Mutex
+	done, nbytes int64
+}
+
+func (p *progress) add(objects, bytes int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done += objects
+	p.nbytes += bytes
+	p.rc.Progress(engine.Progress{Done: p.done, Bytes: p.nbytes, Unit: "objects"})
+}
+
+// runJobs runs fn over the jobs, parallelLists at a time, stopping at the first error.
+func runJobs(ctx context.Context, jobs []*job, fn func(context.Context, *job) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := make(chan *job)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for i := 0; i < parallelLists && i < len(jobs); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range ch {
+				if err := fn(ctx, j); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		}()
+	}
+loop:
+	for _, j := range jobs {
+		select {
+		case ch <- j:
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	close(ch)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,214 @@
+package kubebackup_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/steps/kube/kubetest"
+)
+
+// Benchmarks (go test -run '^$' -bench . ./steps/kubebackup, or make bench): figures, never
+// timed assertions. Both sides run against the same local API server in the same run.
+
+// seed creates n objects of about 1 KiB in ns, half ConfigMaps and half Secrets, in parallel
+// through a client without a client-side rate limit.
+func seed(b *testing.B, c *kubetest.Cluster, ns string, n int) {
+	b.Helper()
+	cfg := rest.CopyConfig(c.CP.Config)
+	cfg.QPS, cfg.Burst = -1, 0 // no client-side limit
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	text := strings.Repeat("0123456789abcdef", 56) // 896 bytes
+	createMany(b, n, func(i int) error {
+		name := fmt.Sprintf("obj-%06d", i)
+		var err error
+		if i%2 == 0 {
+			_, err = cs.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"payload": text}}, metav1.CreateOptions{})
+		} else {
+			_, err = cs.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string][]byte{"payload": []byte(text[:660])}}, metav1.CreateOptions{})
+		}
+		return err
+	})
+	b.Logf("seeded %d objects in %s in %s", n, ns, time.Since(start).Round(time.Millisecond))
+}
+
+func backupPlan(dir, ns string) string {
+	return fmt.Sprintf("steps:\n  - {id: b, type: kube.backup, with: {to: %s, resources: [configmaps, secrets], namespaces: [%s]}}\n", dir, ns)
+}
+
+func backupOnce(b *testing.B, plan string, want int) {
+	run := kubetest.Apply(b, main(), plan, kubetest.Options{})
+	if run.Err != nil {
+		b.Fatal(run.Err)
+	}
+	if got := run.Outputs(b, "b")["objects"]; fmt.Sprint(got) != strconv.Itoa(want) {
+		b.Fatalf("backed up %v objects, want %d", got, want)
+	}
+}
+
+func kubectlPath(b *testing.B) string {
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		var err error
+		if dir, err = controlplane.FindBinaries(context.Background()); err != nil {
+			return ""
+		}
+	}
+	p := filepath.Join(dir, "kubectl")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// BenchmarkBackup10k: kube.backup of 10,000 ConfigMaps and Secrets (~1 KiB each) against
+// `kubectl get configmaps,secrets -o yaml > file`.
+func BenchmarkBackup10k(b *testing.B) {
+	kubetest.Need(b, clusters)
+	const n = 10_000
+	c := clusters[0]
+	ns := c.Namespace(b)
+	seed(b, c, ns, n)
+	var planrunRate, kubectlRate float64
+
+	b.Run("planrun", func(b *testing.B) {
+		plan := backupPlan(filepath.Join(b.TempDir(), "backup"), ns)
+		for b.Loop() {
+			backupOnce(b, plan, n)
+		}
+		perOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+		planrunRate = n / (perOp / 1e9)
+		b.ReportMetric(planrunRate, "objects/s")
+	})
+
+	b.Run("kubectl-get-yaml", func(b *testing.B) {
+		kubectl := kubectlPath(b)
+		if kubectl == "" {
+			b.Skip("no kubectl in $KUBEBUILDER_ASSETS (hack/build-control-plane.sh kube-apiserver etcd kubectl builds it)")
+		}
+		out := filepath.Join(b.TempDir(), "objects.yaml")
+		for b.Loop() {
+			f, err := os.Create(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cmd := exec.Command(kubectl, "--kubeconfig", c.CP.Kubeconfig, "--context", c.CP.ContextName, "get", "configmaps,secrets", "-n", ns, "-o", "yaml")
+			cmd.Stdout = f
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err != nil {
+				b.Fatalf("kubectl: %v: %s", err, stderr.String())
+			}
+			f.Close()
+		}
+		perOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+		kubectlRate = n / (perOp / 1e9)
+		b.ReportMetric(kubectlRate, "objects/s")
+	})
+
+	if planrunRate > 0 && kubectlRate > 0 {
+		fmt.Printf("BenchmarkBackup10k: kube.backup %.0f objects/s, kubectl get -o yaml %.0f objects/s: kube.backup is %.2fx kubectl\n",
+			planrunRate, kubectlRate, planrunRate/kubectlRate)
+	}
+}
+
+// BenchmarkBackupMemory: peak heap (HeapInuse sampled during the backup) and peak RSS (VmHWM,
+// reset before each backup) for 10,000 and 50,000 objects; the target is 50k within 1.5x of 10k.
+func BenchmarkBackupMemory(b *testing.B) {
+	kubetest.Need(b, clusters)
+	c := clusters[0]
+	peaks := map[int][2]float64{}
+	for _, n := range []int{10_000, 50_000} {
+		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
+			ns := c.Namespace(b)
+			seed(b, c, ns, n)
+			plan := backupPlan(filepath.Join(b.TempDir(), "backup"), ns)
+			var peakHeap, peakRSS uint64
+			for b.Loop() {
+				b.StopTimer()
+				debug.FreeOSMemory()
+				resetPeakRSS()
+				stop := sampleHeap()
+				b.StartTimer()
+				backupOnce(b, plan, n)
+				b.StopTimer()
+				peakHeap = max(peakHeap, stop())
+				peakRSS = max(peakRSS, readPeakRSS())
+				b.StartTimer()
+			}
+			const mib = 1 << 20
+			b.ReportMetric(float64(peakHeap)/mib, "peak-heap-MiB")
+			if peakRSS > 0 {
+				b.ReportMetric(float64(peakRSS)/mib, "peak-rss-MiB")
+			}
+			peaks[n] = [2]float64{float64(peakHeap), float64(peakRSS)}
+		})
+	}
+	if p10, p50 := peaks[10_000], peaks[50_000]; p10[0] > 0 && p50[0] > 0 {
+		fmt.Printf("BenchmarkBackupMemory: peak heap 50k/10k = %.2f (%.1f / %.1f MiB)", p50[0]/p10[0], p50[0]/(1<<20), p10[0]/(1<<20))
+		if p10[1] > 0 && p50[1] > 0 {
+			fmt.Printf(", peak RSS 50k/10k = %.2f (%.1f / %.1f MiB)", p50[1]/p10[1], p50[1]/(1<<20), p10[1]/(1<<20))
+		}
+		fmt.Println(" (target ≤ 1.5)")
+	}
+}
+
+// sampleHeap samples HeapInuse every 5ms until the returned function is called, which returns
+// the highest value seen.
+func sampleHeap() func() uint64 {
+	runtime.GC()
+	stop, done := make(chan struct{}), make(chan uint64)
+	go func() {
+		var ms runtime.MemStats
+		var peak uint64
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 { close(stop); return <-done }
+}
+
+// resetPeakRSS resets the process's VmHWM (Linux; a no-op elsewhere).
+func resetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// readPeakRSS returns VmHWM in bytes, or 0 when unknown.
+func readPeakRSS() uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

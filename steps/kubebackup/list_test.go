@@ -1,0 +1,114 @@
+package kubebackup
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+
+	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/steps/kube/archive"
+)
+
+func item(ns, name string) string {
+	return fmt.Sprintf(`{"metadata":{"name":%q,"namespace":%q},"data":{"k":"v"}}`, name, ns)
+}
+
+// fakeLister serves the given responses to successive list requests of configmaps.
+func fakeLister(t *testing.T, responses []func(w http.ResponseWriter, r *http.Request)) (*lister, *[]string) {
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		i := len(seen)
+		seen = append(seen, r.URL.Query().Get("continue"))
+		mu.Unlock()
+		if r.URL.Path != "/api/v1/configmaps" || r.URL.Query().Get("limit") != "500" || i >= len(responses) {
+			http.Error(w, "unexpected request "+r.URL.String(), http.StatusBadRequest)
+			return
+		}
+		responses[i](w, r)
+	}))
+	t.Cleanup(srv.Close)
+	cfg := &rest.Config{Host: srv.URL}
+	cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	client, err := rest.UnversionedRESTClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &lister{rest: client}, &seen
+}
+
+func page(cont string, items ...string) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"kind":"ConfigMapList","apiVersion":"v1","metadata":{"resourceVersion":"9","continue":%q},"items":[%s]}`, cont, strings.Join(items, ","))
+	}
+}
+
+func expired(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusGone)
+	fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"The provided continue parameter is too old to display a consistent list result.","reason":"Expired","code":410}`)
+}
+
+var cmTarget = target{gvr: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, kind: "ConfigMap", namespaced: true}
+
+// An expired continue token restarts the list from the start, throwing away what it wrote.
+func TestListRestartsAfterExpiredContinue(t *testing.T) {
+	l, seen := fakeLister(t, []func(http.ResponseWriter, *http.Request){
+		page("tok1", item("a", "1"), item("a", "2")),
+		expired,
+		page("", item("a", "1"), item("b", "3")),
+	})
+	dir := t.TempDir()
+	j := &job{target: cmTarget}
+	prog := &progress{rc: &engine.RunContext{}}
+	if err := l.backup(context.Background(), j, listOptions{dir: dir}, prog); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(*seen, ","); got != ",tok1," {
+		t.Fatalf("requests with continue %q", got)
+	}
+	if j.count != 2 || prog.done != 2 || prog.nbytes != j.bytes || len(j.files) != 2 || j.files[0].Namespace != "a" || j.files[0].Count != 1 || j.files[1].Namespace != "b" {
+		t.Fatalf("job %+v, progress %d", j, prog.done)
+	}
+	m := &archive.Manifest{Version: archive.Version, Resources: []archive.Resource{{Version: "v1", Resource: "configmaps", Files: j.files}}}
+	if err := archive.WriteManifest(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := archive.Verify(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestListErrors(t *testing.T) {
+	l, _ := fakeLister(t, []func(http.ResponseWriter, *http.Request){page("", item("a", "1"), item("b", "2"), item("a", "3"))})
+	err := l.backup(context.Background(), &job{target: cmTarget}, listOptions{dir: t.TempDir()}, &progress{rc: &engine.RunContext{}})
+	if err == nil || err.Error() != `list configmaps: objects of namespace "a" came out of order` {
+		t.Fatalf("got %v", err)
+	}
+
+	l, _ = fakeLister(t, []func(http.ResponseWriter, *http.Request){expired, expired, expired, expired, expired, expired})
+	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{dir: t.TempDir()}, &progress{rc: &engine.RunContext{}})
+	if err == nil || !strings.Contains(err.Error(), "list configmaps: The provided continue parameter is too old") {
+		t.Fatalf("got %v", err)
+	}
+
+	truncated := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"kind":"ConfigMapList","items":[`+item("a", "1")+`,{"meta`)
+	}
+	l, _ = fakeLister(t, []func(http.ResponseWriter, *http.Request){truncated})
+	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{dir: t.TempDir()}, &progress{rc: &engine.RunContext{}})
+	if err == nil || !engine.IsTransient(err) || !strings.Contains(err.Error(), "list configmaps: reading the response: ") {
+		t.Fatalf("got %v", err)
+	}
+}
