@@ -105,6 +105,7 @@ func (l *loader) load(root *yaml.Node, opts LoadOptions) {
 	l.resolveParams(root, opts.Params, !opts.SkipRequiredParams)
 	l.collectSteps(root)
 	l.compileSteps()
+	l.decodeDatastores()
 }
 
 var (
@@ -330,13 +331,10 @@ func (l *loader) compileWhen(s *Step) {
 	s.when = e
 }
 
-// decodeWith decodes the step's config. Scalars holding ${{ }} are compiled and set aside, their
-// static type checked against the field they fill; they are decoded for real at run time.
-func (l *loader) decodeWith(s *Step) {
-	s.templates = map[*yaml.Node]*Template{}
-	s.exprs = map[*yaml.Node]*Expr{}
-	l.d.compiled = s.exprs
-	l.d.deferScalar = func(n *yaml.Node, t reflect.Type) bool {
+// deferTemplates returns a deferScalar that compiles the ${{ }} scalars into templates, their
+// static type checked against the field they fill.
+func (l *loader) deferTemplates(templates map[*yaml.Node]*Template) func(n *yaml.Node, t reflect.Type) bool {
+	return func(n *yaml.Node, t reflect.Type) bool {
 		if n.Tag != "!!str" || !isTemplate(n.Value) {
 			return false
 		}
@@ -351,9 +349,18 @@ func (l *loader) decodeWith(s *Step) {
 		if st := tmpl.staticType(); !compatible(st, t) {
 			l.d.errorf(n, "%s is %s but this field takes %s", strings.TrimSpace(n.Value), st, goKindName(t))
 		}
-		s.templates[n] = tmpl
+		templates[n] = tmpl
 		return true
 	}
+}
+
+// decodeWith decodes the step's config. Scalars holding ${{ }} are compiled and set aside, their
+// static type checked against the field they fill; they are decoded for real at run time.
+func (l *loader) decodeWith(s *Step) {
+	s.templates = map[*yaml.Node]*Template{}
+	s.exprs = map[*yaml.Node]*Expr{}
+	l.d.compiled = s.exprs
+	l.d.deferScalar = l.deferTemplates(s.templates)
 	defer func() { l.d.deferScalar, l.d.compiled = nil, nil }()
 	action := s.stepType.New()
 	with := &s.With

@@ -80,7 +80,7 @@ func TestLoadErrors(t *testing.T) {
 steps:
   - {id: a, type: exec, with: {command: [x]}}
 `,
-			want: `plan.yaml:4:1: unknown field "notes" (known: apiVersion, clusters, hooks, kind, metadata, params, steps)`,
+			want: `plan.yaml:4:1: unknown field "notes" (known: apiVersion, clusters, datastores, hooks, kind, metadata, params, steps)`,
 		},
 		{
 			name: "unknown field in a step",

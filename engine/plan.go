@@ -12,13 +12,14 @@ const (
 
 // Plan is a loaded, validated plan. Build one with Load or Parse.
 type Plan struct {
-	APIVersion string              `yaml:"apiVersion" plan:"required" doc:"Always planrun.dev/v1alpha1."`
-	Kind       string              `yaml:"kind" plan:"required" doc:"Always Plan."`
-	Metadata   Metadata            `yaml:"metadata" plan:"required"`
-	Params     map[string]*Param   `yaml:"params" doc:"Typed inputs, set with --set name=value or --values file.yaml."`
-	Clusters   map[string]*Cluster `yaml:"clusters" doc:"Named Kubernetes clusters the steps talk to."`
-	Hooks      Hooks               `yaml:"hooks" doc:"Steps run around the steps of the Backup and Restore phases."`
-	Steps      []*Step             `yaml:"steps" plan:"required" doc:"The steps, run in order."`
+	APIVersion string               `yaml:"apiVersion" plan:"required" doc:"Always planrun.dev/v1alpha1."`
+	Kind       string               `yaml:"kind" plan:"required" doc:"Always Plan."`
+	Metadata   Metadata             `yaml:"metadata" plan:"required"`
+	Params     map[string]*Param    `yaml:"params" doc:"Typed inputs, set with --set name=value or --values file.yaml."`
+	Clusters   map[string]*Cluster  `yaml:"clusters" doc:"Named Kubernetes clusters the steps talk to."`
+	Datastores map[string]yaml.Node `yaml:"datastores" doc:"Named datastores (etcd clusters) the steps talk to. An entry's type: picks its kind and may be left out while only one kind exists; ${{ }} values may use params."`
+	Hooks      Hooks                `yaml:"hooks" doc:"Steps run around the steps of the Backup and Restore phases."`
+	Steps      []*Step              `yaml:"steps" plan:"required" doc:"The steps, run in order."`
 
 	// File is the path the plan was loaded from; Source its bytes; Digest the sha256 of Source.
 	File   string `yaml:"-"`
@@ -28,6 +29,7 @@ type Plan struct {
 	Values map[string]any `yaml:"-"`
 
 	paramValue any              // struct value of the params, for expressions
+	datastores map[string]any   // decoded datastores entries, by name
 	order      []*Step          // hooks and steps in execution order
 	byID       map[string]*Step // every step, rollback steps included
 }

@@ -21,6 +21,8 @@ type RunContext struct {
 	Clusters map[string]*Cluster
 	Logger   *slog.Logger
 
+	datastores map[string]any
+
 	env      Env
 	run      *execution
 	record   *StepRecord

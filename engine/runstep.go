@@ -104,15 +104,16 @@ func (x *execution) attempt(ctx context.Context, s *Step, rec *StepRecord, actio
 		defer cancel()
 	}
 	rc := &RunContext{
-		RunID:    x.j.RunID,
-		StepID:   s.ID,
-		DryRun:   x.j.DryRun,
-		Attempt:  attempt,
-		Clusters: x.p.Clusters,
-		Logger:   x.log.With("step", s.ID),
-		env:      env,
-		run:      x,
-		record:   rec,
+		RunID:      x.j.RunID,
+		StepID:     s.ID,
+		DryRun:     x.j.DryRun,
+		Attempt:    attempt,
+		Clusters:   x.p.Clusters,
+		datastores: x.p.datastores,
+		Logger:     x.log.With("step", s.ID),
+		env:        env,
+		run:        x,
+		record:     rec,
 		observer: func(p Progress) {
 			x.emit(Event{Type: EventStepProgress, StepID: s.ID, StepType: s.Type, Hook: s.Hook, Rollback: s.Parent != nil, Progress: &p})
 		},

@@ -67,6 +67,26 @@ func JSONSchema() ([]byte, error) {
 		})
 	}
 	g.stepTypeNames = names
+	for _, t := range DatastoreTypes() {
+		cfg := reflect.TypeOf(t.New())
+		for cfg != nil && cfg.Kind() == reflect.Pointer {
+			cfg = cfg.Elem()
+		}
+		if cfg == nil || cfg.Kind() != reflect.Struct {
+			return nil, fmt.Errorf("datastore type %q: config is %v, not a pointer to a struct", t.Name, reflect.TypeOf(t.New()))
+		}
+		ds, err := g.structSchema(cfg, true)
+		if err != nil {
+			return nil, fmt.Errorf("datastore type %q: %w", t.Name, err)
+		}
+		ds["properties"].(map[string]any)["type"] = map[string]any{"type": "string", "const": t.Name}
+		ds["title"] = "datastore of type " + t.Name
+		if t.Doc != "" {
+			ds["description"] = t.Doc
+		}
+		defs["datastore."+t.Name] = ds
+		g.datastoreRefs = append(g.datastoreRefs, map[string]any{"$ref": "#/$defs/datastore." + t.Name})
+	}
 
 	step, err := g.structSchema(stepStructType, false)
 	if err != nil {
@@ -99,6 +119,7 @@ func JSONSchema() ([]byte, error) {
 
 type schemaGen struct {
 	stepTypeNames []string
+	datastoreRefs []any
 }
 
 // schema returns the schema of values of type t. Within a step's config (templated), every
@@ -207,6 +228,16 @@ func (g *schemaGen) fieldSchema(owner reflect.Type, f reflect.StructField, name 
 			return map[string]any{"type": "string", "const": APIVersion}, nil
 		case "kind":
 			return map[string]any{"type": "string", "const": Kind}, nil
+		case "datastores":
+			entry := map[string]any{"type": "object"}
+			switch len(g.datastoreRefs) {
+			case 0:
+			case 1:
+				entry = g.datastoreRefs[0].(map[string]any)
+			default:
+				entry = map[string]any{"anyOf": g.datastoreRefs}
+			}
+			return map[string]any{"type": "object", "additionalProperties": entry}, nil
 		case "steps":
 			s, err := g.schema(f.Type, false)
 			if err == nil {
