@@ -31,7 +31,7 @@ fuzz:
 
 ## bench: benchmarks (figures, never timed assertions)
 bench:
-	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+	BENCHTIME=$(BENCHTIME) hack/bench.sh
 
 controlplane:
 	@echo "$(ASSETS)"

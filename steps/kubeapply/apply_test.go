@@ -320,7 +320,7 @@ func TestApplyErrors(t *testing.T) {
 			`step "s" failed: manifests[0]: Namespace c is cluster-scoped; remove metadata.namespace`},
 		{"invalid object", `{namespace: ` + ns + `, manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: c}, data: {"bad key!": x}}]}`, nil,
 			`step "s" failed: ConfigMap ` + ns + `/c: ConfigMap "c" is invalid: data[bad key!]: Invalid value: "bad key!"`},
-		{"forbidden", `{namespace: ` + ns + `, manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: c}}]}`, restricted(t),
+		{"forbidden", `{namespace: ` + ns + `, manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: c}}]}`, map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "planrun-nobody")},
 			`step "s" failed: ConfigMap ` + ns + `/c: configmaps "c" is forbidden: User "planrun-nobody" cannot get resource "configmaps" in API group "" in the namespace "` + ns + `"`},
 		{"conflict", `{namespace: ` + ns + `, manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: owned}, data: {x: "2"}}]}`, nil,
 			`step "s" failed: ConfigMap ` + ns + `/owned: Apply failed with 1 conflict: conflict with "kubeapply.test" using v1: .data.x`},

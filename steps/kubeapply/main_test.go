@@ -12,13 +12,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"planrun.dev/planrun/engine"
-	"planrun.dev/planrun/internal/controlplane"
 	_ "planrun.dev/planrun/steps/assert"
-	_ "planrun.dev/planrun/steps/kubeapply"
 	"planrun.dev/planrun/steps/kube/kubetest"
+	_ "planrun.dev/planrun/steps/kubeapply"
 )
 
 var clusters []*kubetest.Cluster
@@ -35,25 +33,6 @@ var (
 	namespaces  = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 	deployments = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 )
-
-// restricted points the plan's cluster at the test control plane as a user with no rights
-// (the admin impersonates planrun-nobody, who is only system:authenticated: discovery works,
-// everything else is forbidden).
-func restricted(t *testing.T) map[string]*kubetest.Cluster {
-	t.Helper()
-	cp := clusters[0].CP
-	kc, err := clientcmd.LoadFromFile(cp.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := kc.Contexts[cp.ContextName]
-	kc.AuthInfos[ctx.AuthInfo].Impersonate = "planrun-nobody"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return map[string]*kubetest.Cluster{"main": {CP: &controlplane.ControlPlane{Kubeconfig: path, ContextName: cp.ContextName}}}
-}
 
 // oneStep is a plan of one step "s".
 func oneStep(typ, with string) string {

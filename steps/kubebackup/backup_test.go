@@ -20,10 +20,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"planrun.dev/planrun/engine"
-	"planrun.dev/planrun/internal/controlplane"
 	_ "planrun.dev/planrun/steps"
 	"planrun.dev/planrun/steps/kube/archive"
 	"planrun.dev/planrun/steps/kube/kubetest"
@@ -474,24 +472,6 @@ func TestBackupDryRunRerunAndFolders(t *testing.T) {
 	})
 }
 
-// restrictedCluster is the control plane seen through a kubeconfig that impersonates a user
-// without any rights.
-func restrictedCluster(t *testing.T) map[string]*kubetest.Cluster {
-	c := clusters[0]
-	cfg, err := clientcmd.LoadFromFile(c.CP.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ai := range cfg.AuthInfos {
-		ai.Impersonate = "nobody"
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		t.Fatal(err)
-	}
-	return map[string]*kubetest.Cluster{"main": {CP: &controlplane.ControlPlane{Kubeconfig: path, ContextName: c.CP.ContextName}}}
-}
-
 func TestBackupErrors(t *testing.T) {
 	kubetest.Need(t, clusters)
 	ns := clusters[0].Namespace(t)
@@ -506,7 +486,7 @@ func TestBackupErrors(t *testing.T) {
 		{"unknown kind", `{to: ` + dir + `, resources: [{apiVersion: example.com/v1, kind: Widget}]}`, nil, `step "s" failed: unknown kind example.com/v1 Widget on cluster main (is its CRD installed?)`},
 		{"cluster-scoped left out", `{to: ` + dir + `, resources: [clusterroles.rbac.authorization.k8s.io], namespaces: [` + ns + `]}`, nil, `step "s" failed: resources: clusterroles.rbac.authorization.k8s.io is cluster-scoped; set includeClusterScoped: true or remove it`},
 		{"missing namespace", `{to: ` + dir + `, resources: [secrets], namespaces: [nope-nope]}`, nil, `step "s" failed: namespaces: namespace "nope-nope" not found`},
-		{"forbidden", `{to: ` + dir + `, resources: [secrets]}`, restrictedCluster(t), `step "s" failed: list secrets: secrets is forbidden: User "nobody" cannot list resource "secrets" in API group "" at the cluster scope`},
+		{"forbidden", `{to: ` + dir + `, resources: [secrets]}`, map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, `step "s" failed: list secrets: secrets is forbidden: User "nobody" cannot list resource "secrets" in API group "" at the cluster scope`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

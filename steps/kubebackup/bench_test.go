@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"planrun.dev/planrun/internal/controlplane"
 	"planrun.dev/planrun/steps/kube/kubetest"
 )
 
@@ -64,21 +63,6 @@ func backupOnce(b *testing.B, plan string, want int) {
 	}
 }
 
-func kubectlPath(b *testing.B) string {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		var err error
-		if dir, err = controlplane.FindBinaries(context.Background()); err != nil {
-			return ""
-		}
-	}
-	p := filepath.Join(dir, "kubectl")
-	if _, err := os.Stat(p); err != nil {
-		return ""
-	}
-	return p
-}
-
 // BenchmarkBackup10k: kube.backup of 10,000 ConfigMaps and Secrets (~1 KiB each) against
 // `kubectl get configmaps,secrets -o yaml > file`.
 func BenchmarkBackup10k(b *testing.B) {
@@ -100,7 +84,7 @@ func BenchmarkBackup10k(b *testing.B) {
 	})
 
 	b.Run("kubectl-get-yaml", func(b *testing.B) {
-		kubectl := kubectlPath(b)
+		kubectl := kubetest.Kubectl()
 		if kubectl == "" {
 			b.Skip("no kubectl in $KUBEBUILDER_ASSETS (hack/build-control-plane.sh kube-apiserver etcd kubectl builds it)")
 		}

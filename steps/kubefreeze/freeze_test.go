@@ -19,10 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"planrun.dev/planrun/engine"
-	"planrun.dev/planrun/internal/controlplane"
 	_ "planrun.dev/planrun/steps"
 	"planrun.dev/planrun/steps/kube/kubetest"
 	"planrun.dev/planrun/steps/kubefreeze"
@@ -281,7 +279,7 @@ steps:
 func TestBlockErrors(t *testing.T) {
 	kubetest.Need(t, clusters)
 	ns := clusters[0].Namespace(t)
-	restricted := map[string]*kubetest.Cluster{"main": restrictedCluster(t, "nobody")}
+	restricted := map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}
 	cases := []struct {
 		name     string
 		clusters map[string]*kubetest.Cluster
@@ -383,22 +381,4 @@ func impersonated(t *testing.T, user string, groups ...string) dynamic.Interface
 	cfg := rest.CopyConfig(clusters[0].CP.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
 	return dynamic.NewForConfigOrDie(cfg)
-}
-
-// restrictedCluster is the test cluster seen through a kubeconfig that impersonates a user
-// without any RBAC rights.
-func restrictedCluster(t *testing.T, user string, groups ...string) *kubetest.Cluster {
-	t.Helper()
-	cp := clusters[0].CP
-	kc, err := clientcmd.LoadFromFile(cp.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth := kc.AuthInfos[kc.Contexts[cp.ContextName].AuthInfo]
-	auth.Impersonate, auth.ImpersonateGroups = user, groups
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return &kubetest.Cluster{CP: &controlplane.ControlPlane{Kubeconfig: path, ContextName: cp.ContextName}}
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# hack/bench.sh [go test flags]: runs every benchmark against real local control planes and ends
+# with a summary of the ratios the benchmarks measured in this same run (planrun against its
+# baselines: client-go, kubectl, and its own figures at other sizes). Figures, never pass/fail
+# on timing: these machines are shared and noisy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${BENCHTIME:=1s}"
+KUBEBUILDER_ASSETS="$(hack/build-control-plane.sh kube-apiserver etcd kubectl)"
+export KUBEBUILDER_ASSETS
+out="$(mktemp -t planrun-bench.XXXXXX)"
+trap 'rm -f "$out"' EXIT
+# -p 1: one package at a time, so that benchmarks do not compete for the CPUs.
+go test -p 1 -run='^$' -bench=. -benchmem -benchtime="$BENCHTIME" -timeout 60m "$@" ./... 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+echo
+echo "== ratios measured in this run"
+grep -E '^Benchmark[A-Za-z0-9]+: ' "$out" || echo "(none: were the control plane benchmarks skipped?)"
+exit "$status"

@@ -1,0 +1,573 @@
+package kuberestore_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"planrun.dev/planrun/engine"
+	_ "planrun.dev/planrun/steps"
+	"planrun.dev/planrun/steps/kube/kubetest"
+	"planrun.dev/planrun/steps/kuberestore"
+)
+
+func restorePlan(with string) string {
+	return "steps:\n  - id: s\n    type: kube.restore\n    with: " + with + "\n"
+}
+
+func num(t *testing.T, out engine.Outputs, key string) int64 {
+	t.Helper()
+	switch v := out[key].(type) {
+	case float64:
+		return int64(v)
+	case int64:
+		return v
+	case int:
+		return int64(v)
+	}
+	t.Fatalf("outputs.%s = %#v", key, out[key])
+	return 0
+}
+
+func widgetCRD() *unstructured.Unstructured {
+	return obj("CustomResourceDefinition", "", "widgets.restore.example.com", map[string]any{
+		"spec": map[string]any{
+			"group": "restore.example.com", "scope": "Namespaced",
+			"names": map[string]any{"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+				"subresources": map[string]any{"status": map[string]any{}},
+				"schema":       map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+		},
+		"status": map[string]any{"conditions": []any{map[string]any{"type": "Established", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z", "reason": "Old", "message": "old"}}},
+	})
+}
+
+func deployment(ns, name string) *unstructured.Unstructured {
+	return obj("Deployment", ns, name, map[string]any{
+		"spec": map[string]any{"replicas": 3, "selector": map[string]any{"matchLabels": map[string]any{"app": name}},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": name}},
+				"spec": map[string]any{"containers": []any{map[string]any{"name": "c", "image": "nginx"}}}}},
+		"status": map[string]any{"replicas": 3, "readyReplicas": 2, "availableReplicas": 2, "updatedReplicas": 3, "observedGeneration": 3},
+	})
+}
+
+func configMap(ns, name string, data map[string]any) *unstructured.Unstructured {
+	return obj("ConfigMap", ns, name, map[string]any{"data": data})
+}
+
+func ownerUID(t *testing.T, u *unstructured.Unstructured) string {
+	t.Helper()
+	refs := u.GetOwnerReferences()
+	if len(refs) != 1 {
+		t.Fatalf("%s: owner references %+v", u.GetName(), refs)
+	}
+	return string(refs[0].UID)
+}
+
+// TestRestore restores a backup with a CRD and a CR, a namespace, service account, secret,
+// config maps and a Deployment owning a ReplicaSet owning a ConfigMap; then runs it again.
+func TestRestore(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := "restore-happy"
+	dir := t.TempDir()
+	dep := deployment(ns, "web")
+	rs := ownedBy(obj("ReplicaSet", ns, "web-1", map[string]any{
+		"spec": map[string]any{"replicas": 3, "selector": map[string]any{"matchLabels": map[string]any{"app": "web", "h": "1"}},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": "web", "h": "1"}},
+				"spec": map[string]any{"containers": []any{map[string]any{"name": "c", "image": "nginx"}}}}},
+		"status": map[string]any{"replicas": 3}}), dep)
+	widget := obj("Widget", ns, "w1", map[string]any{"spec": map[string]any{"size": 3}, "status": map[string]any{"phase": "Ready"}})
+	missing := deployment(ns, "gone") // an owner that is in neither the backup nor the cluster
+	nsObj := obj("Namespace", "", ns, nil)
+	nsObj.SetLabels(map[string]string{"team": "a"})
+	objs := []*unstructured.Unstructured{
+		widgetCRD(), nsObj,
+		obj("ServiceAccount", ns, "sa1", nil),
+		obj("Secret", ns, "s1", map[string]any{"type": "Opaque", "data": map[string]any{"k": base64.StdEncoding.EncodeToString([]byte("v"))}}),
+		configMap(ns, "cm1", map[string]any{"a": "1"}),
+		ownedBy(configMap(ns, "rs-child", map[string]any{"b": "2"}), rs),
+		ownedBy(configMap(ns, "widget-child", map[string]any{"c": "3"}), widget), // its owner comes later
+		ownedBy(configMap(ns, "orphan", nil), missing),
+		dep, rs, widget,
+	}
+	writeBackup(t, dir, objs)
+	plan := restorePlan(fmt.Sprintf(`{from: %q, restoreStatus: true}`, dir))
+	run := kubetest.Apply(t, mainCluster(), plan, kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	out := run.Outputs(t, "s")
+	if num(t, out, "restored") != int64(len(objs)) || num(t, out, "failed") != 0 || num(t, out, "skipped") != 0 {
+		t.Fatalf("outputs %v", out)
+	}
+	if w := fmt.Sprint(out["warnings"]); !strings.Contains(w, "ConfigMap "+ns+"/orphan: owner reference to Deployment "+ns+"/gone dropped") {
+		t.Fatalf("warnings %v", w)
+	}
+
+	liveDep := c.Get(t, kinds["Deployment"].gvr, ns, "web")
+	liveRS := c.Get(t, kinds["ReplicaSet"].gvr, ns, "web-1")
+	liveW := c.Get(t, widgets, ns, "w1")
+	for _, o := range []*unstructured.Unstructured{liveDep, liveRS, liveW} {
+		if o.GetUID() == "" || o.GetUID() == dep.GetUID() || o.GetUID() == rs.GetUID() || o.GetUID() == widget.GetUID() {
+			t.Fatalf("%s kept an old UID", o.GetName())
+		}
+		if o.GetCreationTimestamp().Year() == 2020 || o.GetAnnotations()[kuberestore.AnnotationRestoredFrom] == "" {
+			t.Fatalf("%s: metadata %v", o.GetName(), o.Object["metadata"])
+		}
+	}
+	if got := ownerUID(t, liveRS); got != string(liveDep.GetUID()) {
+		t.Fatalf("ReplicaSet owner UID %s, want the Deployment's %s", got, liveDep.GetUID())
+	}
+	if got := ownerUID(t, c.Get(t, cmGVR, ns, "rs-child")); got != string(liveRS.GetUID()) {
+		t.Fatalf("rs-child owner UID %s, want the ReplicaSet's %s", got, liveRS.GetUID())
+	}
+	if got := ownerUID(t, c.Get(t, cmGVR, ns, "widget-child")); got != string(liveW.GetUID()) {
+		t.Fatalf("widget-child owner UID %s, want the Widget's %s", got, liveW.GetUID())
+	}
+	if refs := c.Get(t, cmGVR, ns, "orphan").GetOwnerReferences(); len(refs) != 0 {
+		t.Fatalf("orphan kept %v", refs)
+	}
+	if r, _, _ := unstructured.NestedInt64(liveDep.Object, "status", "readyReplicas"); r != 2 {
+		t.Fatalf("deployment status %v", liveDep.Object["status"])
+	}
+	if r, _, _ := unstructured.NestedInt64(liveRS.Object, "status", "replicas"); r != 3 {
+		t.Fatalf("replicaset status %v", liveRS.Object["status"])
+	}
+	if p, _, _ := unstructured.NestedString(liveW.Object, "status", "phase"); p != "Ready" {
+		t.Fatalf("widget status %v", liveW.Object["status"])
+	}
+	if s, _, _ := unstructured.NestedInt64(liveW.Object, "spec", "size"); s != 3 {
+		t.Fatalf("widget spec %v", liveW.Object["spec"])
+	}
+	if l := c.Get(t, kinds["Namespace"].gvr, "", ns).GetLabels()["team"]; l != "a" {
+		t.Fatalf("namespace labels")
+	}
+	sec, err := c.Typed.CoreV1().Secrets(ns).Get(context.Background(), "s1", metav1.GetOptions{})
+	if err != nil || string(sec.Data["k"]) != "v" {
+		t.Fatalf("secret %v %v", sec, err)
+	}
+
+	// Run twice: everything is recognised as already restored.
+	run = kubetest.Apply(t, mainCluster(), plan, kubetest.Options{RunID: "again"})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	out = run.Outputs(t, "s")
+	if num(t, out, "restored") != 0 || num(t, out, "updated") != 0 || num(t, out, "failed") != 0 ||
+		num(t, out, "skipped") != int64(len(objs)) || num(t, out, "alreadyRestored") != int64(len(objs)) {
+		t.Fatalf("second run outputs %v", out)
+	}
+	if c.Get(t, kinds["ReplicaSet"].gvr, ns, "web-1").GetUID() != liveRS.GetUID() {
+		t.Fatal("second run replaced the ReplicaSet")
+	}
+}
+
+func TestConflictPolicies(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := c.Namespace(t)
+	for _, policy := range []string{"skip", "update", "recreate"} {
+		t.Run(policy, func(t *testing.T) {
+			dir := t.TempDir()
+			writeBackup(t, dir, []*unstructured.Unstructured{configMap(ns, policy, map[string]any{"v": "backup"})})
+			live, err := c.Typed.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: policy}, Data: map[string]string{"v": "live"}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			run := kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q, onConflict: %s, includeResources: [configmaps], labelSelector: ""}`, dir, policy)), kubetest.Options{})
+			if run.Err != nil {
+				t.Fatal(run.Err)
+			}
+			got, err := c.Typed.CoreV1().ConfigMaps(ns).Get(context.Background(), policy, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, sameUID := map[string]string{"skip": "live", "update": "backup", "recreate": "backup"}[policy], policy != "recreate"
+			if got.Data["v"] != want || (got.UID == live.UID) != sameUID {
+				t.Fatalf("%s: data %v uid %s (was %s)", policy, got.Data, got.UID, live.UID)
+			}
+			out := run.Outputs(t, "s")
+			if num(t, out, "failed") != 0 {
+				t.Fatalf("outputs %v", out)
+			}
+		})
+	}
+}
+
+func TestMappingFiltersTransform(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	target := "restore-mapped"
+	dir := t.TempDir()
+	x := configMap("a", "x", map[string]any{"v": "1"})
+	x.SetLabels(map[string]string{"app": "x"})
+	x2 := configMap("a", "x2", map[string]any{"v": "2"})
+	x2.SetLabels(map[string]string{"app": "x"})
+	y := configMap("a", "y", map[string]any{"v": "1"})
+	y.SetLabels(map[string]string{"app": "y"})
+	s := obj("Secret", "a", "s", map[string]any{"data": map[string]any{}})
+	s.SetLabels(map[string]string{"app": "x"})
+	b := configMap("b", "b", nil)
+	b.SetLabels(map[string]string{"app": "x"})
+	writeBackup(t, dir, []*unstructured.Unstructured{x, x2, y, s, b, configMap("a", "nolabel", nil)})
+	run := kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`
+      from: %q
+      namespaceMapping: {a: %s}
+      includeNamespaces: [a, c]
+      excludeResources: [Secret]
+      labelSelector: app
+      transforms:
+        - match: {resources: [configmaps], labelSelector: app=x}
+          when: object.data.v == "1"
+          patch: [{op: add, path: /data/patched, value: "yes"}, {op: add, path: /metadata/labels/t, value: "1"}]`, dir, target)), kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	list, err := c.Typed.CoreV1().ConfigMaps(target).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]corev1.ConfigMap{}
+	for _, cm := range list.Items {
+		got[cm.Name] = cm
+	}
+	if len(got) != 3 || got["x"].Data["patched"] != "yes" || got["x"].Labels["t"] != "1" || got["x2"].Data["patched"] != "" || got["y"].Data["patched"] != "" {
+		t.Fatalf("restored %v", got)
+	}
+	if _, err := c.Typed.CoreV1().Secrets(target).Get(context.Background(), "s", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("excluded secret: %v", err)
+	}
+	for _, n := range []string{"a", "b"} {
+		if _, err := c.Typed.CoreV1().Namespaces().Get(context.Background(), n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("namespace %s: %v", n, err)
+		}
+	}
+	out := run.Outputs(t, "s")
+	if num(t, out, "restored") != 3 || num(t, out, "failed") != 0 {
+		t.Fatalf("outputs %v", out)
+	}
+}
+
+// TestCreateThenUpdate: an admission policy refuses data.ref on create, not on update (as the
+// Service Catalog refused refs on create).
+func TestCreateThenUpdate(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := c.Namespace(t)
+	ctx := context.Background()
+	deny := admissionv1.Deny
+	ops := []admissionv1.OperationType{admissionv1.Create}
+	pol := &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-ref-on-create-" + ns},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionv1.RuleWithOperations{Operations: ops, Rule: admissionv1.Rule{
+					APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}}}},
+			MatchConditions: []admissionv1.MatchCondition{{Name: "ns", Expression: fmt.Sprintf("object.metadata.namespace == %q", ns)}},
+			Validations:     []admissionv1.Validation{{Expression: "!has(object.data) || !('ref' in object.data)", Message: "ref is set on update only"}},
+		},
+	}
+	if _, err := c.Typed.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, pol, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Typed.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: pol.Name},
+		Spec:       admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: pol.Name, ValidationActions: []admissionv1.ValidationAction{deny}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Typed.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(ctx, pol.Name, metav1.DeleteOptions{})
+		c.Typed.AdmissionregistrationV1().ValidatingAdmissionPolicies().Delete(ctx, pol.Name, metav1.DeleteOptions{})
+	})
+	probe := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "probe"}, Data: map[string]string{"ref": "x"}}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := c.Typed.CoreV1().ConfigMaps(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{"All"}})
+		if err != nil && strings.Contains(err.Error(), "ref is set on update only") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the policy does not deny: %v", err)
+		}
+	}
+	dir := t.TempDir()
+	writeBackup(t, dir, []*unstructured.Unstructured{
+		configMap(ns, "r1", map[string]any{"ref": "class-a", "v": "1"}),
+		configMap(ns, "r2", map[string]any{"ref": "class-b"}),
+		configMap(ns, "plain", map[string]any{"v": "1"}),
+	})
+
+	// Without createThenUpdate both are refused; the failures are collected and summarised.
+	run := kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q}`, dir)), kubetest.Options{NoRollback: true})
+	want := fmt.Sprintf(`step "s" failed: 2 of 3 objects failed: ConfigMap %s/r1: admission webhook`, ns)
+	if run.Err == nil || !strings.Contains(run.Err.Error(), fmt.Sprintf("step \"s\" failed: 2 of 3 objects failed: ConfigMap %s/r1: ", ns)) ||
+		!strings.Contains(run.Err.Error(), "ref is set on update only; ConfigMap "+ns+"/r2: ") || strings.Contains(run.Err.Error(), "\n") {
+		t.Fatalf("error %v\nwant like %q", run.Err, want)
+	}
+
+	run = kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q, createThenUpdate: [{resources: [configmaps], fields: [data.ref]}]}`, dir)), kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	for name, ref := range map[string]string{"r1": "class-a", "r2": "class-b"} {
+		cm, err := c.Typed.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil || cm.Data["ref"] != ref {
+			t.Fatalf("%s: %v %v", name, cm.Data, err)
+		}
+	}
+	out := run.Outputs(t, "s")
+	if num(t, out, "restored") != 2 || num(t, out, "skipped") != 1 || num(t, out, "alreadyRestored") != 1 {
+		t.Fatalf("outputs %v", out)
+	}
+	// Again: identical, skipped (the refs are compared too).
+	run = kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q, createThenUpdate: [{resources: [configmaps], fields: [data.ref]}]}`, dir)), kubetest.Options{RunID: "again"})
+	if run.Err != nil || num(t, run.Outputs(t, "s"), "skipped") != 3 {
+		t.Fatalf("third run %v %v", run.Err, run.Journal.Step("s").Outputs)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := c.Namespace(t)
+	invalid := t.TempDir()
+	writeBackup(t, invalid, []*unstructured.Unstructured{
+		configMap(ns, "ok", nil), configMap(ns, "Bad_Name", nil), configMap(ns, "ok2", nil),
+	})
+	unknown := t.TempDir()
+	writeBackup(t, unknown, []*unstructured.Unstructured{obj("Gadget", ns, "g1", nil), configMap(ns, "fine", nil)})
+	nobody := map[string]*kubetest.Cluster{"main": c.Restricted(t, "nobody")}
+	cases := []struct {
+		name, with, want string
+		clusters         map[string]*kubetest.Cluster
+	}{
+		{"invalid object", fmt.Sprintf(`{from: %q}`, invalid), fmt.Sprintf(`step "s" failed: 1 of 3 objects failed: ConfigMap %s/Bad_Name: ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain`, ns), nil},
+		{"unknown kind", fmt.Sprintf(`{from: %q}`, unknown), fmt.Sprintf(`step "s" failed: 1 of 2 objects failed: Gadget %s/g1: unknown resource gadgets.nope.example.com on cluster main (is its CRD installed?)`, ns), nil},
+		{"missing backup", `{from: /nonexistent/backup}`, `step "s" failed: /nonexistent/backup is not a complete backup: no manifest.json`, nil},
+		{"forbidden", fmt.Sprintf(`{from: %q}`, invalid), fmt.Sprintf(`step "s" failed: Namespace %s: namespaces "%s" is forbidden: User "nobody" cannot get resource "namespaces" in API group "" in the namespace "%s"`, ns, ns, ns), nobody},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := tc.clusters
+			if cl == nil {
+				cl = mainCluster()
+			}
+			run := kubetest.Apply(t, cl, restorePlan(tc.with), kubetest.Options{NoRollback: true})
+			if run.Err == nil || !strings.Contains(run.Err.Error(), tc.want) || strings.Contains(run.Err.Error(), "\n") {
+				t.Fatalf("error %v\nwant %q", run.Err, tc.want)
+			}
+		})
+	}
+	// The valid objects were restored all the same.
+	for _, n := range []string{"ok", "ok2", "fine"} {
+		c.Get(t, cmGVR, ns, n)
+	}
+	// Bad config: load errors.
+	for with, want := range map[string]string{
+		`{from: x, onConflict: merge}`:                                             `onConflict: "merge" is not one of skip, update, recreate`,
+		`{from: x, transforms: [{when: "object.", patch: []}]}`:                    `transforms[0].when:`,
+		`{from: x, transforms: [{patch: [{op: frob, path: /a}]}]}`:                 `transforms[0].patch[0]: op must be one of`,
+		`{from: x, labelSelector: "a in (("}`:                                      `labelSelector:`,
+		`{from: x, createThenUpdate: [{resources: [a], fields: [metadata.name]}]}`: `cannot be set after create`,
+	} {
+		path := filepath.Join(t.TempDir(), "plan.yaml")
+		writeFile(t, path, "apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: t}\n"+restorePlan(with))
+		_, err := engine.Load(path, engine.LoadOptions{})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: load error %v, want %q", with, err, want)
+		}
+	}
+}
+
+func TestDryRun(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := "restore-dry"
+	dir := t.TempDir()
+	crd := widgetCRD()
+	crd.SetName("gizmos.dry.example.com")
+	unstructured.SetNestedField(crd.Object, "dry.example.com", "spec", "group")
+	unstructured.SetNestedStringMap(crd.Object, map[string]string{"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo", "listKind": "GizmoList"}, "spec", "names")
+	kinds["Gizmo"] = struct {
+		gvr        schema.GroupVersionResource
+		namespaced bool
+	}{schema.GroupVersionResource{Group: "dry.example.com", Version: "v1", Resource: "gizmos"}, true}
+	writeBackup(t, dir, []*unstructured.Unstructured{crd, obj("Namespace", "", ns, nil), configMap(ns, "a", map[string]any{"x": "1"}),
+		obj("Secret", ns, "s", nil), obj("Gizmo", ns, "g", map[string]any{"spec": map[string]any{}})})
+	run := kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q}`, dir)), kubetest.Options{DryRun: true})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	out := run.Outputs(t, "s")
+	if out["dryRun"] != true || num(t, out, "restored") != 5 || num(t, out, "failed") != 0 {
+		t.Fatalf("outputs %v", out)
+	}
+	if _, err := c.Typed.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("dry run created the namespace: %v", err)
+	}
+	if _, err := c.Dynamic.Resource(kinds["CustomResourceDefinition"].gvr).Get(context.Background(), crd.GetName(), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("dry run created the CRD: %v", err)
+	}
+	// A dry run into an existing namespace validates on the server: an invalid object fails.
+	ns2 := c.Namespace(t)
+	dir2 := t.TempDir()
+	writeBackup(t, dir2, []*unstructured.Unstructured{configMap(ns2, "ok", nil), configMap(ns2, "Bad", nil)})
+	run = kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q}`, dir2)), kubetest.Options{DryRun: true})
+	if run.Err == nil || !strings.Contains(run.Err.Error(), "1 of 2 objects failed: ConfigMap "+ns2+"/Bad:") {
+		t.Fatalf("dry run error %v", run.Err)
+	}
+	if _, err := c.Typed.CoreV1().ConfigMaps(ns2).Get(context.Background(), "ok", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("dry run created ok: %v", err)
+	}
+}
+
+func TestUndo(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := c.Namespace(t)
+	ctx := context.Background()
+	if _, err := c.Typed.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "theirs"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeBackup(t, dir, []*unstructured.Unstructured{configMap(ns, "a", nil), configMap(ns, "b", nil), configMap(ns, "theirs", map[string]any{"x": "y"}),
+		configMap("restore-undo-new", "n", nil)})
+	run := kubetest.Apply(t, mainCluster(), fmt.Sprintf(`
+steps:
+  - {id: s, type: kube.restore, with: {from: %q}}
+  - {id: boom, type: assert, with: {that: "false", message: boom}}
+`, dir), kubetest.Options{})
+	var re *engine.RunError
+	if !asRunError(run.Err, &re) || re.Status != engine.RunRolledBack {
+		t.Fatalf("want rolled back, got %v", run.Err)
+	}
+	for _, n := range []string{"a", "b"} {
+		if _, err := c.Typed.CoreV1().ConfigMaps(ns).Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("%s not undone: %v", n, err)
+		}
+	}
+	if _, err := c.Typed.CoreV1().ConfigMaps(ns).Get(ctx, "theirs", metav1.GetOptions{}); err != nil {
+		t.Fatalf("undo deleted an object it did not create: %v", err)
+	}
+	// The namespace the restore created is deleted (it stays Terminating without a namespace controller).
+	n, err := c.Typed.CoreV1().Namespaces().Get(ctx, "restore-undo-new", metav1.GetOptions{})
+	if err == nil && n.DeletionTimestamp == nil {
+		t.Fatalf("namespace not deleted")
+	}
+}
+
+// TestCrashResume cancels a restore of 3000 objects half-way, resumes the run, and finds every
+// object exactly once with the right content and owner.
+func TestCrashResume(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := c.Namespace(t)
+	dir := t.TempDir()
+	dep := deployment(ns, "owner")
+	objs := []*unstructured.Unstructured{dep}
+	const n = 3000
+	for i := 0; i < n; i++ {
+		objs = append(objs, ownedBy(configMap(ns, fmt.Sprintf("cm-%04d", i), map[string]any{"i": fmt.Sprint(i), "pad": strings.Repeat("x", 512)}), dep))
+	}
+	writeBackup(t, dir, objs)
+	state := t.TempDir()
+	p := kubetest.Load(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q, order: [deployments.apps, configmaps]}`, dir)), kubetest.Options{})
+	store := engine.NewDirStore(filepath.Join(state, "runs"))
+	ctx, cancel := context.WithCancel(context.Background())
+	var seen atomic.Int64
+	r := &engine.Runner{Store: store, NoRollback: true, Observer: engine.ObserverFunc(func(e engine.Event) {
+		if e.Type == engine.EventStepProgress && e.Progress.Done >= 600 && seen.Add(1) == 1 {
+			cancel()
+		}
+	})}
+	_, err := r.Apply(ctx, p, engine.ApplyOptions{RunID: "crash"})
+	cancel()
+	if err == nil {
+		t.Fatal("the restore finished before it was interrupted")
+	}
+	list, lerr := c.Typed.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{})
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	partial := len(list.Items)
+	t.Logf("interrupted with %d of %d config maps: %v", partial, n, err)
+	if partial >= n {
+		t.Fatalf("nothing left to resume (%d)", partial)
+	}
+	r2 := &engine.Runner{Store: store, NoRollback: true}
+	j, err := r2.Resume(context.Background(), "crash", func(*engine.Journal) (*engine.Plan, error) { return p, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := j.Step("s").Outputs
+	if num(t, out, "failed") != 0 || num(t, out, "restored")+num(t, out, "alreadyRestored") != n+1 || num(t, out, "alreadyRestored") < int64(partial) {
+		t.Fatalf("resumed outputs %v", out)
+	}
+	liveDep := c.Get(t, kinds["Deployment"].gvr, ns, "owner")
+	list, err = c.Typed.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, cm := range list.Items {
+		if !strings.HasPrefix(cm.Name, "cm-") {
+			continue
+		}
+		count[cm.Name]++
+		var i int
+		fmt.Sscanf(cm.Name, "cm-%d", &i)
+		if cm.Data["i"] != fmt.Sprint(i) || len(cm.Data["pad"]) != 512 {
+			t.Fatalf("%s: data %v", cm.Name, cm.Data["i"])
+		}
+		if len(cm.OwnerReferences) != 1 || cm.OwnerReferences[0].UID != liveDep.GetUID() {
+			t.Fatalf("%s: owners %v, want UID %s", cm.Name, cm.OwnerReferences, liveDep.GetUID())
+		}
+	}
+	if len(count) != n {
+		t.Fatalf("%d config maps, want %d", len(count), n)
+	}
+	// The undo record knows every object of the run, including those of the first attempt.
+	rec := readLines(t, out["createdFile"].(string))
+	uids := map[string]bool{}
+	for _, l := range rec {
+		uids[l] = true
+	}
+	if len(uids) < n+1 {
+		t.Fatalf("undo record holds %d distinct objects, want %d", len(uids), n+1)
+	}
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+func asRunError(err error, re **engine.RunError) bool { return errors.As(err, re) }

@@ -1,0 +1,183 @@
+package kuberestore
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/steps/kube"
+)
+
+// RecordFile is the name, in the step's artifact folder, of the list of objects the restore
+// created (JSON lines), which Undo deletes.
+const RecordFile = "created.jsonl"
+
+// record is one object the restore created.
+type record struct {
+	Group     string `json:"group,omitempty"`
+	Version   string `json:"version"`
+	Resource  string `json:"resource"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	UID       string `json:"uid"`
+}
+
+type recordWriter struct {
+	f  *os.File
+	bw *bufio.Writer
+}
+
+// openRecord opens the list of created objects for appending: a run that resumes after a crash
+// adds to what the first attempt recorded.
+func (x *restorer) openRecord() error {
+	dir, err := x.rc.ArtifactDir()
+	if err != nil {
+		return err
+	}
+	x.recordPath = filepath.Join(dir, RecordFile)
+	f, err := os.OpenFile(x.recordPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	x.record = &recordWriter{f: f, bw: bufio.NewWriterSize(f, 64<<10)}
+	return nil
+}
+
+func (x *restorer) addRecord(r record) {
+	if x.record == nil {
+		return
+	}
+	b, _ := json.Marshal(r)
+	x.recMu.Lock()
+	x.record.bw.Write(append(b, '\n'))
+	x.recMu.Unlock()
+	x.recorded.Add(1)
+}
+
+func (x *restorer) flushRecord() {
+	if x.record == nil {
+		return
+	}
+	x.recMu.Lock()
+	x.record.bw.Flush()
+	x.recMu.Unlock()
+}
+
+func (x *restorer) closeRecord() {
+	x.flushRecord()
+	x.recMu.Lock()
+	x.record.f.Sync()
+	x.record.f.Close()
+	x.recMu.Unlock()
+}
+
+// Undo implements engine.Undoer: it deletes the objects the restore created (each only if it is
+// still the very object created: UID precondition), namespaces and CRDs last.
+func (r *Restore) Undo(ctx context.Context, rc *engine.RunContext, outputs engine.Outputs) error {
+	path, _ := outputs["createdFile"].(string)
+	if path == "" || outputs["dryRun"] == true {
+		return nil
+	}
+	c, err := r.Client(rc)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	seen := map[string]bool{}
+	var objects, namespaces, crds []record
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var rec record
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.UID == "" || seen[rec.UID] {
+			continue
+		}
+		seen[rec.UID] = true
+		switch {
+		case rec.Group == "" && rec.Resource == "namespaces":
+			namespaces = append(namespaces, rec)
+		case rec.Group == "apiextensions.k8s.io" && rec.Resource == "customresourcedefinitions":
+			crds = append(crds, rec)
+		default:
+			objects = append(objects, rec)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	var problems []string
+	for _, group := range [][]record{objects, namespaces, crds} {
+		problems = append(problems, deleteAll(ctx, c, group, rc.DryRun)...)
+	}
+	if len(problems) > 0 {
+		n := len(problems)
+		if n > 10 {
+			problems = append(problems[:10], fmt.Sprintf("… %d more", n-10))
+		}
+		return fmt.Errorf("undo of the restore: %d objects not deleted: %s", n, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func deleteAll(ctx context.Context, c *kube.Client, recs []record, dry bool) []string {
+	var mu sync.Mutex
+	var problems []string
+	work := make(chan record)
+	var wg sync.WaitGroup
+	for i := 0; i < defaultWorkers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for rec := range work {
+				uid := types.UID(rec.UID)
+				policy := metav1.DeletePropagationBackground
+				opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}, PropagationPolicy: &policy}
+				if dry {
+					opts.DryRun = []string{"All"}
+				}
+				res := c.Dynamic.Resource(schema.GroupVersionResource{Group: rec.Group, Version: rec.Version, Resource: rec.Resource})
+				var err error
+				if rec.Namespace != "" {
+					err = res.Namespace(rec.Namespace).Delete(ctx, rec.Name, opts)
+				} else {
+					err = res.Delete(ctx, rec.Name, opts)
+				}
+				// Gone, or replaced by another object of the same name: nothing of ours is left.
+				if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+					mu.Lock()
+					problems = append(problems, kube.ObjectName(rec.Kind, rec.Namespace, rec.Name)+": "+kube.Reason(err))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		select {
+		case work <- recs[i]:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	return problems
+}
