@@ -9,5 +9,6 @@ import (
 	_ "planrun.dev/planrun/steps/kubeapply"  // types: kube.apply, kube.patch, kube.delete
 	_ "planrun.dev/planrun/steps/kubebackup" // types: kube.backup, kube.verifyBackup
 	_ "planrun.dev/planrun/steps/kubefreeze" // types: kube.blockWrites, kube.unblockWrites
-	_ "planrun.dev/planrun/steps/kubeget"    // types: kube.get, kube.list
+	_ "planrun.dev/planrun/steps/kubeget"
+	_ "planrun.dev/planrun/steps/kuberestore" // type: kube.restore    // types: kube.get, kube.list
 )
