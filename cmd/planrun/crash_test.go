@@ -34,15 +34,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// killPoint says when to SIGKILL a run: at the n-th event of a type for a step, after a delay.
+// killPoint says when to SIGKILL a run: at the first event of a type for a step (for
+// step.progress with minDone > 0, the first whose Progress.Done >= minDone), after a delay.
 type killPoint struct {
-	event engine.EventType
-	step  string
-	delay time.Duration
+	event   engine.EventType
+	step    string
+	delay   time.Duration
+	minDone int64
+}
+
+// matches reports whether e is the kill point's event.
+func (k killPoint) matches(e engine.Event) bool {
+	if e.Type != k.event || e.StepID != k.step {
+		return false
+	}
+	return k.minDone <= 0 || e.Progress != nil && e.Progress.Done >= k.minDone
 }
 
 func (k killPoint) String() string {
 	s := fmt.Sprintf("%s/%s", k.event, k.step)
+	if k.minDone > 0 {
+		s += fmt.Sprintf("@%d", k.minDone)
+	}
 	if k.delay > 0 {
 		s += fmt.Sprintf("+%s", k.delay)
 	}
@@ -75,7 +88,7 @@ func signalRun(t *testing.T, dir string, kp *killPoint, sig syscall.Signal, args
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("planrun -o json printed a line that is not an event: %q", sc.Text())
 		}
-		if kp != nil && !killed && e.Type == kp.event && e.StepID == kp.step {
+		if kp != nil && !killed && kp.matches(e) {
 			time.Sleep(kp.delay)
 			_ = cmd.Process.Signal(sig)
 			killed = true

@@ -314,7 +314,10 @@ func (x *restorer) ensureNamespace(ctx context.Context, name string) error {
 		return nil
 	}
 	nsPath := "/api/v1/namespaces/" + name
-	_, err := x.request(ctx, "GET", nsPath, nil, false)
+	live, err := x.request(ctx, "GET", nsPath, nil, false)
+	if err == nil && !x.rc.DryRun {
+		x.recordOwnNamespace(name, live)
+	}
 	if apierrors.IsNotFound(err) {
 		body, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{
 			"name": name, "annotations": map[string]any{AnnotationRestoredFrom: x.backupID, AnnotationRestoreRun: x.rc.RunID}}})
@@ -342,6 +345,24 @@ func (x *restorer) ensureNamespace(ctx context.Context, name string) error {
 	x.ensured[name] = true
 	x.mu.Unlock()
 	return nil
+}
+
+// recordOwnNamespace puts a namespace this run created before a crash back on the undo record:
+// the record is flushed every 250 ms, so the first attempt may have died before writing it.
+func (x *restorer) recordOwnNamespace(name string, live []byte) {
+	var ns struct {
+		Metadata struct {
+			UID         string            `json:"uid"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if json.Unmarshal(live, &ns) != nil {
+		return
+	}
+	ann := ns.Metadata.Annotations
+	if ann[AnnotationRestoredFrom] == x.backupID && ann[AnnotationRestoreRun] == x.rc.RunID {
+		x.addRecord(record{Version: "v1", Resource: "namespaces", Kind: "Namespace", Name: name, UID: ns.Metadata.UID})
+	}
 }
 
 // waitCRDs waits until the CRDs this restore created or found are established, then makes
