@@ -8,7 +8,8 @@ import (
 )
 
 // prepare returns the step's action with its ${{ }} values filled in from env. A step without
-// expressions reuses the config decoded at load time.
+// expressions reuses the config decoded at load time. Errors do not name the step: the runner
+// reports them as `step "id" failed: ...`.
 func (s *Step) prepare(env Env, file string) (Action, error) {
 	if len(s.templates) == 0 {
 		return s.action, nil
@@ -16,16 +17,16 @@ func (s *Step) prepare(env Env, file string) (Action, error) {
 	d := &decoder{file: file, compiled: s.exprs, rendered: map[*yaml.Node]bool{}}
 	rendered, err := renderNode(&s.With, s.templates, env, d.rendered)
 	if err != nil {
-		return nil, fmt.Errorf("step %q: %w", s.ID, err)
+		return nil, err
 	}
 	action := s.stepType.New()
 	d.decode(rendered, reflect.ValueOf(action).Elem())
 	if err := d.errs.Err(); err != nil {
-		return nil, fmt.Errorf("step %q: with: %w", s.ID, err)
+		return nil, fmt.Errorf("with: %w", err)
 	}
 	if v, ok := action.(Validator); ok {
 		if err := v.Validate(); err != nil {
-			return nil, &PosError{Pos: s.Pos, Msg: fmt.Sprintf("step %q: with: %v", s.ID, err), Err: err}
+			return nil, &PosError{Pos: s.Pos, Msg: fmt.Sprintf("with: %v", err), Err: err}
 		}
 	}
 	return action, nil

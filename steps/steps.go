@@ -10,5 +10,8 @@ import (
 	_ "planrun.dev/planrun/steps/kubebackup" // types: kube.backup, kube.verifyBackup
 	_ "planrun.dev/planrun/steps/kubefreeze" // types: kube.blockWrites, kube.unblockWrites
 	_ "planrun.dev/planrun/steps/kubeget"
-	_ "planrun.dev/planrun/steps/kuberestore" // type: kube.restore    // types: kube.get, kube.list
+	_ "planrun.dev/planrun/steps/kubejob"     // type: kube.job
+	_ "planrun.dev/planrun/steps/kuberestore" // type: kube.restore
+	_ "planrun.dev/planrun/steps/kubescale"   // types: kube.scale, kube.quiesce
+	_ "planrun.dev/planrun/steps/kubewait"    // type: kube.wait    // types: kube.get, kube.list
 )

@@ -299,9 +299,9 @@ func TestBlockErrors(t *testing.T) {
 		{"forbidden", restricted, `{resources: [configmaps]}`,
 			`step "s" failed: ValidatingAdmissionPolicy planrun-freeze-run-s: validatingadmissionpolicies.admissionregistration.k8s.io "planrun-freeze-run-s" is forbidden: User "nobody" cannot patch resource "validatingadmissionpolicies" in API group "admissionregistration.k8s.io" at the cluster scope`},
 		{"invalid operation", main(), `{resources: [configmaps], operations: ["${{ 'FROB' }}"]}`,
-			`: step "s": with: operations: "FROB" is not one of CREATE, UPDATE, DELETE, CONNECT`},
+			`plan.yaml:5:5: with: operations: "FROB" is not one of CREATE, UPDATE, DELETE, CONNECT`},
 		{"invalid name", main(), `{resources: [configmaps], name: "${{ 'Not_A_Name' }}"}`,
-			`: step "s": with: name: "Not_A_Name" is not a valid object name (lower-case letters, digits, '-' and '.')`},
+			`plan.yaml:5:5: with: name: "Not_A_Name" is not a valid object name (lower-case letters, digits, '-' and '.')`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
