@@ -126,13 +126,6 @@ func (x *restorer) prepare(p *resPlan, line []byte) (*object, error) {
 	if o.name == "" {
 		return nil, errors.New("the object has no name")
 	}
-	ann, _ := o.meta["annotations"].(map[string]any)
-	if ann == nil {
-		ann = map[string]any{}
-		o.meta["annotations"] = ann
-	}
-	ann[AnnotationRestoredFrom] = x.backupID
-	ann[AnnotationRestoreRun] = x.rc.RunID
 	if p.apiVersion != "" {
 		o.obj["apiVersion"] = p.apiVersion
 	}
@@ -513,12 +506,11 @@ func (x *restorer) existing(ctx context.Context, o *object) {
 	lmeta, _ := live["metadata"].(map[string]any)
 	uid, _ := lmeta["uid"].(string)
 	rv, _ := lmeta["resourceVersion"].(string)
-	lann, _ := lmeta["annotations"].(map[string]any)
-	own := lann[AnnotationRestoredFrom] == x.backupID
+	own := x.createdHere(lmeta)
 	if !x.rc.DryRun {
 		x.setUID(o.oldUID, uid)
-		if own && lann[AnnotationRestoreRun] == x.rc.RunID {
-			// Created by this run before a crash: undo must still know it.
+		if own {
+			// Created by this step before a crash: undo must still know it.
 			x.addRecord(record{Group: p.gvr.Group, Version: p.gvr.Version, Resource: p.gvr.Resource, Kind: o.kind, Namespace: o.ns, Name: o.name, UID: uid})
 		}
 		if own && p.Group == "apiextensions.k8s.io" && p.Resource == "customresourcedefinitions" {
@@ -529,19 +521,13 @@ func (x *restorer) existing(ctx context.Context, o *object) {
 	}
 	if x.same(o, live) {
 		p.counts.skipped.Add(1)
-		if own {
-			x.already.Add(1)
-		}
+		x.already.Add(1)
 		return
 	}
 	switch {
 	case own || x.policy == "update":
-		if own {
-			// Keep the run that first restored it, so that undo of that run still finds it.
-			if run, ok := lann[AnnotationRestoreRun]; ok {
-				o.meta["annotations"].(map[string]any)[AnnotationRestoreRun] = run
-			}
-		}
+		// Created by this step and different: an attempt died between create and the
+		// createThenUpdate fields or the status. Finish it whatever the policy.
 		err := x.updateExisting(ctx, o, rv)
 		if err != nil {
 			x.fail(p, o.kind, o.ns, o.name, err)
@@ -639,7 +625,7 @@ func (x *restorer) same(o *object, live map[string]any) bool {
 	ann, _ := o.meta["annotations"].(map[string]any)
 	lann, _ := lmeta["annotations"].(map[string]any)
 	for k, v := range ann {
-		if k != AnnotationRestoreRun && lann[k] != v {
+		if lann[k] != v {
 			return false
 		}
 	}

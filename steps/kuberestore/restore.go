@@ -40,15 +40,6 @@ func init() {
 	})
 }
 
-// Annotations planrun puts on the objects it restores, so that a later run (after a crash, or
-// run twice) recognises them as its own.
-const (
-	// AnnotationRestoredFrom holds the id of the backup (a digest of its manifest).
-	AnnotationRestoredFrom = "planrun.dev/restored-from"
-	// AnnotationRestoreRun holds the id of the run that created the object.
-	AnnotationRestoreRun = "planrun.dev/restore-run"
-)
-
 // Priority is the order in which resources are restored after CRDs and namespaces, as group
 // resources ("resource" for the core group, "resource.group" otherwise): what others refer to
 // comes before what refers to it, and workloads come last so their pods find their service
@@ -325,6 +316,9 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 		return nil, err
 	}
 	x.plan(m)
+	if err := x.loadSince(ctx); err != nil {
+		return nil, err
+	}
 	if !rc.DryRun {
 		if err := x.openRecord(); err != nil {
 			return nil, err
@@ -532,6 +526,7 @@ type restorer struct {
 	rc       *engine.RunContext
 	rest     *rest.RESTClient
 	backupID string
+	since    time.Time // when the step first started, by the API server's clock (ownership.go)
 	policy   string
 	remap    bool
 

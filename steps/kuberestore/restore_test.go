@@ -22,7 +22,6 @@ import (
 	"planrun.dev/planrun/engine"
 	_ "planrun.dev/planrun/steps"
 	"planrun.dev/planrun/steps/kube/kubetest"
-	"planrun.dev/planrun/steps/kuberestore"
 )
 
 func restorePlan(with string) string {
@@ -126,7 +125,7 @@ func TestRestore(t *testing.T) {
 		if o.GetUID() == "" || o.GetUID() == dep.GetUID() || o.GetUID() == rs.GetUID() || o.GetUID() == widget.GetUID() {
 			t.Fatalf("%s kept an old UID", o.GetName())
 		}
-		if o.GetCreationTimestamp().Year() == 2020 || o.GetAnnotations()[kuberestore.AnnotationRestoredFrom] == "" {
+		if o.GetCreationTimestamp().Year() == 2020 || len(o.GetManagedFields()) == 0 || o.GetManagedFields()[0].Manager != "planrun" || strings.Contains(fmt.Sprint(o.GetAnnotations()), "planrun.dev/") {
 			t.Fatalf("%s: metadata %v", o.GetName(), o.Object["metadata"])
 		}
 	}

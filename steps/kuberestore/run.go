@@ -320,7 +320,7 @@ func (x *restorer) ensureNamespace(ctx context.Context, name string) error {
 	}
 	if apierrors.IsNotFound(err) {
 		body, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{
-			"name": name, "annotations": map[string]any{AnnotationRestoredFrom: x.backupID, AnnotationRestoreRun: x.rc.RunID}}})
+			"name": name}})
 		var out []byte
 		out, err = x.request(ctx, "POST", "/api/v1/namespaces", body, true)
 		if err == nil {
@@ -350,18 +350,13 @@ func (x *restorer) ensureNamespace(ctx context.Context, name string) error {
 // recordOwnNamespace puts a namespace this run created before a crash back on the undo record:
 // the record is flushed every 250 ms, so the first attempt may have died before writing it.
 func (x *restorer) recordOwnNamespace(name string, live []byte) {
-	var ns struct {
-		Metadata struct {
-			UID         string            `json:"uid"`
-			Annotations map[string]string `json:"annotations"`
-		} `json:"metadata"`
-	}
-	if json.Unmarshal(live, &ns) != nil {
+	obj, err := decode(live)
+	if err != nil {
 		return
 	}
-	ann := ns.Metadata.Annotations
-	if ann[AnnotationRestoredFrom] == x.backupID && ann[AnnotationRestoreRun] == x.rc.RunID {
-		x.addRecord(record{Version: "v1", Resource: "namespaces", Kind: "Namespace", Name: name, UID: ns.Metadata.UID})
+	meta, _ := obj["metadata"].(map[string]any)
+	if uid, _ := meta["uid"].(string); uid != "" && x.createdHere(meta) {
+		x.addRecord(record{Version: "v1", Resource: "namespaces", Kind: "Namespace", Name: name, UID: uid})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -71,7 +72,7 @@ var nsCounter atomic.Int64
 // Namespace creates a fresh namespace for one test.
 func (c *Cluster) Namespace(t testing.TB) string {
 	t.Helper()
-	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
+	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), notInLabel.ReplaceAllString(strings.ToLower(t.Name()), "-"))
 	if len(name) > 63 {
 		name = strings.TrimRight(name[:63], "-")
 	}
@@ -81,6 +82,9 @@ func (c *Cluster) Namespace(t testing.TB) string {
 	}
 	return name
 }
+
+// notInLabel matches what a namespace name cannot hold: test names have /, _, . and #.
+var notInLabel = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // Run is the outcome of a plan run in a test.
 type Run struct {
