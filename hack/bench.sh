@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${BENCHTIME:=1s}"
-KUBEBUILDER_ASSETS="$(hack/build-control-plane.sh kube-apiserver etcd kubectl)"
+KUBEBUILDER_ASSETS="$(hack/build-control-plane.sh kube-apiserver etcd kubectl etcdctl)"
 export KUBEBUILDER_ASSETS
 out="$(mktemp -t planrun-bench.XXXXXX)"
 trap 'rm -f "$out"' EXIT

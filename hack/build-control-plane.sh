@@ -31,6 +31,7 @@ works() {
   [ -x "$bin/$1" ] || return 1
   case $1 in
   kubectl) "$bin/$1" version --client >/dev/null 2>&1 ;;
+  etcdctl) "$bin/$1" version >/dev/null 2>&1 ;;
   *) "$bin/$1" --version >/dev/null 2>&1 ;;
   esac
 }
@@ -73,13 +74,14 @@ build_etcd() { # build_etcd NAME
   local name=$1 dir=$work/etcd-$ETCD_VERSION-$1 mod pkgimport body
   case $name in
   etcd) mod=go.etcd.io/etcd/server/v3 pkgimport=go.etcd.io/etcd/server/v3/etcdmain body='etcdmain.Main(os.Args)' ;;
-  etcdctl) mod=go.etcd.io/etcd/etcdctl/v3 pkgimport=go.etcd.io/etcd/etcdctl/v3/ctlv3 body='if err := ctlv3.Start(); err != nil { os.Exit(ctlv3.ExitError(err)) }' ;;
+  etcdctl) mod=go.etcd.io/etcd/etcdctl/v3 pkgimport=go.etcd.io/etcd/etcdctl/v3/ctlv3 body='ctlv3.MustStart(); os.Exit(0)' ;;
   esac
   mkdir -p "$dir"
+  # main.go is written every time: a cached module folder must not keep an older main.
+  printf 'package main\n\nimport (\n\t"os"\n\n\t"%s"\n)\n\nfunc main() { %s }\n' "$pkgimport" "$body" >"$dir/main.go"
   if [ ! -f "$dir/go.sum" ]; then
     log "preparing a module for $mod v$ETCD_VERSION"
     printf 'module planrun.dev/build/%s\n\ngo 1.25\n\nrequire %s v%s\n' "$name" "$mod" "$ETCD_VERSION" >"$dir/go.mod"
-    printf 'package main\n\nimport (\n\t"os"\n\n\t"%s"\n)\n\nfunc main() { %s }\n' "$pkgimport" "$body" >"$dir/main.go"
     (cd "$dir" && go mod tidy >&2)
   fi
   log "building $name v$ETCD_VERSION"
