@@ -76,9 +76,9 @@ func TestDatastoreLoadErrors(t *testing.T) {
 		{"wrong type", "datastores:\n  a: {type: test.ds, endpoints: [x], port: many}\n" + steps,
 			`plan.yaml:5:44: datastores.a: expected an integer, got string "many"`},
 		{"unknown type", "datastores:\n  a: {type: mysql, endpoints: [x]}\n" + steps,
-			`plan.yaml:5:13: datastores.a: type: unknown datastore type "mysql"; one of test.ds, test.other`},
+			`plan.yaml:5:13: datastores.a: type: unknown datastore type "mysql"; one of `},
 		{"type left out among several", "datastores:\n  a: {endpoints: [x]}\n" + steps,
-			`plan.yaml:5:6: datastores.a: type: missing; one of test.ds, test.other`},
+			`plan.yaml:5:6: datastores.a: type: missing; one of `},
 		{"not a mapping", "datastores:\n  a: [x]\n" + steps,
 			`plan.yaml:5:6: datastores.a: want a mapping, got a list`},
 		{"validate", "datastores:\n  a: {type: test.ds, endpoints: [\"\"]}\n" + steps,
@@ -90,7 +90,8 @@ func TestDatastoreLoadErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ltParse(tc.body)
 			lines := ltErrors(t, err)
-			if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.want) {
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.want) ||
+				strings.Contains(tc.want, "one of") && !strings.Contains(lines[0], "test.ds, test.other") {
 				t.Fatalf("errors %q\nwant one starting with %q", lines, tc.want)
 			}
 		})

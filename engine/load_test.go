@@ -139,7 +139,7 @@ steps:
   - id: a
     type: kubectl
 `,
-			want: `plan.yaml:6:11: step "a": unknown step type "kubectl" (known: assert, exec, `,
+			want: `plan.yaml:6:11: step "a": unknown step type "kubectl" (known: assert, `,
 		},
 		{
 			name: "string where an integer is expected",

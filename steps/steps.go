@@ -4,14 +4,17 @@
 package steps
 
 import (
-	_ "planrun.dev/planrun/steps/assert"     // type: assert
-	_ "planrun.dev/planrun/steps/exec"       // type: exec
-	_ "planrun.dev/planrun/steps/kubeapply"  // types: kube.apply, kube.patch, kube.delete
-	_ "planrun.dev/planrun/steps/kubebackup" // types: kube.backup, kube.verifyBackup
-	_ "planrun.dev/planrun/steps/kubefreeze" // types: kube.blockWrites, kube.unblockWrites
-	_ "planrun.dev/planrun/steps/kubeget"
-	_ "planrun.dev/planrun/steps/kubejob"     // type: kube.job
-	_ "planrun.dev/planrun/steps/kuberestore" // type: kube.restore
-	_ "planrun.dev/planrun/steps/kubescale"   // types: kube.scale, kube.quiesce
-	_ "planrun.dev/planrun/steps/kubewait"    // type: kube.wait    // types: kube.get, kube.list
+	_ "planrun.dev/planrun/steps/assert"       // type: assert
+	_ "planrun.dev/planrun/steps/etcdcopy"     // types: etcd.copy, etcd.verify
+	_ "planrun.dev/planrun/steps/etcdsnapshot" // types: etcd.snapshot, etcd.restore
+	_ "planrun.dev/planrun/steps/exec"         // type: exec
+	_ "planrun.dev/planrun/steps/files"        // type: files.copy
+	_ "planrun.dev/planrun/steps/kubeapply"    // types: kube.apply, kube.patch, kube.delete
+	_ "planrun.dev/planrun/steps/kubebackup"   // types: kube.backup, kube.verifyBackup
+	_ "planrun.dev/planrun/steps/kubefreeze"   // types: kube.blockWrites, kube.unblockWrites
+	_ "planrun.dev/planrun/steps/kubeget"      // types: kube.get, kube.list
+	_ "planrun.dev/planrun/steps/kubejob"      // type: kube.job
+	_ "planrun.dev/planrun/steps/kuberestore"  // type: kube.restore
+	_ "planrun.dev/planrun/steps/kubescale"    // types: kube.scale, kube.quiesce
+	_ "planrun.dev/planrun/steps/kubewait"     // type: kube.wait
 )

@@ -1,0 +1,136 @@
+package etcdcopy_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"planrun.dev/planrun/internal/controlplane"
+)
+
+type certAuthority struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newCA(t *testing.T, name string) *certAuthority {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &certAuthority{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue returns a PEM certificate and key signed by the CA, for a server (127.0.0.1) or client.
+func (ca *certAuthority) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+		tmpl.DNSNames = []string{"localhost"}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+func writeFiles(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestTLS(t *testing.T) {
+	need(t)
+	dir := t.TempDir()
+	ca := newCA(t, "etcd-ca")
+	serverCert, serverKey := ca.issue(t, "etcd-server", true)
+	clientCert, clientKey := ca.issue(t, "planrun", false)
+	other := newCA(t, "other-ca")
+	otherCert, otherKey := other.issue(t, "stranger", false)
+	writeFiles(t, dir, map[string][]byte{
+		"ca.crt": ca.pem, "server.crt": serverCert, "server.key": serverKey,
+		"client.crt": clientCert, "client.key": clientKey,
+		"other-ca.crt": other.pem, "other.crt": otherCert, "other.key": otherKey,
+		"garbage.crt": []byte("not a certificate"),
+	})
+	f := func(name string) string { return filepath.Join(dir, name) }
+	secure := controlplane.StartEtcdTLSForTest(t, controlplane.EtcdTLS{CertFile: f("server.crt"), KeyFile: f("server.key"), TrustedCAFile: f("ca.crt")})
+	from, to := prefix(t, "from"), prefix(t, "to")
+	seed(t, src, from, 500, 200)
+
+	store := func(name, tls string) string {
+		return fmt.Sprintf("  %s: {endpoints: [%q], dialTimeout: 2s, tls: {%s}}\n", name, secure.URL, tls)
+	}
+	good := store("secure", fmt.Sprintf("ca: %s, cert: %s, key: %s", f("ca.crt"), f("client.crt"), f("client.key")))
+	j := mustApply(t, datastores(good+fmt.Sprintf(`steps:
+  - {id: copy, type: etcd.copy, with: {source: src, target: secure, prefix: %q, targetPrefix: %q}}
+  - {id: back, type: etcd.copy, with: {source: secure, target: dst, prefix: %q, targetPrefix: %q}}
+  - {id: verify, type: etcd.verify, with: {source: secure, target: dst, prefix: %q, targetPrefix: %q}}
+`, from, to, to, to, to, to)))
+	if num(t, j.Step("copy").Outputs, "keys") != 500 || num(t, j.Step("verify").Outputs, "keys") != 500 {
+		t.Fatalf("outputs %v %v", j.Step("copy").Outputs, j.Step("verify").Outputs)
+	}
+	sameContent(t, kvs(t, src, from, 0), kvs(t, dst, to, 0))
+
+	cases := []struct{ name, tls, want string }{
+		{"no client certificate", "ca: " + f("ca.crt"), `step "copy" failed: target: datastore "secure": no endpoint answered within 2s: ` + secure.URL + `: TLS handshake: remote error: tls: certificate required`},
+		{"client certificate of another CA", fmt.Sprintf("ca: %s, cert: %s, key: %s", f("ca.crt"), f("other.crt"), f("other.key")),
+			`step "copy" failed: target: datastore "secure": no endpoint answered within 2s: ` + secure.URL + `: TLS handshake: remote error: tls: certificate required`},
+		{"server of another CA", fmt.Sprintf("ca: %s, cert: %s, key: %s", f("other-ca.crt"), f("client.crt"), f("client.key")),
+			`step "copy" failed: target: datastore "secure": no endpoint answered within 2s: ` + secure.URL + `: TLS handshake: tls: failed to verify certificate: x509: certificate signed by unknown authority`},
+		{"CA file not PEM", "ca: " + f("garbage.crt"),
+			`step "copy" failed: target: datastore "secure" (` + secure.URL + `): tls: ` + f("garbage.crt") + ` holds no PEM certificate`},
+		{"key does not match", fmt.Sprintf("ca: %s, cert: %s, key: %s", f("ca.crt"), f("client.crt"), f("other.key")),
+			`step "copy" failed: target: datastore "secure" (` + secure.URL + `): tls: client certificate ` + f("client.crt") + ` and ` + f("other.key") + `: tls: private key does not match public key`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := apply(t, datastores(store("secure", tc.tls)+fmt.Sprintf(`steps:
+  - {id: copy, type: etcd.copy, with: {source: src, target: secure, prefix: %q, targetPrefix: %q}}
+`, from, prefix(t, "x"))), runOpts{})
+			wantError(t, err, tc.want)
+		})
+	}
+}
