@@ -35,12 +35,17 @@ func TestMain(m *testing.M) {
 }
 
 // killPoint says when to SIGKILL a run: at the first event of a type for a step (for
-// step.progress with minDone > 0, the first whose Progress.Done >= minDone), after a delay.
+// step.progress with minDone > 0, the first whose Progress.Done >= minDone; with until set, the
+// first such event at which until returns true), after a delay.
 type killPoint struct {
 	event   engine.EventType
 	step    string
 	delay   time.Duration
 	minDone int64
+	// until, if set, is asked at every event that matches otherwise, e.g. to wait until the
+	// run's journal shows a checkpoint; untilDoc says what it waits for.
+	until    func() bool
+	untilDoc string
 }
 
 // matches reports whether e is the kill point's event.
@@ -48,13 +53,19 @@ func (k killPoint) matches(e engine.Event) bool {
 	if e.Type != k.event || e.StepID != k.step {
 		return false
 	}
-	return k.minDone <= 0 || e.Progress != nil && e.Progress.Done >= k.minDone
+	if k.minDone > 0 && (e.Progress == nil || e.Progress.Done < k.minDone) {
+		return false
+	}
+	return k.until == nil || k.until()
 }
 
 func (k killPoint) String() string {
 	s := fmt.Sprintf("%s/%s", k.event, k.step)
 	if k.minDone > 0 {
 		s += fmt.Sprintf("@%d", k.minDone)
+	}
+	if k.until != nil {
+		s += fmt.Sprintf("(%s)", k.untilDoc)
 	}
 	if k.delay > 0 {
 		s += fmt.Sprintf("+%s", k.delay)
