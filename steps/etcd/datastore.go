@@ -28,6 +28,7 @@
 package etcd
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -321,7 +322,7 @@ func probe(ctx context.Context, cli *clientv3.Client, ds *Datastore, tlsCfg *tls
 		if herr := handshake(ctx, e, tlsCfg); herr != nil {
 			err, tlsFailed = herr, true
 		}
-		errs = append(errs, fmt.Sprintf("%s: %v", e, oneLine(err)))
+		errs = append(errs, fmt.Sprintf("%s: %v", e, OneLine(err)))
 	}
 	err := fmt.Errorf("datastore %q: no endpoint answered within %s: %s", ds.Name, ds.Dial(), strings.Join(errs, "; "))
 	if tlsFailed {
@@ -403,7 +404,7 @@ func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.
 		if err != nil {
 			return nil, nil, fmt.Errorf("tls.secret: %w", err)
 		}
-		caKey, certKey, keyKey := or(s.CAKey, "ca.crt"), or(s.CertKey, "tls.crt"), or(s.KeyKey, "tls.key")
+		caKey, certKey, keyKey := cmp.Or(s.CAKey, "ca.crt"), cmp.Or(s.CertKey, "tls.crt"), cmp.Or(s.KeyKey, "tls.key")
 		where := fmt.Sprintf("Secret %s/%s", s.Namespace, s.Name)
 		ca = data[caKey]
 		if s.CAKey != "" && ca == nil {
@@ -492,13 +493,7 @@ func secretValue(ctx context.Context, rc *engine.RunContext, cluster, namespace,
 	return v, nil
 }
 
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-func oneLine(err error) string {
+// OneLine is the text of err on one line: its words with single spaces between them.
+func OneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }

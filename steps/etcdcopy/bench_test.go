@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 // BenchmarkCopy100k copies 100,000 keys of 1 KiB between the two etcd servers of the package,
@@ -43,7 +44,7 @@ func BenchmarkCopy100k(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if got := num(b, j.Step("verify").Outputs, "keys"); got != n {
+			if got := plantest.Num(b, j.Step("verify").Outputs, "keys"); got != n {
 				b.Fatalf("verified %d keys, want %d", got, n)
 			}
 			keys += n

@@ -12,6 +12,7 @@
 package etcdcopy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -116,8 +117,8 @@ func (c *Copy) Validate() error {
 	return nil
 }
 
-func (c *Copy) policy() string { return or(c.TargetPolicy, PolicyRefuse) }
-func (c *Copy) leases() string { return or(c.Leases, LeasesKeep) }
+func (c *Copy) policy() string { return cmp.Or(c.TargetPolicy, PolicyRefuse) }
+func (c *Copy) leases() string { return cmp.Or(c.Leases, LeasesKeep) }
 
 // Describe says what the step does in one line.
 func (c *Copy) Describe() string {
@@ -624,13 +625,6 @@ func (c *Copy) Undo(ctx context.Context, rc *engine.RunContext, outputs engine.O
 		return dds.Error(fmt.Errorf("prefix %q: deleting: %w", tp, err))
 	}
 	return nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 type nopLogger struct{}

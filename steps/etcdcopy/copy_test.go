@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 func TestCopy(t *testing.T) {
@@ -47,18 +48,18 @@ func TestCopy(t *testing.T) {
 			want := kvs(t, src, from, 0)
 			sameContent(t, want, kvs(t, dst, to, 0))
 			out := j.Step("copy").Outputs
-			if num(t, out, "keys") != 255 || num(t, out, "leases") != 0 || out["resumed"] != false || out["restarted"] != false {
+			if plantest.Num(t, out, "keys") != 255 || plantest.Num(t, out, "leases") != 0 || out["resumed"] != false || out["restarted"] != false {
 				t.Fatalf("outputs %v", out)
 			}
 			var bytes int64
 			for k, v := range want {
 				bytes += int64(len(to) + len(k) + len(v))
 			}
-			if num(t, out, "bytes") != bytes {
-				t.Fatalf("bytes %d, want %d", num(t, out, "bytes"), bytes)
+			if plantest.Num(t, out, "bytes") != bytes {
+				t.Fatalf("bytes %d, want %d", plantest.Num(t, out, "bytes"), bytes)
 			}
 			vout := j.Step("verify").Outputs
-			if num(t, vout, "keys") != 255 || vout["sha256"] != vout["targetSha256"] || vout["equal"] != true || num(t, vout, "revision") != num(t, out, "revision") {
+			if plantest.Num(t, vout, "keys") != 255 || vout["sha256"] != vout["targetSha256"] || vout["equal"] != true || plantest.Num(t, vout, "revision") != plantest.Num(t, out, "revision") {
 				t.Fatalf("verify outputs %v", vout)
 			}
 			if got := kvs(t, dst, from[:len(from)-1], 0); len(got) != len(kvs(t, dst, from, 0)) {
@@ -110,12 +111,12 @@ func TestLeases(t *testing.T) {
 						t.Fatalf("group %s: leases %v, want none", g, ids)
 					}
 				}
-				if num(t, out, "leases") != 0 {
+				if plantest.Num(t, out, "leases") != 0 {
 					t.Fatalf("outputs %v", out)
 				}
 				return
 			}
-			if num(t, out, "leases") != 2 {
+			if plantest.Num(t, out, "leases") != 2 {
 				t.Fatalf("outputs %v, want 2 leases", out)
 			}
 			for g, srcLease := range map[string]clientv3.LeaseID{"a": l1.ID, "b": l2.ID} {
@@ -171,7 +172,7 @@ func TestTargetPolicies(t *testing.T) {
 			got := kvs(t, dst, to, 0)
 			switch policy {
 			case "refuse", "default":
-				wantError(t, err, `step "copy" failed: target datastore "dst" is not empty under "`+to+`": 2 keys, the first "`+key(to, 3)+`"`)
+				plantest.WantError(t, err, `step "copy" failed: target datastore "dst" is not empty under "`+to+`": 2 keys, the first "`+key(to, 3)+`"`)
 				if len(got) != 2 || got["k000003"] != "stale" {
 					t.Fatalf("refused copy changed the target: %v", got)
 				}
@@ -187,7 +188,7 @@ func TestTargetPolicies(t *testing.T) {
 				if got["only-on-target"] != "x" || got["k000003"] != value(3, 10) || len(got) != 21 {
 					t.Fatalf("overwrite: target %v", got)
 				}
-				if num(t, j.Step("copy").Outputs, "keys") != 20 {
+				if plantest.Num(t, j.Step("copy").Outputs, "keys") != 20 {
 					t.Fatalf("outputs %v", j.Step("copy").Outputs)
 				}
 			}
@@ -215,7 +216,7 @@ func TestVerifyFails(t *testing.T) {
 	_, err := apply(t, datastores(fmt.Sprintf(`steps:
   - {id: verify, type: etcd.verify, with: {source: src, target: dst, prefix: %q, targetPrefix: %q}}
 `, from, to)), runOpts{})
-	wantError(t, err, `step "verify" failed: 3 keys differ between datastore "src" prefix "`+from+`"`,
+	plantest.WantError(t, err, `step "verify" failed: 3 keys differ between datastore "src" prefix "`+from+`"`,
 		`missing on target: "`+key(from, 4)+`"`, `extra on target: "`+to+`zz-extra"`, `value differs: "`+key(from, 7)+`"`)
 
 	// Many differences: five are named.
@@ -225,7 +226,7 @@ func TestVerifyFails(t *testing.T) {
 	_, err = apply(t, datastores(fmt.Sprintf(`steps:
   - {id: verify, type: etcd.verify, with: {source: src, target: dst, prefix: %q, targetPrefix: %q}}
 `, from, to)), runOpts{})
-	wantError(t, err, `50 keys differ`, `missing on target: "`+key(from, 0)+`", "`+key(from, 1)+`", "`+key(from, 2)+`", "`+key(from, 3)+`", "`+key(from, 4)+`" (and 45 more)`)
+	plantest.WantError(t, err, `50 keys differ`, `missing on target: "`+key(from, 0)+`", "`+key(from, 1)+`", "`+key(from, 2)+`", "`+key(from, 3)+`", "`+key(from, 4)+`" (and 45 more)`)
 }
 
 func TestDryRun(t *testing.T) {
@@ -243,7 +244,7 @@ func TestDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := j.Step("copy").Outputs
-	if out["dryRun"] != true || num(t, out, "keys") != 30 || num(t, out, "wouldDelete") != 1 {
+	if out["dryRun"] != true || plantest.Num(t, out, "keys") != 30 || plantest.Num(t, out, "wouldDelete") != 1 {
 		t.Fatalf("outputs %v", out)
 	}
 	if got := kvs(t, dst, to, 0); len(got) != 1 || got["old"] != "x" {
@@ -264,7 +265,7 @@ func TestRunTwice(t *testing.T) {
 `, from, to, policy, from, to))
 		_, err := apply(t, plan, runOpts{})
 		if policy == "refuse" {
-			wantError(t, err, `step "copy" failed: target datastore "dst" is not empty under "`+to+`": 40 keys, the first "`+key(to, 0)+`"`)
+			plantest.WantError(t, err, `step "copy" failed: target datastore "dst" is not empty under "`+to+`": 40 keys, the first "`+key(to, 0)+`"`)
 		} else if err != nil {
 			t.Fatal(err)
 		}
@@ -329,7 +330,7 @@ func TestErrors(t *testing.T) {
 			_, err := apply(t, datastores(tc.stores+fmt.Sprintf(`steps:
   - {id: copy, type: etcd.copy, with: {%s, prefix: %q}}
 `, tc.with, from)), runOpts{})
-			wantError(t, err, tc.want...)
+			plantest.WantError(t, err, tc.want...)
 		})
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
 	_ "planrun.dev/planrun/steps"
 	_ "planrun.dev/planrun/steps/etcdcopy"
 )
@@ -142,16 +142,7 @@ func datastores(extra string) string {
 // load writes a plan (header added) and loads it.
 func load(t testing.TB, body string) *engine.Plan {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "plan.yaml")
-	text := "apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: test}\n" + body
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := engine.Load(path, engine.LoadOptions{})
-	if err != nil {
-		t.Fatalf("plan does not load:\n%v\n%s", err, text)
-	}
-	return p
+	return plantest.MustLoad(t, body, plantest.Options{})
 }
 
 type runOpts struct {
@@ -163,15 +154,8 @@ type runOpts struct {
 // apply runs a plan in a fresh state folder (or opts.dir).
 func apply(t testing.TB, body string, o runOpts) (*engine.Journal, error) {
 	t.Helper()
-	p := load(t, body)
-	dir := o.dir
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	r := &engine.Runner{Store: engine.NewDirStore(filepath.Join(dir, "runs")), NoRollback: !o.rollback}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	return r.Apply(ctx, p, engine.ApplyOptions{RunID: "run", DryRun: o.dryRun})
+	r := plantest.Apply(t, body, plantest.Options{DryRun: o.dryRun, NoRollback: !o.rollback, Dir: o.dir, Timeout: 5 * time.Minute})
+	return r.Journal, r.Err
 }
 
 func mustApply(t testing.TB, body string) *engine.Journal {
@@ -181,35 +165,4 @@ func mustApply(t testing.TB, body string) *engine.Journal {
 		t.Fatal(err)
 	}
 	return j
-}
-
-func num(t testing.TB, out engine.Outputs, name string) int64 {
-	t.Helper()
-	switch v := out[name].(type) {
-	case int64:
-		return v
-	case int:
-		return int64(v)
-	case float64:
-		return int64(v)
-	}
-	t.Fatalf("output %s = %#v (%T) in %v", name, out[name], out[name], out)
-	return 0
-}
-
-// wantError checks a run failed with a one-line error containing every part.
-func wantError(t testing.TB, err error, parts ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("no error, want one with %q", parts)
-	}
-	msg := err.Error()
-	if strings.Contains(msg, "\n") {
-		t.Errorf("error on several lines: %q", msg)
-	}
-	for _, p := range parts {
-		if !strings.Contains(msg, p) {
-			t.Fatalf("error %q\nwant it to contain %q", msg, p)
-		}
-	}
 }

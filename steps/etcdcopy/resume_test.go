@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 // interrupted starts a run of plan and cancels it once the copy reported at least after keys,
@@ -67,7 +68,7 @@ func TestCrashResume(t *testing.T) {
 	// The resume must neither refuse (the keys are its own) nor copy again from the start.
 	j := resume(t, store, p)
 	out := j.Step("copy").Outputs
-	if out["resumed"] != true || out["restarted"] != false || num(t, out, "keys") != n {
+	if out["resumed"] != true || out["restarted"] != false || plantest.Num(t, out, "keys") != n {
 		t.Fatalf("outputs %v", out)
 	}
 	sameContent(t, kvs(t, src, from, 0), kvs(t, dst, to, 0))
@@ -103,7 +104,7 @@ func TestCompactedWhilePaused(t *testing.T) {
 	}
 	j := resume(t, store, p)
 	out := j.Step("copy").Outputs
-	if out["restarted"] != true || out["resumed"] != true || num(t, out, "keys") != n-100 || num(t, out, "revision") < resp.Header.Revision {
+	if out["restarted"] != true || out["resumed"] != true || plantest.Num(t, out, "keys") != n-100 || plantest.Num(t, out, "revision") < resp.Header.Revision {
 		t.Fatalf("outputs %v", out)
 	}
 	got := kvs(t, dst, to, 0)
@@ -158,7 +159,7 @@ func TestWritesDuringCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev := num(t, j.Step("copy").Outputs, "revision")
+	rev := plantest.Num(t, j.Step("copy").Outputs, "revision")
 	atRev := kvs(t, src, from, rev)
 	now := kvs(t, src, from, 0)
 	changed := 0

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 type certAuthority struct {
@@ -109,7 +110,7 @@ func TestTLS(t *testing.T) {
   - {id: back, type: etcd.copy, with: {source: secure, target: dst, prefix: %q, targetPrefix: %q}}
   - {id: verify, type: etcd.verify, with: {source: secure, target: dst, prefix: %q, targetPrefix: %q}}
 `, from, to, to, to, to, to)))
-	if num(t, j.Step("copy").Outputs, "keys") != 500 || num(t, j.Step("verify").Outputs, "keys") != 500 {
+	if plantest.Num(t, j.Step("copy").Outputs, "keys") != 500 || plantest.Num(t, j.Step("verify").Outputs, "keys") != 500 {
 		t.Fatalf("outputs %v %v", j.Step("copy").Outputs, j.Step("verify").Outputs)
 	}
 	sameContent(t, kvs(t, src, from, 0), kvs(t, dst, to, 0))
@@ -130,7 +131,7 @@ func TestTLS(t *testing.T) {
 			_, err := apply(t, datastores(store("secure", tc.tls)+fmt.Sprintf(`steps:
   - {id: copy, type: etcd.copy, with: {source: src, target: secure, prefix: %q, targetPrefix: %q}}
 `, from, prefix(t, "x"))), runOpts{})
-			wantError(t, err, tc.want)
+			plantest.WantError(t, err, tc.want)
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package etcdsnapshot
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/steps/etcd"
 )
 
 func init() {
@@ -79,7 +81,7 @@ type restoreState struct {
 }
 
 func (r *Restore) settings() (name string, peers []string, cluster, token string) {
-	name = or(r.Name, defaultName)
+	name = cmp.Or(r.Name, defaultName)
 	peers = r.InitialAdvertisePeerURLs
 	if len(peers) == 0 {
 		peers = []string{defaultPeerURL}
@@ -92,7 +94,7 @@ func (r *Restore) settings() (name string, peers []string, cluster, token string
 		}
 		cluster = strings.Join(parts, ",")
 	}
-	return name, peers, cluster, or(r.InitialClusterToken, defaultToken)
+	return name, peers, cluster, cmp.Or(r.InitialClusterToken, defaultToken)
 }
 
 // Run implements engine.Action.
@@ -164,7 +166,7 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	})
 	if err != nil {
 		_ = os.RemoveAll(tmp)
-		return nil, fmt.Errorf("restoring %s into %s: %v", r.Snapshot, tmp, oneLine(err))
+		return nil, fmt.Errorf("restoring %s into %s: %v", r.Snapshot, tmp, etcd.OneLine(err))
 	}
 	// etcd refuses a data directory that others can read.
 	if err := os.Chmod(tmp, 0o700); err != nil {
@@ -280,15 +282,4 @@ func (r *Restore) Undo(_ context.Context, rc *engine.RunContext, outputs engine.
 		return fmt.Errorf("dataDir: removing %s: %w", dir, err)
 	}
 	return nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-func oneLine(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
 }

@@ -17,6 +17,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
 	_ "planrun.dev/planrun/steps/assert"
 	"planrun.dev/planrun/steps/etcdsnapshot"
 )
@@ -97,17 +98,14 @@ func currentRev(t testing.TB, c *clientv3.Client) int64 {
 	return resp.Header.Revision
 }
 
-func planText(url, body string) string {
-	return fmt.Sprintf("apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: test}\ndatastores:\n  src: {endpoints: [%q], dialTimeout: 2s}\n%s", url, body)
+// withSource puts the datastore src, the etcd at url, before a plan body.
+func withSource(url, body string) string {
+	return fmt.Sprintf("datastores:\n  src: {endpoints: [%q], dialTimeout: 2s}\n%s", url, body)
 }
 
 func load(t testing.TB, url, body string) (*engine.Plan, error) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "plan.yaml")
-	if err := os.WriteFile(path, []byte(planText(url, body)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return engine.Load(path, engine.LoadOptions{})
+	return plantest.Load(t, withSource(url, body), plantest.Options{})
 }
 
 type runOpts struct {
@@ -116,29 +114,14 @@ type runOpts struct {
 	dir      string // state folder, to resume
 }
 
-// lastProgress is the last progress event of the last run of apply.
+// lastProgress is the last progress event of the step "snap" in the last run of apply.
 var lastProgress engine.Progress
 
 func apply(t testing.TB, url, body string, o runOpts) (*engine.Journal, error) {
 	t.Helper()
-	lastProgress = engine.Progress{}
-	p, err := load(t, url, body)
-	if err != nil {
-		t.Fatalf("plan does not load: %v\n%s", err, body)
-	}
-	dir := o.dir
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	r := &engine.Runner{Store: engine.NewDirStore(filepath.Join(dir, "runs")), NoRollback: !o.rollback,
-		Observer: engine.ObserverFunc(func(e engine.Event) {
-			if e.Progress != nil && e.StepType == "etcd.snapshot" {
-				lastProgress = *e.Progress
-			}
-		})}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	return r.Apply(ctx, p, engine.ApplyOptions{RunID: "run", DryRun: o.dryRun})
+	r := plantest.Apply(t, withSource(url, body), plantest.Options{DryRun: o.dryRun, NoRollback: !o.rollback, Dir: o.dir, Timeout: 3 * time.Minute})
+	lastProgress = r.Progress["snap"]
+	return r.Journal, r.Err
 }
 
 func mustApply(t testing.TB, url, body string) *engine.Journal {
@@ -176,38 +159,6 @@ func crashAndResume(t testing.TB, url, body, dir, id string) (*engine.Journal, e
 	}
 	r := &engine.Runner{Store: store, NoRollback: true}
 	return r.Resume(ctx, "run", func(*engine.Journal) (*engine.Plan, error) { return p, nil })
-}
-
-func num(t testing.TB, out engine.Outputs, name string) int64 {
-	t.Helper()
-	switch v := out[name].(type) {
-	case int64:
-		return v
-	case int:
-		return int64(v)
-	case uint64:
-		return int64(v)
-	case float64:
-		return int64(v)
-	}
-	t.Fatalf("output %s = %#v (%T) in %v", name, out[name], out[name], out)
-	return 0
-}
-
-func wantError(t testing.TB, err error, parts ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("no error, want one with %q", parts)
-	}
-	msg := err.Error()
-	if strings.Contains(msg, "\n") {
-		t.Errorf("error on several lines: %q", msg)
-	}
-	for _, p := range parts {
-		if !strings.Contains(msg, p) {
-			t.Fatalf("error %q\nwant it to contain %q", msg, p)
-		}
-	}
 }
 
 func fileSum(t testing.TB, name string) string {
@@ -258,7 +209,7 @@ func TestSnapshotRestore(t *testing.T) {
 	snap := j.Step("snap").Outputs
 	sum := fileSum(t, to)
 	fi, _ := os.Stat(to)
-	if snap["sha256"] != sum || num(t, snap, "size") != fi.Size() || num(t, snap, "revision") != rev || snap["to"] != to ||
+	if snap["sha256"] != sum || plantest.Num(t, snap, "size") != fi.Size() || plantest.Num(t, snap, "revision") != rev || snap["to"] != to ||
 		snap["etcdVersion"] == "" || snap["datastore"] != "src" || snap["manifest"] != to+".manifest.json" {
 		t.Fatalf("snapshot outputs %v (file sha256 %s size %d, revision %d)", snap, sum, fi.Size(), rev)
 	}
@@ -281,7 +232,7 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 
 	out := j.Step("restore").Outputs
-	if out["dataDir"] != data || out["name"] != "default" || num(t, out, "revision") != rev || out["created"] != true {
+	if out["dataDir"] != data || out["name"] != "default" || plantest.Num(t, out, "revision") != rev || out["created"] != true {
 		t.Fatalf("restore outputs %v", out)
 	}
 	if fi, err := os.Stat(data); err != nil || fi.Mode().Perm() != 0o700 {
@@ -290,7 +241,7 @@ func TestSnapshotRestore(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Dir(data)); len(entries) != 2 {
 		t.Fatalf("members folder holds %v, want m0 and m1 only (no temporary folder)", entries)
 	}
-	if out := j.Step("bumped").Outputs; out["name"] != "m1" || num(t, out, "revision") != rev+1000 {
+	if out := j.Step("bumped").Outputs; out["name"] != "m1" || plantest.Num(t, out, "revision") != rev+1000 {
 		t.Fatalf("bumped restore outputs %v", out)
 	}
 
@@ -335,7 +286,7 @@ func TestSnapshotTwiceAndAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := mustApply(t, e.URL, body).Step("snap").Outputs
-	if num(t, second, "revision") != num(t, first, "revision")+1 || second["sha256"] != fileSum(t, to) {
+	if plantest.Num(t, second, "revision") != plantest.Num(t, first, "revision")+1 || second["sha256"] != fileSum(t, to) {
 		t.Fatalf("second snapshot %v after first %v", second, first)
 	}
 	if m, err := etcdsnapshot.ReadManifest(to); err != nil || m.SHA256 != second["sha256"] {
@@ -352,7 +303,7 @@ func TestSnapshotTwiceAndAfterCrash(t *testing.T) {
 	}
 	// Without the step's state, a snapshot file with no manifest is not ours to replace.
 	_, err = apply(t, e.URL, body, runOpts{})
-	wantError(t, err, `step "snap" failed: to: `+to+` exists and has no manifest etcd.db.manifest.json beside it: not replacing it (set overwrite: true to replace it)`)
+	plantest.WantError(t, err, `step "snap" failed: to: `+to+` exists and has no manifest etcd.db.manifest.json beside it: not replacing it (set overwrite: true to replace it)`)
 	j, err = crashAndResume(t, e.URL, body, state, "snap")
 	if err != nil {
 		t.Fatal(err)
@@ -393,13 +344,13 @@ func TestRestoreChecks(t *testing.T) {
 		writeManifest(t, copyTo, m)
 		data := filepath.Join(t.TempDir(), "data")
 		_, err := restore(t, copyTo, data, "")
-		wantError(t, err, fmt.Sprintf(`step "r" failed: snapshot: %s has sha256 %s but manifest %s.manifest.json says %s: refusing to restore it`, copyTo, sum, copyTo, bad))
+		plantest.WantError(t, err, fmt.Sprintf(`step "r" failed: snapshot: %s has sha256 %s but manifest %s.manifest.json says %s: refusing to restore it`, copyTo, sum, copyTo, bad))
 		noDir(t, data)
 	})
 	t.Run("explicit sha256 mismatch", func(t *testing.T) {
 		data := filepath.Join(t.TempDir(), "data")
 		_, err := restore(t, to, data, ", sha256: \""+bad+"\"")
-		wantError(t, err, fmt.Sprintf(`step "r" failed: snapshot: %s has sha256 %s but sha256 says %s: refusing to restore it`, to, sum, bad))
+		plantest.WantError(t, err, fmt.Sprintf(`step "r" failed: snapshot: %s has sha256 %s but sha256 says %s: refusing to restore it`, to, sum, bad))
 		noDir(t, data)
 	})
 	t.Run("no manifest no sha256", func(t *testing.T) {
@@ -407,14 +358,14 @@ func TestRestoreChecks(t *testing.T) {
 		copyFile(t, to, copyTo)
 		data := filepath.Join(t.TempDir(), "data")
 		_, err := restore(t, copyTo, data, "")
-		wantError(t, err, fmt.Sprintf(`step "r" failed: snapshot: %s has no manifest etcd.db.manifest.json beside it; give its sha256: to check it against`, copyTo))
+		plantest.WantError(t, err, fmt.Sprintf(`step "r" failed: snapshot: %s has no manifest etcd.db.manifest.json beside it; give its sha256: to check it against`, copyTo))
 		noDir(t, data)
 		// With the sum given, it restores.
 		j, err := restore(t, copyTo, data, ", sha256: \""+strings.ToUpper(sum)+"\"")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if out := j.Step("r").Outputs; out["created"] != true || num(t, out, "revision") == 0 {
+		if out := j.Step("r").Outputs; out["created"] != true || plantest.Num(t, out, "revision") == 0 {
 			t.Fatalf("outputs %v", out)
 		}
 	})
@@ -429,7 +380,7 @@ func TestRestoreChecks(t *testing.T) {
 		}
 		data := filepath.Join(t.TempDir(), "data")
 		_, err := restore(t, copyTo, data, ", sha256: \""+fileSum(t, copyTo)+"\"")
-		wantError(t, err, `step "r" failed: restoring `+copyTo+` into `, `.data.planrun-part: `)
+		plantest.WantError(t, err, `step "r" failed: restoring `+copyTo+` into `, `.data.planrun-part: `)
 		noDir(t, data)
 		noDir(t, filepath.Join(filepath.Dir(data), ".data.planrun-part"))
 	})
@@ -439,7 +390,7 @@ func TestRestoreChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := restore(t, to, data, "")
-		wantError(t, err, fmt.Sprintf(`step "r" failed: dataDir: %s is not empty; etcd.restore only restores into a new data directory (remove it or choose another)`, data))
+		plantest.WantError(t, err, fmt.Sprintf(`step "r" failed: dataDir: %s is not empty; etcd.restore only restores into a new data directory (remove it or choose another)`, data))
 		if entries, _ := os.ReadDir(data); len(entries) != 1 {
 			t.Fatalf("data dir changed: %v", entries)
 		}
@@ -450,15 +401,15 @@ func TestRestoreChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := restore(t, to, f, "")
-		wantError(t, err, fmt.Sprintf(`step "r" failed: dataDir: %s is a file, want a new data directory`, f))
+		plantest.WantError(t, err, fmt.Sprintf(`step "r" failed: dataDir: %s is a file, want a new data directory`, f))
 	})
 	t.Run("missing snapshot", func(t *testing.T) {
 		_, err := restore(t, filepath.Join(t.TempDir(), "nope.db"), filepath.Join(t.TempDir(), "d"), "")
-		wantError(t, err, `step "r" failed: snapshot: stat `, `nope.db: no such file or directory`)
+		plantest.WantError(t, err, `step "r" failed: snapshot: stat `, `nope.db: no such file or directory`)
 	})
 	t.Run("bad config", func(t *testing.T) {
 		_, err := load(t, e.URL, fmt.Sprintf("steps:\n  - {id: r, type: etcd.restore, with: {snapshot: %q, dataDir: /tmp/x, sha256: abc, initialAdvertisePeerURLs: [nope]}}\n", to))
-		wantError(t, err, `step "r": with: sha256: want 64 hex digits, got "abc"`)
+		plantest.WantError(t, err, `step "r": with: sha256: want 64 hex digits, got "abc"`)
 	})
 	t.Run("empty dataDir and a stale temporary folder", func(t *testing.T) {
 		data := filepath.Join(t.TempDir(), "data")
@@ -478,7 +429,7 @@ func TestRestoreChecks(t *testing.T) {
 		}
 		// Run again: the data directory is no longer new, and is left alone.
 		_, err := restore(t, to, data, "")
-		wantError(t, err, fmt.Sprintf(`step "r" failed: dataDir: %s is not empty`, data))
+		plantest.WantError(t, err, fmt.Sprintf(`step "r" failed: dataDir: %s is not empty`, data))
 	})
 }
 
@@ -512,7 +463,7 @@ func TestRestoreResumeAndUndo(t *testing.T) {
   - {id: r, type: etcd.restore, with: {snapshot: %q, dataDir: %q}}
   - {id: fail, type: assert, with: {that: "false"}}
 `, to, undone), runOpts{rollback: true})
-	wantError(t, err, `step "fail" failed`)
+	plantest.WantError(t, err, `step "fail" failed`)
 	noDir(t, undone)
 }
 
@@ -525,7 +476,7 @@ func TestDryRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := j.Step("snap").Outputs
-	if out["dryRun"] != true || num(t, out, "revision") != rev || num(t, out, "dbSize") <= 0 || out["etcdVersion"] == "" || out["to"] != to {
+	if out["dryRun"] != true || plantest.Num(t, out, "revision") != rev || plantest.Num(t, out, "dbSize") <= 0 || out["etcdVersion"] == "" || out["to"] != to {
 		t.Fatalf("dry-run outputs %v", out)
 	}
 	noDir(t, dir)
@@ -539,7 +490,7 @@ func TestDryRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out := j.Step("r").Outputs; out["dryRun"] != true || num(t, out, "revision") != rev || out["dataDir"] != data {
+	if out := j.Step("r").Outputs; out["dryRun"] != true || plantest.Num(t, out, "revision") != rev || out["dataDir"] != data {
 		t.Fatalf("dry-run outputs %v", out)
 	}
 	noDir(t, data)
@@ -548,17 +499,17 @@ func TestDryRuns(t *testing.T) {
 	}
 	// A dry run still checks: a wrong checksum is refused.
 	_, err = apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: r, type: etcd.restore, with: {snapshot: %q, dataDir: %q, sha256: %q}}\n", snap, data, strings.Repeat("1", 64)), runOpts{dryRun: true})
-	wantError(t, err, `step "r" failed: snapshot: `, `refusing to restore it`)
+	plantest.WantError(t, err, `step "r" failed: snapshot: `, `refusing to restore it`)
 }
 
 func TestSnapshotErrors(t *testing.T) {
 	e := controlplane.StartEtcdForTest(t)
 	dir := t.TempDir()
 	_, err := apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: snap, type: etcd.snapshot, with: {datastore: nope, to: %q}}\n", filepath.Join(dir, "x.db")), runOpts{})
-	wantError(t, err, `step "snap" failed: datastore "nope" is not declared in the plan's datastores (src)`)
+	plantest.WantError(t, err, `step "snap" failed: datastore "nope" is not declared in the plan's datastores (src)`)
 
 	_, err = apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: snap, type: etcd.snapshot, with: {datastore: src, to: %q}}\n", dir), runOpts{})
-	wantError(t, err, `step "snap" failed: to: `+dir+` is a folder, want a file path`)
+	plantest.WantError(t, err, `step "snap" failed: to: `+dir+` is a folder, want a file path`)
 
 	// An etcd that does not answer: the error names the datastore and its endpoint.
 	down := controlplane.StartEtcdForTest(t)
@@ -567,7 +518,7 @@ func TestSnapshotErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = apply(t, url, fmt.Sprintf("steps:\n  - {id: snap, type: etcd.snapshot, with: {datastore: src, to: %q}}\n", filepath.Join(dir, "x.db")), runOpts{})
-	wantError(t, err, `step "snap" failed: datastore "src": no endpoint answered within 2s: `+url)
+	plantest.WantError(t, err, `step "snap" failed: datastore "src": no endpoint answered within 2s: `+url)
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("failed snapshot left %v", entries)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/parallel"
 )
 
 func init() {
@@ -104,7 +105,7 @@ func (c *Copy) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 	if workers == 0 {
 		workers = defaultWorkers
 	}
-	err = parallel(ctx, workers, items, func(ctx context.Context, it *item) error {
+	err = parallel.Each(ctx, workers, items, func(ctx context.Context, it *item) error {
 		if err := copyOne(ctx, from, to, it, rc.DryRun, p); err != nil {
 			return fmt.Errorf("copying %q from %s to %s: %w", it.src, from, to, err)
 		}
@@ -344,37 +345,4 @@ func (p *progress) file() {
 	defer p.mu.Unlock()
 	p.files++
 	p.rc.Progress(engine.Progress{Done: p.files, Total: p.total, Bytes: p.bytes, Unit: "files"})
-}
-
-// parallel runs fn over items, n at a time, stopping at the first error.
-func parallel[T any](ctx context.Context, n int, items []T, fn func(context.Context, T) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ch := make(chan T)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for i := 0; i < n && i < len(items); i++ {
-		wg.Go(func() {
-			for it := range ch {
-				if err := fn(ctx, it); err != nil {
-					once.Do(func() { first = err; cancel() })
-				}
-			}
-		})
-	}
-loop:
-	for _, it := range items {
-		select {
-		case ch <- it:
-		case <-ctx.Done():
-			break loop
-		}
-	}
-	close(ch)
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	return ctx.Err()
 }

@@ -14,38 +14,17 @@ import (
 	"time"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/plantest"
 )
 
-// load writes a plan (header added) and loads it.
-func load(t testing.TB, body string) (*engine.Plan, error) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "plan.yaml")
-	text := "apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: test}\n" + body
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return engine.Load(path, engine.LoadOptions{})
-}
-
-// lastProgress is the last progress event of the last run of apply.
+// lastProgress is the last progress event of the step "s" in the last run of apply.
 var lastProgress engine.Progress
 
 func apply(t testing.TB, body string, dryRun bool) (*engine.Journal, error) {
 	t.Helper()
-	lastProgress = engine.Progress{}
-	p, err := load(t, body)
-	if err != nil {
-		t.Fatalf("plan does not load: %v\n%s", err, body)
-	}
-	r := &engine.Runner{Store: engine.NewDirStore(filepath.Join(t.TempDir(), "runs")), NoRollback: true,
-		Observer: engine.ObserverFunc(func(e engine.Event) {
-			if e.Progress != nil {
-				lastProgress = *e.Progress
-			}
-		})}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	return r.Apply(ctx, p, engine.ApplyOptions{RunID: "run", DryRun: dryRun})
+	r := plantest.Apply(t, body, plantest.Options{DryRun: dryRun, NoRollback: true, Timeout: 2 * time.Minute})
+	lastProgress = r.Progress["s"]
+	return r.Journal, r.Err
 }
 
 func copyPlan(from, to, extra string) string {
@@ -61,27 +40,13 @@ func run(t testing.TB, from, to, extra string, dryRun bool) engine.Outputs {
 	return j.Step("s").Outputs
 }
 
-func num(t testing.TB, out engine.Outputs, name string) int64 {
-	t.Helper()
-	switch v := out[name].(type) {
-	case int64:
-		return v
-	case int:
-		return int64(v)
-	case float64:
-		return int64(v)
-	}
-	t.Fatalf("output %s = %#v (%T) in %v", name, out[name], out[name], out)
-	return 0
-}
-
 func counts(t testing.TB, out engine.Outputs, files, copied, skipped int64) {
 	t.Helper()
 	key := "copied"
 	if out["dryRun"] == true {
 		key = "wouldCopy"
 	}
-	if num(t, out, "files") != files || num(t, out, key) != copied || num(t, out, "skipped") != skipped {
+	if plantest.Num(t, out, "files") != files || plantest.Num(t, out, key) != copied || plantest.Num(t, out, "skipped") != skipped {
 		t.Fatalf("files/%s/skipped = %v/%v/%v, want %d/%d/%d", key, out["files"], out[key], out["skipped"], files, copied, skipped)
 	}
 }
@@ -170,10 +135,10 @@ func TestCopyFolder(t *testing.T) {
 	out := run(t, src, dst, "", false)
 	counts(t, out, 7, 7, 0)
 	sameTree(t, src, dst)
-	if p := lastProgress; p.Done != 7 || p.Total != 7 || p.Bytes != num(t, out, "bytes") || p.Unit != "files" {
+	if p := lastProgress; p.Done != 7 || p.Total != 7 || p.Bytes != plantest.Num(t, out, "bytes") || p.Unit != "files" {
 		t.Fatalf("last progress %+v", p)
 	}
-	if num(t, out, "bytes") != num(t, out, "copiedBytes") || num(t, out, "bytes") != 1<<20+3+3+7+7+3 {
+	if plantest.Num(t, out, "bytes") != plantest.Num(t, out, "copiedBytes") || plantest.Num(t, out, "bytes") != 1<<20+3+3+7+7+3 {
 		t.Fatalf("bytes %v copiedBytes %v", out["bytes"], out["copiedBytes"])
 	}
 	man := out["manifest"].([]any)
@@ -195,7 +160,7 @@ func TestCopyFolder(t *testing.T) {
 	// Second run: everything is there and equal.
 	out = run(t, src, dst, ", workers: 2", false)
 	counts(t, out, 7, 0, 7)
-	if num(t, out, "copiedBytes") != 0 {
+	if plantest.Num(t, out, "copiedBytes") != 0 {
 		t.Fatalf("copiedBytes %v on a second run", out["copiedBytes"])
 	}
 
@@ -315,7 +280,7 @@ func TestCopyErrors(t *testing.T) {
 			body := copyPlan(tc.from, tc.to, tc.extra)
 			var err error
 			if tc.load {
-				_, err = load(t, body)
+				_, err = plantest.Load(t, body, plantest.Options{})
 			} else {
 				_, err = apply(t, body, false)
 			}

@@ -230,7 +230,7 @@ steps:
 `, ns, second)
 	}
 	run := kubetest.Apply(t, mainCluster(), plan("Bad_Name"), kubetest.Options{NoRollback: true})
-	wantRunError(t, run, `step "s" failed: ConfigMap `+ns+`/Bad_Name: ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name"`)
+	kubetest.WantRunError(t, run, `step "s" failed: ConfigMap `+ns+`/Bad_Name: ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name"`)
 	clusters[0].Get(t, configMaps, ns, "first")
 
 	run = resume(t, run, plan("second"))
@@ -336,7 +336,7 @@ func TestApplyErrors(t *testing.T) {
 				cl = mainCluster()
 			}
 			run := kubetest.Apply(t, cl, oneStep("kube.apply", tc.with), kubetest.Options{})
-			wantRunError(t, run, tc.want)
+			kubetest.WantRunError(t, run, tc.want)
 		})
 	}
 	// Invalid manifests written in the plan are load errors, before anything runs.

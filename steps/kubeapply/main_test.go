@@ -39,17 +39,6 @@ func oneStep(typ, with string) string {
 	return "steps:\n  - id: s\n    type: " + typ + "\n    with: " + with + "\n"
 }
 
-// wantRunError checks the one-line error of a failed run.
-func wantRunError(t *testing.T, run *kubetest.Run, want string) {
-	t.Helper()
-	if run.Err == nil || !strings.Contains(run.Err.Error(), want) {
-		t.Fatalf("error %v\nwant %q", run.Err, want)
-	}
-	if strings.Contains(run.Err.Error(), "\n") {
-		t.Fatalf("error is not one line: %q", run.Err)
-	}
-}
-
 // wantLoadError checks the error of a plan that does not load (bad config caught by Validate).
 func wantLoadError(t *testing.T, body, want string) {
 	t.Helper()

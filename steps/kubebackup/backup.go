@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/parallel"
 	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/kube/archive"
 )
@@ -201,7 +202,7 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 	}
 	prog := &progress{rc: rc}
 	opts := listOptions{labelSelector: b.LabelSelector, dryRun: rc.DryRun, dir: dir}
-	if err := runJobs(ctx, jobs, func(ctx context.Context, j *job) error {
+	if err := parallel.Each(ctx, parallelLists, jobs, func(ctx context.Context, j *job) error {
 		return lister.backup(ctx, j, opts, prog)
 	}); err != nil {
 		return nil, err
@@ -417,39 +418,4 @@ func (p *progress) add(objects, bytes int64) {
 	p.done += objects
 	p.nbytes += bytes
 	p.rc.Progress(engine.Progress{Done: p.done, Bytes: p.nbytes, Unit: "objects"})
-}
-
-// runJobs runs fn over the jobs, parallelLists at a time, stopping at the first error.
-func runJobs(ctx context.Context, jobs []*job, fn func(context.Context, *job) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ch := make(chan *job)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for i := 0; i < parallelLists && i < len(jobs); i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range ch {
-				if err := fn(ctx, j); err != nil {
-					once.Do(func() { first = err; cancel() })
-				}
-			}
-		}()
-	}
-loop:
-	for _, j := range jobs {
-		select {
-		case ch <- j:
-		case <-ctx.Done():
-			break loop
-		}
-	}
-	close(ch)
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	return ctx.Err()
 }

@@ -495,12 +495,7 @@ func TestBackupErrors(t *testing.T) {
 				cl = main()
 			}
 			run := kubetest.Apply(t, cl, "steps:\n  - {id: s, type: kube.backup, with: "+tc.with+"}\n", kubetest.Options{})
-			if run.Err == nil || !strings.Contains(run.Err.Error(), tc.want) {
-				t.Fatalf("error %v\nwant %q", run.Err, tc.want)
-			}
-			if strings.Contains(run.Err.Error(), "\n") {
-				t.Fatalf("error is not one line: %q", run.Err)
-			}
+			kubetest.WantRunError(t, run, tc.want)
 			if _, err := os.Stat(filepath.Join(dir, archive.ManifestFile)); !os.IsNotExist(err) {
 				t.Fatalf("a failed backup wrote a manifest")
 			}

@@ -5,8 +5,6 @@ package kubefreeze
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -201,25 +199,7 @@ func (b *BlockWrites) Undo(ctx context.Context, rc *engine.RunContext, outputs e
 // DefaultName is the name of the policy and binding of a blockWrites step without a name: a
 // DNS label made of the run and step ids, shortened with a hash when too long.
 func DefaultName(runID, stepID string) string {
-	raw := strings.ToLower(runID + "-" + stepID)
-	var sb strings.Builder
-	for _, r := range raw {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			sb.WriteRune(r)
-		} else {
-			sb.WriteByte('-')
-		}
-	}
-	s := "planrun-freeze-" + strings.Trim(sb.String(), "-")
-	if len(s) > 63 || s != "planrun-freeze-"+raw {
-		sum := sha256.Sum256([]byte(runID + "\x00" + stepID))
-		h := hex.EncodeToString(sum[:4])
-		if len(s) > 54 {
-			s = s[:54]
-		}
-		s = strings.TrimRight(s, "-") + "-" + h
-	}
-	return s
+	return kube.ObjectNameFor("planrun-freeze-", runID, stepID)
 }
 
 // objects builds the policy and its binding.

@@ -306,12 +306,7 @@ func TestBlockErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			run := kubetest.Apply(t, tc.clusters, "steps:\n  - {id: s, type: kube.blockWrites, with: "+tc.with+"}\n", kubetest.Options{})
-			if run.Err == nil || !strings.Contains(run.Err.Error(), tc.want) || !strings.Contains(run.Err.Error(), `step "s" failed: `) {
-				t.Fatalf("error %v\nwant %q", run.Err, tc.want)
-			}
-			if strings.Contains(run.Err.Error(), "\n") {
-				t.Fatalf("error is not one line: %q", run.Err)
-			}
+			kubetest.WantRunError(t, run, `step "s" failed: `, tc.want)
 			// Nothing is left behind by a failed freeze.
 			assertGone(t, "planrun-freeze-run-s")
 		})

@@ -3,7 +3,6 @@ package kubeget_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,12 +69,7 @@ func TestGetErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			run := kubetest.Apply(t, main(), "steps:\n  - {id: s, type: kube.get, with: "+tc.with+"}\n", kubetest.Options{})
-			if run.Err == nil || !strings.Contains(run.Err.Error(), tc.want) {
-				t.Fatalf("error %v\nwant %q", run.Err, tc.want)
-			}
-			if strings.Contains(run.Err.Error(), "\n") {
-				t.Fatalf("error is not one line: %q", run.Err)
-			}
+			kubetest.WantRunError(t, run, tc.want)
 		})
 	}
 }

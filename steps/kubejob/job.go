@@ -5,8 +5,6 @@ package kubejob
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -110,24 +108,7 @@ func (j *Job) Describe() string {
 // DefaultName is the name of a Job without a name: a DNS label made of the run and step ids,
 // shortened with a hash when too long or when characters had to be replaced.
 func DefaultName(runID, stepID string) string {
-	raw := strings.ToLower(runID + "-" + stepID)
-	var sb strings.Builder
-	for _, r := range raw {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			sb.WriteRune(r)
-		} else {
-			sb.WriteByte('-')
-		}
-	}
-	s := "planrun-" + strings.Trim(sb.String(), "-")
-	if len(s) > 63 || s != "planrun-"+raw {
-		sum := sha256.Sum256([]byte(runID + "\x00" + stepID))
-		if len(s) > 54 {
-			s = s[:54]
-		}
-		s = strings.TrimRight(s, "-") + "-" + hex.EncodeToString(sum[:4])
-	}
-	return s
+	return kube.ObjectNameFor("planrun-", runID, stepID)
 }
 
 func (j *Job) object(rc *engine.RunContext, name string) *batchv1.Job {

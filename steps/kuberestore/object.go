@@ -138,7 +138,7 @@ func (x *restorer) prepare(p *resPlan, line []byte) (*object, error) {
 	if len(p.ctu) > 0 {
 		o.later = make([]any, len(p.ctu))
 		for i, path := range p.ctu {
-			if v, ok := takePath(o.obj, path); ok {
+			if v, ok := kube.TakePath(o.obj, path); ok {
 				o.later[i], o.hasLater = v, true
 			}
 		}
@@ -245,48 +245,6 @@ func (x *restorer) applyTransform(t *transform, o *object, srcNS string, lbls la
 	o.obj, o.meta = obj, meta
 	o.name, _ = meta["name"].(string)
 	return nil
-}
-
-// takePath removes a field and returns its value.
-func takePath(obj map[string]any, path []string) (any, bool) {
-	m := obj
-	for _, k := range path[:len(path)-1] {
-		next, ok := m[k].(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		m = next
-	}
-	v, ok := m[path[len(path)-1]]
-	delete(m, path[len(path)-1])
-	return v, ok
-}
-
-func setPath(obj map[string]any, path []string, v any) {
-	m := obj
-	for _, k := range path[:len(path)-1] {
-		next, ok := m[k].(map[string]any)
-		if !ok {
-			next = map[string]any{}
-			m[k] = next
-		}
-		m = next
-	}
-	m[path[len(path)-1]] = v
-}
-
-func getPath(obj map[string]any, path []string) (any, bool) {
-	var cur any = obj
-	for _, k := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[k]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
 }
 
 func (x *restorer) lookupUID(old string) (string, bool) {
@@ -440,7 +398,7 @@ func (x *restorer) finish(ctx context.Context, o *object, rv, uid string) error 
 	if o.hasLater {
 		for i, path := range o.p.ctu {
 			if o.later[i] != nil {
-				setPath(o.obj, path, o.later[i])
+				kube.SetPath(o.obj, path, o.later[i])
 			}
 		}
 		var err error
@@ -547,7 +505,7 @@ func (x *restorer) updateExisting(ctx context.Context, o *object, rv string) err
 	if o.hasLater {
 		for i, path := range o.p.ctu {
 			if o.later[i] != nil {
-				setPath(o.obj, path, o.later[i])
+				kube.SetPath(o.obj, path, o.later[i])
 			}
 		}
 	}
@@ -634,7 +592,7 @@ func (x *restorer) same(o *object, live map[string]any) bool {
 			if o.later[i] == nil {
 				continue
 			}
-			if lv, ok := getPath(live, path); !ok || !subset(o.later[i], lv) {
+			if lv, ok := kube.GetPath(live, path); !ok || !subset(o.later[i], lv) {
 				return false
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/parallel"
 	"planrun.dev/planrun/steps/kube"
 )
 
@@ -127,7 +129,11 @@ func (r *Restore) Undo(ctx context.Context, rc *engine.RunContext, outputs engin
 	}
 	var problems []string
 	for _, group := range [][]record{objects, namespaces, crds} {
-		problems = append(problems, deleteAll(ctx, c, group, rc.DryRun)...)
+		p, err := deleteAll(ctx, c, group, rc.DryRun)
+		problems = append(problems, p...)
+		if err != nil {
+			return fmt.Errorf("undo of the restore: %w", err)
+		}
 	}
 	if len(problems) > 0 {
 		n := len(problems)
@@ -139,45 +145,32 @@ func (r *Restore) Undo(ctx context.Context, rc *engine.RunContext, outputs engin
 	return nil
 }
 
-func deleteAll(ctx context.Context, c *kube.Client, recs []record, dry bool) []string {
+func deleteAll(ctx context.Context, c *kube.Client, recs []record, dry bool) ([]string, error) {
 	var mu sync.Mutex
 	var problems []string
-	work := make(chan record)
-	var wg sync.WaitGroup
-	for i := 0; i < defaultWorkers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for rec := range work {
-				uid := types.UID(rec.UID)
-				policy := metav1.DeletePropagationBackground
-				opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}, PropagationPolicy: &policy}
-				if dry {
-					opts.DryRun = []string{"All"}
-				}
-				res := c.Dynamic.Resource(schema.GroupVersionResource{Group: rec.Group, Version: rec.Version, Resource: rec.Resource})
-				var err error
-				if rec.Namespace != "" {
-					err = res.Namespace(rec.Namespace).Delete(ctx, rec.Name, opts)
-				} else {
-					err = res.Delete(ctx, rec.Name, opts)
-				}
-				// Gone, or replaced by another object of the same name: nothing of ours is left.
-				if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-					mu.Lock()
-					problems = append(problems, kube.ObjectName(rec.Kind, rec.Namespace, rec.Name)+": "+kube.Reason(err))
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := len(recs) - 1; i >= 0; i-- {
-		select {
-		case work <- recs[i]:
-		case <-ctx.Done():
+	last := slices.Clone(recs)
+	slices.Reverse(last) // dependents were created after what they depend on
+	err := parallel.Each(ctx, defaultWorkers, last, func(ctx context.Context, rec record) error {
+		uid := types.UID(rec.UID)
+		policy := metav1.DeletePropagationBackground
+		opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}, PropagationPolicy: &policy}
+		if dry {
+			opts.DryRun = []string{"All"}
 		}
-	}
-	close(work)
-	wg.Wait()
-	return problems
+		res := c.Dynamic.Resource(schema.GroupVersionResource{Group: rec.Group, Version: rec.Version, Resource: rec.Resource})
+		var err error
+		if rec.Namespace != "" {
+			err = res.Namespace(rec.Namespace).Delete(ctx, rec.Name, opts)
+		} else {
+			err = res.Delete(ctx, rec.Name, opts)
+		}
+		// Gone, or replaced by another object of the same name: nothing of ours is left.
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			mu.Lock()
+			problems = append(problems, kube.ObjectName(rec.Kind, rec.Namespace, rec.Name)+": "+kube.Reason(err))
+			mu.Unlock()
+		}
+		return nil
+	})
+	return problems, err
 }

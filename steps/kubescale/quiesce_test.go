@@ -212,13 +212,13 @@ func TestQuiesceErrors(t *testing.T) {
 	kubetest.Need(t, clusters)
 	ns := clusters[0].Namespace(t)
 	deployment(t, ns, "web", 1, nil)
-	runErrorCases(t, []errorCase{
-		{name: "missing namespace", plan: "steps:\n  - {id: s, type: kube.quiesce, with: {namespace: no-such-ns}}\n",
-			want: `step "s" failed: namespace no-such-ns not found`},
-		{name: "forbidden", clusters: map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, plan: "steps:\n  - {id: s, type: kube.quiesce, with: {namespace: " + ns + "}}\n",
-			want: `step "s" failed: Namespace ` + ns + `: namespaces "` + ns + `" is forbidden: User "nobody" cannot get resource "namespaces" in API group "" in the namespace "` + ns + `"`},
-		{name: "bad selector from a template", plan: "params:\n  sel: {default: \"a in (\"}\nsteps:\n  - {id: s, type: kube.quiesce, with: {namespace: " + ns + ", labelSelector: \"${{ params.sel }}\"}}\n",
-			want: `plan.yaml:7:5: with: labelSelector: `},
+	kubetest.RunErrorCases(t, main(), []kubetest.ErrorCase{
+		{Name: "missing namespace", Plan: "steps:\n  - {id: s, type: kube.quiesce, with: {namespace: no-such-ns}}\n",
+			Want: `step "s" failed: namespace no-such-ns not found`},
+		{Name: "forbidden", Clusters: map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, Plan: "steps:\n  - {id: s, type: kube.quiesce, with: {namespace: " + ns + "}}\n",
+			Want: `step "s" failed: Namespace ` + ns + `: namespaces "` + ns + `" is forbidden: User "nobody" cannot get resource "namespaces" in API group "" in the namespace "` + ns + `"`},
+		{Name: "bad selector from a template", Plan: "params:\n  sel: {default: \"a in (\"}\nsteps:\n  - {id: s, type: kube.quiesce, with: {namespace: " + ns + ", labelSelector: \"${{ params.sel }}\"}}\n",
+			Want: `plan.yaml:7:5: with: labelSelector: `},
 	})
 	wantReplicas(t, deployments, ns, "web", 1, "-")
 }

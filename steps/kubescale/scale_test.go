@@ -255,50 +255,25 @@ steps:
 	}
 }
 
-type errorCase struct {
-	name     string
-	plan     string
-	clusters map[string]*kubetest.Cluster
-	want     string
-}
-
-func runErrorCases(t *testing.T, cases []errorCase) {
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cl := tc.clusters
-			if cl == nil {
-				cl = main()
-			}
-			run := kubetest.Apply(t, cl, tc.plan, kubetest.Options{})
-			if run.Err == nil || !strings.Contains(run.Err.Error(), tc.want) || !strings.Contains(run.Err.Error(), `step "s" failed: `) {
-				t.Fatalf("error %v\nwant %q", run.Err, tc.want)
-			}
-			if strings.Contains(run.Err.Error(), "\n") {
-				t.Fatalf("error is not one line: %q", run.Err)
-			}
-		})
-	}
-}
-
 func TestScaleErrors(t *testing.T) {
 	kubetest.Need(t, clusters)
 	ns := clusters[0].Namespace(t)
 	deployment(t, ns, "web", 1, nil)
-	runErrorCases(t, []errorCase{
-		{name: "unknown kind", plan: scalePlan(`{apiVersion: example.com/v1, kind: Widget, namespace: x, name: y, replicas: 0}`),
-			want: `step "s" failed: unknown kind example.com/v1 Widget on cluster main (is its CRD installed?)`},
-		{name: "missing object", plan: scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: ` + ns + `, name: nope, replicas: 0}`),
-			want: `step "s" failed: Deployment ` + ns + `/nope not found`},
-		{name: "no scale subresource", plan: scalePlan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: x, replicas: 0}`),
-			want: `step "s" failed: kind: v1 ConfigMap has no scale subresource`},
-		{name: "no namespace", plan: scalePlan(`{apiVersion: apps/v1, kind: Deployment, name: web, replicas: 0}`),
-			want: `step "s" failed: namespace: required, Deployment is namespaced`},
-		{name: "forbidden", clusters: map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, plan: scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: ` + ns + `, name: web, replicas: 0}`),
-			want: `step "s" failed: Deployment ` + ns + `/web: deployments.apps "web" is forbidden: User "nobody" cannot get resource "deployments" in API group "apps" in the namespace "` + ns + `"`},
-		{name: "negative replicas from a template", plan: "params:\n  n: {type: int, default: -1}\n" + scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: `+ns+`, name: web, replicas: "${{ params.n }}"}`),
+	kubetest.RunErrorCases(t, main(), []kubetest.ErrorCase{
+		{Name: "unknown kind", Plan: scalePlan(`{apiVersion: example.com/v1, kind: Widget, namespace: x, name: y, replicas: 0}`),
+			Want: `step "s" failed: unknown kind example.com/v1 Widget on cluster main (is its CRD installed?)`},
+		{Name: "missing object", Plan: scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: ` + ns + `, name: nope, replicas: 0}`),
+			Want: `step "s" failed: Deployment ` + ns + `/nope not found`},
+		{Name: "no scale subresource", Plan: scalePlan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: x, replicas: 0}`),
+			Want: `step "s" failed: kind: v1 ConfigMap has no scale subresource`},
+		{Name: "no namespace", Plan: scalePlan(`{apiVersion: apps/v1, kind: Deployment, name: web, replicas: 0}`),
+			Want: `step "s" failed: namespace: required, Deployment is namespaced`},
+		{Name: "forbidden", Clusters: map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, Plan: scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: ` + ns + `, name: web, replicas: 0}`),
+			Want: `step "s" failed: Deployment ` + ns + `/web: deployments.apps "web" is forbidden: User "nobody" cannot get resource "deployments" in API group "apps" in the namespace "` + ns + `"`},
+		{Name: "negative replicas from a template", Plan: "params:\n  n: {type: int, default: -1}\n" + scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: `+ns+`, name: web, replicas: "${{ params.n }}"}`),
 			// The engine validates the config once the template is filled in and reports it at
 			// the step's position in the plan (engine/prepare.go), hence the step id twice.
-			want: `plan.yaml:7:5: with: replicas: must not be negative, got -1`},
+			Want: `plan.yaml:7:5: with: replicas: must not be negative, got -1`},
 	})
 	wantReplicas(t, deployments, ns, "web", 1, "-")
 }

@@ -217,12 +217,7 @@ func TestWaitTimeout(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			run := kubetest.Apply(t, main(), plan(tc.with), kubetest.Options{})
-			if run.Err == nil || !strings.Contains(run.Err.Error(), tc.want) {
-				t.Fatalf("error %v\nwant %q", run.Err, tc.want)
-			}
-			if strings.Contains(run.Err.Error(), "\n") {
-				t.Fatalf("error is not one line: %q", run.Err)
-			}
+			kubetest.WantRunError(t, run, tc.want)
 			if took := time.Since(start); took > 10*time.Second {
 				t.Errorf("took %s", took)
 			}
@@ -267,40 +262,20 @@ func TestWaitErrors(t *testing.T) {
 	kubetest.Need(t, clusters)
 	ns := clusters[0].Namespace(t)
 	configMap(t, ns, "a", nil, map[string]string{"k": "v"})
-	cases := []struct {
-		name     string
-		clusters map[string]*kubetest.Cluster
-		plan     string
-		want     string
-	}{
-		{"unknown kind", nil, plan(`{apiVersion: example.com/v1, kind: Widget, namespace: x, name: y, for: gone}`),
-			`step "s" failed: unknown kind example.com/v1 Widget on cluster main (is its CRD installed?)`},
-		{"no namespace", nil, plan(`{apiVersion: v1, kind: ConfigMap, name: a, for: gone}`),
-			`step "s" failed: namespace: required, ConfigMap is namespaced`},
-		{"namespace for a cluster-scoped kind", nil, plan(`{apiVersion: v1, kind: Namespace, namespace: x, name: y, for: gone}`),
-			`step "s" failed: namespace: Namespace is cluster-scoped; remove namespace`},
-		{"forbidden", map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, plan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, for: gone}`),
-			`step "s" failed: ConfigMap ` + ns + `/a: configmaps "a" is forbidden: User "nobody" cannot list resource "configmaps" in API group "" in the namespace "` + ns + `"`},
-		{"condition that can never work", nil, plan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, condition: "object.metadata.name > 3"}`),
-			`step "s" failed: condition: object.metadata.name > 3: invalid operation: string > int (1:22)`},
-		{"invalid condition from a template", nil, "params:\n  c: {default: \"count ==\"}\n" + plan(`{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, labelSelector: x, condition: "${{ params.c }}"}`),
-			`plan.yaml:7:5: with: condition: unexpected token EOF (1:8)`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cl := tc.clusters
-			if cl == nil {
-				cl = main()
-			}
-			run := kubetest.Apply(t, cl, tc.plan, kubetest.Options{})
-			if run.Err == nil || !strings.Contains(run.Err.Error(), tc.want) || !strings.Contains(run.Err.Error(), `step "s" failed: `) {
-				t.Fatalf("error %v\nwant %q", run.Err, tc.want)
-			}
-			if strings.Contains(run.Err.Error(), "\n") {
-				t.Fatalf("error is not one line: %q", run.Err)
-			}
-		})
-	}
+	kubetest.RunErrorCases(t, main(), []kubetest.ErrorCase{
+		{Name: "unknown kind", Plan: plan(`{apiVersion: example.com/v1, kind: Widget, namespace: x, name: y, for: gone}`),
+			Want: `step "s" failed: unknown kind example.com/v1 Widget on cluster main (is its CRD installed?)`},
+		{Name: "no namespace", Plan: plan(`{apiVersion: v1, kind: ConfigMap, name: a, for: gone}`),
+			Want: `step "s" failed: namespace: required, ConfigMap is namespaced`},
+		{Name: "namespace for a cluster-scoped kind", Plan: plan(`{apiVersion: v1, kind: Namespace, namespace: x, name: y, for: gone}`),
+			Want: `step "s" failed: namespace: Namespace is cluster-scoped; remove namespace`},
+		{Name: "forbidden", Clusters: map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, Plan: plan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, for: gone}`),
+			Want: `step "s" failed: ConfigMap ` + ns + `/a: configmaps "a" is forbidden: User "nobody" cannot list resource "configmaps" in API group "" in the namespace "` + ns + `"`},
+		{Name: "condition that can never work", Plan: plan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, condition: "object.metadata.name > 3"}`),
+			Want: `step "s" failed: condition: object.metadata.name > 3: invalid operation: string > int (1:22)`},
+		{Name: "invalid condition from a template", Plan: "params:\n  c: {default: \"count ==\"}\n" + plan(`{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, labelSelector: x, condition: "${{ params.c }}"}`),
+			Want: `plan.yaml:7:5: with: condition: unexpected token EOF (1:8)`},
+	})
 }
 
 // Invalid configs, the condition's syntax and names included, are refused when the plan loads,

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 // Cluster is a running control plane with clients for it.
@@ -87,65 +87,22 @@ func (c *Cluster) Namespace(t testing.TB) string {
 var notInLabel = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // Run is the outcome of a plan run in a test.
-type Run struct {
-	Journal *engine.Journal
-	Err     error
-	Store   *engine.DirStore
-	Plan    *engine.Plan
-}
+type Run = plantest.Run
 
-// Outputs of a step of the run.
-func (r *Run) Outputs(t testing.TB, step string) engine.Outputs {
-	t.Helper()
-	rec := r.Journal.Step(step)
-	if rec == nil {
-		t.Fatalf("no step %q in the run", step)
-	}
-	return rec.Outputs
-}
-
-// Options for Apply.
-type Options struct {
-	DryRun     bool
-	NoRollback bool
-	Params     []string // name=value
-	Dir        string   // state folder (a fresh temp folder by default): reuse it to resume
-	RunID      string
-}
+// Options for Apply and Load.
+type Options = plantest.Options
 
 // Apply loads a plan (header added: apiVersion, kind, metadata) and runs it. The plan's clusters
 // are pointed at the given control planes by name ("main" if the plan declares none).
 func Apply(t testing.TB, clusters map[string]*Cluster, body string, opts Options) *Run {
 	t.Helper()
-	p := Load(t, clusters, body, opts)
-	dir := opts.Dir
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	store := engine.NewDirStore(filepath.Join(dir, "runs"))
-	r := &engine.Runner{Store: store, NoRollback: opts.NoRollback}
-	id := opts.RunID
-	if id == "" {
-		id = "run"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	j, err := r.Apply(ctx, p, engine.ApplyOptions{RunID: id, DryRun: opts.DryRun})
-	return &Run{Journal: j, Err: err, Store: store, Plan: p}
+	return plantest.RunPlan(t, Load(t, clusters, body, opts), opts)
 }
 
 // Load loads a plan as Apply does, without running it.
 func Load(t testing.TB, clusters map[string]*Cluster, body string, opts Options) *engine.Plan {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "plan.yaml")
-	src := "apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: test}\n" + body
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := engine.Load(path, engine.LoadOptions{Params: engine.ParamValues{Set: opts.Params}})
-	if err != nil {
-		t.Fatalf("plan does not load:\n%v\n%s", err, src)
-	}
+	p := plantest.MustLoad(t, body, opts)
 	if p.Clusters == nil {
 		p.Clusters = map[string]*engine.Cluster{}
 	}
