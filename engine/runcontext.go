@@ -79,24 +79,40 @@ func (rc *RunContext) Shared(key string, make func() (any, error)) (any, error) 
 	return rc.run.shared.get(key, make)
 }
 
+// sharedValues makes each value once. The lock of the map is not held while a value is made:
+// making one may need another (an etcd client reads its certificates through the cluster's
+// Kubernetes client), and two steps making different values need not wait for each other.
 type sharedValues struct {
 	mu     sync.Mutex
-	values map[string]any
+	values map[string]*sharedValue
+}
+
+type sharedValue struct {
+	mu   sync.Mutex // held while the value is made
+	made bool
+	v    any
 }
 
 func (s *sharedValues) get(key string, make func() (any, error)) (any, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if v, ok := s.values[key]; ok {
-		return v, nil
+	if s.values == nil {
+		s.values = map[string]*sharedValue{}
+	}
+	e, ok := s.values[key]
+	if !ok {
+		e = &sharedValue{}
+		s.values[key] = e
+	}
+	s.mu.Unlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.made {
+		return e.v, nil
 	}
 	v, err := make()
 	if err != nil {
-		return nil, err
+		return nil, err // not kept: the next step tries again
 	}
-	if s.values == nil {
-		s.values = map[string]any{}
-	}
-	s.values[key] = v
+	e.v, e.made = v, true
 	return v, nil
 }

@@ -79,7 +79,10 @@ type TLS struct {
 	CA         string     `yaml:"ca" doc:"Path of the PEM CA bundle that signed the etcd server certificates (default: system roots)."`
 	Cert       string     `yaml:"cert" doc:"Path of the PEM client certificate."`
 	Key        string     `yaml:"key" doc:"Path of the PEM client private key."`
-	Secret     *TLSSecret `yaml:"secret" doc:"Read the CA, certificate and key from a Kubernetes Secret instead of files (as Kamaji's DataStore does)."`
+	Secret     *TLSSecret `yaml:"secret" doc:"Read the CA, certificate and key from one Kubernetes Secret instead of files."`
+	CAFrom     *SecretKey `yaml:"caFrom" doc:"Read the CA from a key of a Kubernetes Secret (as Kamaji's DataStore declares each item: secret name, namespace and key)."`
+	CertFrom   *SecretKey `yaml:"certFrom" doc:"Read the client certificate from a key of a Kubernetes Secret."`
+	KeyFrom    *SecretKey `yaml:"keyFrom" doc:"Read the client private key from a key of a Kubernetes Secret."`
 	ServerName string     `yaml:"serverName" doc:"Name to check in the server certificates, when it differs from the endpoint host."`
 }
 
@@ -126,11 +129,16 @@ func (d *Datastore) Validate() error {
 		scheme = s
 	}
 	if t := d.TLS; t != nil {
-		if t.Secret != nil && (t.CA != "" || t.Cert != "" || t.Key != "") {
-			return errors.New("tls: give either secret or ca/cert/key files, not both")
+		files := t.CA != "" || t.Cert != "" || t.Key != ""
+		refs := t.CAFrom != nil || t.CertFrom != nil || t.KeyFrom != nil
+		if t.Secret != nil && files || t.Secret != nil && refs || files && refs {
+			return errors.New("tls: give one of secret, caFrom/certFrom/keyFrom or ca/cert/key files")
 		}
 		if (t.Cert == "") != (t.Key == "") {
 			return errors.New("tls: cert and key go together")
+		}
+		if (t.CertFrom == nil) != (t.KeyFrom == nil) {
+			return errors.New("tls: certFrom and keyFrom go together")
 		}
 	}
 	if d.Password != "" && d.PasswordFrom != nil {
@@ -420,6 +428,24 @@ func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.
 		}
 		caWhere = fmt.Sprintf("%s key %s", where, caKey)
 		certWhere = fmt.Sprintf("%s keys %s/%s", where, certKey, keyKey)
+	case t.CAFrom != nil || t.CertFrom != nil:
+		var err error
+		if r := t.CAFrom; r != nil {
+			if ca, err = secretValue(ctx, rc, r.Cluster, r.Namespace, r.Name, r.Key); err != nil {
+				return nil, nil, fmt.Errorf("tls.caFrom: %w", err)
+			}
+			caWhere = fmt.Sprintf("Secret %s/%s key %s", r.Namespace, r.Name, r.Key)
+		}
+		if r := t.CertFrom; r != nil {
+			if cert, err = secretValue(ctx, rc, r.Cluster, r.Namespace, r.Name, r.Key); err != nil {
+				return nil, nil, fmt.Errorf("tls.certFrom: %w", err)
+			}
+			k := t.KeyFrom
+			if key, err = secretValue(ctx, rc, k.Cluster, k.Namespace, k.Name, k.Key); err != nil {
+				return nil, nil, fmt.Errorf("tls.keyFrom: %w", err)
+			}
+			certWhere = fmt.Sprintf("Secret %s/%s key %s and Secret %s/%s key %s", r.Namespace, r.Name, r.Key, k.Namespace, k.Name, k.Key)
+		}
 	default:
 		var err error
 		if t.CA != "" {

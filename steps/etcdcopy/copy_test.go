@@ -3,7 +3,9 @@ package etcdcopy_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"planrun.dev/planrun/internal/plantest"
@@ -332,5 +334,58 @@ func TestErrors(t *testing.T) {
 `, tc.with, from)), runOpts{})
 			plantest.WantError(t, err, tc.want...)
 		})
+	}
+}
+
+// TestVerifyAfterLeasesExpire: keys whose lease runs out between the copy's revision and the
+// verify (Kubernetes events live on one-hour leases) are gone from both sides; verify leaves
+// them out instead of reporting them missing on the target.
+func TestVerifyAfterLeasesExpire(t *testing.T) {
+	need(t)
+	ctx := context.Background()
+	from, to := prefix(t, "from"), prefix(t, "to")
+	short, err := src.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed(t, src, from+"events/", 6, 10, clientv3.WithLease(short.ID))
+	seed(t, src, from+"pods/", 4, 10)
+	j := mustApply(t, datastores(fmt.Sprintf(`steps:
+  - {id: copy, type: etcd.copy, with: {source: src, target: dst, prefix: %q, targetPrefix: %q}}
+`, from, to)))
+	rev := plantest.Num(t, j.Step("copy").Outputs, "revision")
+	// Wait until the lease is gone on the source (and its copy on the target with it).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		ttl, err := src.TimeToLive(ctx, short.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		left, err := dst.Get(ctx, to+"events/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl.TTL <= 0 && left.Count == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease TTL %d, %d event keys left on the target", ttl.TTL, left.Count)
+		}
+	}
+	j = mustApply(t, datastores(fmt.Sprintf(`steps:
+  - {id: verify, type: etcd.verify, with: {source: src, target: dst, prefix: %q, targetPrefix: %q, revision: %d}}
+`, from, to, rev)))
+	out := j.Step("verify").Outputs
+	if plantest.Num(t, out, "keys") != 4 || plantest.Num(t, out, "targetKeys") != 4 || plantest.Num(t, out, "expiredKeys") != 6 || out["equal"] != true {
+		t.Fatalf("verify outputs %v", out)
+	}
+	// A key missing on the target without an expired lease is still an error.
+	if _, err := dst.Delete(ctx, to+"pods/", clientv3.WithPrefix(), clientv3.WithLimit(0)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = apply(t, datastores(fmt.Sprintf(`steps:
+  - {id: verify, type: etcd.verify, with: {source: src, target: dst, prefix: %q, targetPrefix: %q, revision: %d}}
+`, from, to, rev)), runOpts{})
+	if err == nil || !strings.Contains(err.Error(), "missing on target") {
+		t.Fatalf("verify error %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package etcdcopy_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"planrun.dev/planrun/internal/controlplane"
 	"planrun.dev/planrun/internal/plantest"
 )
@@ -134,4 +138,63 @@ func TestTLS(t *testing.T) {
 			plantest.WantError(t, err, tc.want)
 		})
 	}
+}
+
+// TestTLSFromSecrets reads the TLS material from Kubernetes Secrets on a real API server: one
+// Secret with all three items, and one Secret per item as Kamaji's DataStore declares them.
+func TestTLSFromSecrets(t *testing.T) {
+	need(t)
+	dir := t.TempDir()
+	ca := newCA(t, "etcd-ca")
+	serverCert, serverKey := ca.issue(t, "etcd-server", true)
+	clientCert, clientKey := ca.issue(t, "planrun", false)
+	writeFiles(t, dir, map[string][]byte{"ca.crt": ca.pem, "server.crt": serverCert, "server.key": serverKey})
+	f := func(name string) string { return filepath.Join(dir, name) }
+	secure := controlplane.StartEtcdTLSForTest(t, controlplane.EtcdTLS{CertFile: f("server.crt"), KeyFile: f("server.key"), TrustedCAFile: f("ca.crt")})
+	cp := controlplane.StartForTest(t)
+	cs := kubernetes.NewForConfigOrDie(cp.Config)
+	ctx := context.Background()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kamaji-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]map[string][]byte{
+		"etcd-certs":             {"ca.crt": ca.pem, "ca.key": []byte("not needed")},
+		"etcd-root-client-certs": {"tls.crt": clientCert, "tls.key": clientKey},
+		"all-in-one":             {"ca.crt": ca.pem, "tls.crt": clientCert, "tls.key": clientKey},
+	} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kamaji-system"}, Data: data}
+		if _, err := cs.CoreV1().Secrets("kamaji-system").Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clusters := fmt.Sprintf("clusters:\n  management: {kubeconfig: %q, context: %q}\n", cp.Kubeconfig, cp.ContextName)
+	from := prefix(t, "from")
+	seed(t, src, from, 50, 100)
+	for name, tls := range map[string]string{
+		"one secret": `secret: {name: all-in-one, namespace: kamaji-system}`,
+		"per item": `caFrom: {name: etcd-certs, namespace: kamaji-system, key: ca.crt},
+      certFrom: {name: etcd-root-client-certs, namespace: kamaji-system, key: tls.crt},
+      keyFrom: {name: etcd-root-client-certs, namespace: kamaji-system, key: tls.key}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			to := prefix(t, "to")
+			j := mustApply(t, clusters+datastores(fmt.Sprintf(`  secure:
+    endpoints: [%q]
+    tls: {%s}
+steps:
+  - {id: copy, type: etcd.copy, with: {source: src, target: secure, prefix: %q, targetPrefix: %q}}
+  - {id: verify, type: etcd.verify, with: {source: src, target: secure, prefix: %q, targetPrefix: %q, revision: "${{ steps.copy.outputs.revision }}"}}
+`, secure.URL, tls, from, to, from, to)))
+			if plantest.Num(t, j.Step("verify").Outputs, "keys") != 50 {
+				t.Fatalf("verify outputs %v", j.Step("verify").Outputs)
+			}
+		})
+	}
+	_, err := apply(t, clusters+datastores(fmt.Sprintf(`  secure:
+    endpoints: [%q]
+    tls: {caFrom: {name: etcd-certs, namespace: kamaji-system, key: ca.crt}, certFrom: {name: etcd-root-client-certs, namespace: kamaji-system, key: cert.pem}, keyFrom: {name: etcd-root-client-certs, namespace: kamaji-system, key: tls.key}}
+steps:
+  - {id: copy, type: etcd.copy, with: {source: src, target: secure, prefix: %q}}
+`, secure.URL, from)), runOpts{})
+	plantest.WantError(t, err, `step "copy" failed: target: datastore "secure" (`+secure.URL+`): tls.certFrom: Secret kamaji-system/etcd-root-client-certs has no key "cert.pem"`)
 }
