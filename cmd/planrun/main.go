@@ -205,6 +205,10 @@ func (a *app) jsonOutput() (bool, error) {
 
 // applyClusterDefaults fills clusters that name no kubeconfig or context from the flags.
 func (a *app) applyClusterDefaults(p *engine.Plan) {
+	if len(p.Clusters) == 0 {
+		// A plan that names no cluster works on the one --kubeconfig and --context point at.
+		p.Clusters = map[string]*engine.Cluster{"default": {}}
+	}
 	for _, c := range p.Clusters {
 		if c.Kubeconfig == "" {
 			c.Kubeconfig = a.kubeconfig

@@ -227,7 +227,7 @@ func (b *BlockWrites) objects(c *kube.Client, rc *engine.RunContext, name string
 	for _, g := range b.Groups {
 		res := []string{"*"}
 		if b.Subresources {
-			res = append(res, "*/*")
+			res = []string{"*/*"} // every resource and subresource; the API refuses "*" beside it
 		}
 		rules = append(rules, rule(g, res))
 	}

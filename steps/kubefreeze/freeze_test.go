@@ -229,6 +229,36 @@ steps:
 	})
 }
 
+// TestBlockGroupSubresources: with subresources, a frozen group refuses status writes too.
+func TestBlockGroupSubresources(t *testing.T) {
+	kubetest.Need(t, clusters)
+	installWidgets(t)
+	ns := clusters[0].Namespace(t)
+	w, err := clusters[0].Dynamic.Resource(widgetGVR).Namespace(ns).Create(ctx(), widget("w"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := kubetest.Apply(t, main(), `
+steps:
+  - {id: freeze, type: kube.blockWrites, with: {name: widgets-status, groups: [freeze.example.com], subresources: true}}
+`, kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	t.Cleanup(func() {
+		kubetest.Apply(t, main(), "steps:\n  - {id: thaw, type: kube.unblockWrites, with: {name: widgets-status}}\n", kubetest.Options{})
+	})
+	p, _ := getPolicy(t, "widgets-status")
+	if r := p.Spec.MatchConstraints.ResourceRules; len(r) != 1 || !slices.Equal(r[0].Resources, []string{"*/*"}) {
+		t.Fatalf("rules %+v", r)
+	}
+	w.Object["status"] = map[string]any{"phase": "Moved"}
+	_, err = clusters[0].Dynamic.Resource(widgetGVR).Namespace(ns).UpdateStatus(ctx(), w, metav1.UpdateOptions{})
+	if err == nil || !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "migration is in progress") {
+		t.Fatalf("status write during the freeze: %v", err)
+	}
+}
+
 func TestBlockDryRunAndIdempotency(t *testing.T) {
 	kubetest.Need(t, clusters)
 	ns := clusters[0].Namespace(t)
@@ -353,7 +383,8 @@ func installWidgets(t *testing.T) {
 			"group": "freeze.example.com", "scope": "Namespaced",
 			"names": map[string]any{"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
 			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
-				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+				"subresources": map[string]any{"status": map[string]any{}},
+				"schema":       map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
 		},
 	}}
 	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

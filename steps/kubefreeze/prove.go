@@ -232,9 +232,11 @@ func rank(t target) int {
 	return 1
 }
 
+// matches reports whether admission rule resources match a resource (not a subresource): "*"
+// and "*/*" (everything, subresources included) do; "name/*" covers subresources only.
 func matches(patterns []string, resource string) bool {
 	for _, p := range patterns {
-		if p == "*" || p == resource {
+		if p == "*" || p == "*/*" || p == resource {
 			return true
 		}
 	}
