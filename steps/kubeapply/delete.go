@@ -36,6 +36,7 @@ type Delete struct {
 	Namespace         string          `yaml:"namespace" doc:"Namespace; with labelSelector, empty means every namespace."`
 	Name              string          `yaml:"name" doc:"Name of the object to delete; give name or labelSelector."`
 	LabelSelector     string          `yaml:"labelSelector" doc:"Delete every object matching this label selector, such as app=web."`
+	All               bool            `yaml:"all" doc:"Delete every object of the kind (in namespace, or in every namespace when it is empty), instead of name or labelSelector."`
 	PropagationPolicy string          `yaml:"propagationPolicy" doc:"What happens to dependents: Background (the default), Foreground or Orphan."`
 	Wait              bool            `yaml:"wait" doc:"Wait until the objects are gone."`
 	Timeout           engine.Duration `yaml:"timeout" doc:"How long wait waits (default 5m)."`
@@ -51,12 +52,18 @@ type deleteState struct {
 
 // Describe implements engine.Describer.
 func (d *Delete) Describe() string {
+	if d.All {
+		if d.Namespace == "" {
+			return "delete every " + d.Kind + " in all namespaces"
+		}
+		return "delete every " + d.Kind + " in namespace " + d.Namespace
+	}
 	return "delete " + targetDesc(d.Kind, d.Namespace, d.Name, d.LabelSelector)
 }
 
 // Validate implements engine.Validator.
 func (d *Delete) Validate() error {
-	if err := validateTarget(d.Name, d.LabelSelector); err != nil {
+	if err := validateTargets(d.Name, d.LabelSelector, "all", d.All); err != nil {
 		return err
 	}
 	switch d.PropagationPolicy {

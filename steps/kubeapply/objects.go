@@ -171,7 +171,11 @@ func selectTargets(ctx context.Context, c *kube.Client, m *meta.RESTMapping, kin
 	for {
 		page, err := r.List(ctx, opts)
 		if err != nil {
-			return nil, fmt.Errorf("list %s matching %s: %w", kind, selector, kube.Classify(err))
+			what := kind
+			if selector != "" {
+				what += " matching " + selector
+			}
+			return nil, fmt.Errorf("list %s: %w", what, kube.Classify(err))
 		}
 		for i := range page.Items {
 			out = append(out, &page.Items[i])

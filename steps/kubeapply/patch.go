@@ -1,6 +1,7 @@
 package kubeapply
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
@@ -32,13 +34,22 @@ func init() {
 // absent. Undo skips objects that are gone or were replaced (another UID).
 type Patch struct {
 	kube.ClusterRef `yaml:",inline"`
-	APIVersion      string `yaml:"apiVersion" plan:"required" doc:"API version of the objects, such as apps/v1."`
-	Kind            string `yaml:"kind" plan:"required" doc:"Kind of the objects, such as Deployment."`
-	Namespace       string `yaml:"namespace" doc:"Namespace; with labelSelector, empty means every namespace."`
-	Name            string `yaml:"name" doc:"Name of the object to patch; give name or labelSelector."`
-	LabelSelector   string `yaml:"labelSelector" doc:"Patch every object matching this label selector, such as app=web."`
-	Type            string `yaml:"type" doc:"merge (JSON merge patch, the default), strategic (strategic merge patch, built-in kinds only) or json (JSON patch)."`
-	Patch           any    `yaml:"patch" plan:"required" doc:"The patch: a mapping for merge and strategic, a list of operations for json; or the same as YAML or JSON text."`
+	APIVersion      string        `yaml:"apiVersion" plan:"required" doc:"API version of the objects, such as apps/v1."`
+	Kind            string        `yaml:"kind" plan:"required" doc:"Kind of the objects, such as Deployment."`
+	Namespace       string        `yaml:"namespace" doc:"Namespace; with labelSelector, empty means every namespace; with objects, the namespace of entries that give none."`
+	Name            string        `yaml:"name" doc:"Name of the object to patch; give name or labelSelector."`
+	LabelSelector   string        `yaml:"labelSelector" doc:"Patch every object matching this label selector, such as app=web."`
+	Type            string        `yaml:"type" doc:"merge (JSON merge patch, the default), strategic (strategic merge patch, built-in kinds only) or json (JSON patch)."`
+	Objects         []PatchTarget `yaml:"objects" doc:"Patch these objects instead of name or labelSelector: a list of {namespace, name}, each with an optional patch of its own, often built with ${{ }} from kube.list outputs. Objects that do not exist are skipped and listed in outputs.missing; an empty list patches nothing."`
+	Patch           any           `yaml:"patch" doc:"The patch: a mapping for merge and strategic, a list of operations for json; or the same as YAML or JSON text. Required unless every entry of objects has its own."`
+	Subresource     string        `yaml:"subresource" doc:"status: patch the status subresource (a CRD's status is not changed through the object itself); undo restores it there too."`
+}
+
+// PatchTarget is one object of a patch step's objects list.
+type PatchTarget struct {
+	Namespace string `yaml:"namespace" doc:"Namespace of a namespaced object (default: the step's namespace)."`
+	Name      string `yaml:"name" plan:"required" doc:"Name of the object."`
+	Patch     any    `yaml:"patch" doc:"This object's own patch, used instead of the step's patch."`
 }
 
 // PriorValue is a field's value before the patch; Absent when the field was not set.
@@ -51,7 +62,8 @@ type PriorValue struct {
 // Patched is an object a patch step patched, with the prior values of the fields it touched.
 type Patched struct {
 	ObjectRef
-	Prior []PriorValue `json:"prior"`
+	Prior       []PriorValue `json:"prior"`
+	Subresource string       `json:"subresource,omitempty"`
 }
 
 type patchState struct {
@@ -60,7 +72,14 @@ type patchState struct {
 
 // Describe implements engine.Describer.
 func (p *Patch) Describe() string {
-	return fmt.Sprintf("%s patch %s", p.patchType(), targetDesc(p.Kind, p.Namespace, p.Name, p.LabelSelector))
+	what := p.patchType() + " patch"
+	if p.Subresource != "" {
+		what += " of the " + p.Subresource + " of"
+	}
+	if p.Objects != nil {
+		return fmt.Sprintf("%s %d %s object(s)", what, len(p.Objects), p.Kind)
+	}
+	return fmt.Sprintf("%s %s", what, targetDesc(p.Kind, p.Namespace, p.Name, p.LabelSelector))
 }
 
 func (p *Patch) patchType() string {
@@ -72,24 +91,63 @@ func (p *Patch) patchType() string {
 
 // Validate implements engine.Validator.
 func (p *Patch) Validate() error {
-	if err := validateTarget(p.Name, p.LabelSelector); err != nil {
+	if err := validateTargets(p.Name, p.LabelSelector, "objects", p.Objects != nil); err != nil {
 		return err
+	}
+	if p.Subresource != "" && p.Subresource != "status" {
+		return fmt.Errorf("subresource: %q is not status", p.Subresource)
 	}
 	switch p.patchType() {
 	case "merge", "strategic", "json":
 	default:
 		return fmt.Errorf("type: %q is not merge, strategic or json", p.Type)
 	}
+	own := 0
+	for i, o := range p.Objects {
+		if o.Name == "" {
+			return fmt.Errorf("objects[%d].name: required", i)
+		}
+		if o.Patch != nil {
+			if _, err := parsePatch(p.patchType(), o.Patch); err != nil {
+				return fmt.Errorf("objects[%d].%v", i, err)
+			}
+			own++
+		}
+	}
+	if p.Patch == nil && (p.Objects == nil || own < len(p.Objects)) {
+		return errors.New("patch: required (unless every entry of objects has its own)")
+	}
+	if p.Patch == nil {
+		return nil
+	}
 	_, err := p.value()
 	return err
 }
 
 func validateTarget(name, selector string) error {
+	return validateTargets(name, selector, "", false)
+}
+
+// validateTargets checks that exactly one of name, labelSelector and the alternative named alt
+// (objects, all; "" when the step has none) is given.
+func validateTargets(name, selector, alt string, altGiven bool) error {
+	given := 0
+	for _, g := range []bool{name != "", selector != "", altGiven} {
+		if g {
+			given++
+		}
+	}
+	what := "name or labelSelector"
+	if alt != "" {
+		what = "name, labelSelector or " + alt
+	}
 	switch {
-	case name == "" && selector == "":
-		return errors.New("name or labelSelector: give one")
-	case name != "" && selector != "":
+	case given == 0:
+		return errors.New(what + ": give one")
+	case given > 1 && alt == "":
 		return errors.New("name and labelSelector: give only one")
+	case given > 1:
+		return errors.New(what + ": give only one")
 	}
 	if selector != "" {
 		if _, err := labels.Parse(selector); err != nil {
@@ -101,13 +159,18 @@ func validateTarget(name, selector string) error {
 
 // value returns the patch as a mapping (merge, strategic) or a list of operations (json).
 func (p *Patch) value() (any, error) {
-	v := p.Patch
+	return parsePatch(p.patchType(), p.Patch)
+}
+
+// parsePatch checks a patch of the given type and returns it as a mapping (merge, strategic) or
+// a list of operations (json).
+func parsePatch(patchType string, v any) (any, error) {
 	if s, ok := v.(string); ok {
 		if err := yaml.Unmarshal([]byte(s), &v); err != nil {
 			return nil, fmt.Errorf("patch: %s", oneLine(err.Error()))
 		}
 	}
-	if p.patchType() == "json" {
+	if patchType == "json" {
 		ops, ok := v.([]any)
 		if !ok || len(ops) == 0 {
 			return nil, errors.New("patch: a json patch is a list of operations such as {op: replace, path: /spec/replicas, value: 2}")
@@ -121,7 +184,7 @@ func (p *Patch) value() (any, error) {
 	}
 	m, ok := v.(map[string]any)
 	if !ok || len(m) == 0 {
-		return nil, fmt.Errorf("patch: a %s patch is a non-empty mapping", p.patchType())
+		return nil, fmt.Errorf("patch: a %s patch is a non-empty mapping", patchType)
 	}
 	if _, ok := m["$patch"]; ok {
 		return nil, errors.New("patch: $patch at the top level is not supported")
@@ -243,7 +306,7 @@ func priorValues(obj map[string]any, paths [][]string) []PriorValue {
 	sort.Slice(kept, func(i, j int) bool { return pointer(kept[i]) < pointer(kept[j]) })
 	out := make([]PriorValue, 0, len(kept))
 	for _, c := range kept {
-		v, found := getPath(obj, c)
+		v, found := kube.GetPath(obj, c)
 		if found {
 			out = append(out, PriorValue{Path: pointer(c), Value: v})
 		} else {
@@ -279,33 +342,6 @@ func walkPath(obj map[string]any, path []string) (cut []string, value any, found
 	return path, cur, true
 }
 
-func getPath(obj map[string]any, path []string) (any, bool) {
-	var cur any = obj
-	for _, k := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[k]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
-
-func setPath(obj map[string]any, path []string, v any) {
-	cur := obj
-	for _, k := range path[:len(path)-1] {
-		next, ok := cur[k].(map[string]any)
-		if !ok {
-			next = map[string]any{}
-			cur[k] = next
-		}
-		cur = next
-	}
-	cur[path[len(path)-1]] = v
-}
-
 func jsonEqual(a, b any) bool {
 	ja, err1 := json.Marshal(a)
 	jb, err2 := json.Marshal(b)
@@ -316,7 +352,7 @@ func jsonEqual(a, b any) bool {
 func matchesPrior(obj map[string]any, prior []PriorValue) bool {
 	for _, pv := range prior {
 		path, _ := parsePointer(pv.Path)
-		v, found := getPath(obj, path)
+		v, found := kube.GetPath(obj, path)
 		if found == pv.Absent || found && !jsonEqual(v, pv.Value) {
 			return false
 		}
@@ -332,23 +368,23 @@ func restorePatch(obj map[string]any, prior []PriorValue) map[string]any {
 		if err != nil {
 			continue
 		}
-		cur, found := getPath(obj, path)
+		cur, found := kube.GetPath(obj, path)
 		switch want, isMap := pv.Value.(map[string]any); {
 		case pv.Absent:
 			if found {
-				setPath(patch, path, nil)
+				kube.SetPath(patch, path, nil)
 			}
 		case isMap && found:
 			if cm, ok := cur.(map[string]any); ok {
 				if d := diffMap(cm, want); len(d) > 0 {
-					setPath(patch, path, d)
+					kube.SetPath(patch, path, d)
 				}
 				continue
 			}
-			setPath(patch, path, want)
+			kube.SetPath(patch, path, want)
 		default:
 			if !found || !jsonEqual(cur, pv.Value) {
-				setPath(patch, path, pv.Value)
+				kube.SetPath(patch, path, pv.Value)
 			}
 		}
 	}
@@ -381,15 +417,21 @@ func diffMap(cur, want map[string]any) map[string]any {
 
 var patchTypes = map[string]types.PatchType{"merge": types.MergePatchType, "strategic": types.StrategicMergePatchType, "json": types.JSONPatchType}
 
+// patchTarget is an object to patch with its patch.
+type patchTarget struct {
+	obj   *unstructured.Unstructured
+	value any
+	data  []byte
+}
+
 // Run implements engine.Action.
 func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
-	value, err := p.value()
-	if err != nil {
-		return nil, err
-	}
-	data, err := json.Marshal(value)
-	if err != nil {
-		return nil, fmt.Errorf("patch: %v", err)
+	var value any
+	if p.Patch != nil {
+		var err error
+		if value, err = p.value(); err != nil {
+			return nil, err
+		}
 	}
 	c, err := p.Client(rc)
 	if err != nil {
@@ -402,12 +444,54 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 	if err := checkNamespace(m, p.Namespace, p.Kind, p.Name != ""); err != nil {
 		return nil, err
 	}
-	targets, err := selectTargets(ctx, c, m, p.Kind, p.Namespace, p.Name, p.LabelSelector)
-	if err != nil {
-		return nil, err
+	var targets []patchTarget
+	missing := []ObjectRef{}
+	isMissing := map[string]bool{}
+	addMissing := func(ns, name string) {
+		r := ObjectRef{APIVersion: p.APIVersion, Kind: p.Kind, Namespace: ns, Name: name}
+		if !isMissing[r.key()] {
+			isMissing[r.key()] = true
+			missing = append(missing, r)
+		}
 	}
-	if p.Name != "" && len(targets) == 0 {
-		return nil, fmt.Errorf("%s not found", kube.ObjectName(p.Kind, p.Namespace, p.Name))
+	if p.Objects != nil {
+		for i, o := range p.Objects {
+			ns := cmp.Or(o.Namespace, p.Namespace)
+			if err := checkNamespace(m, ns, p.Kind, true); err != nil {
+				return nil, fmt.Errorf("objects[%d]: %w", i, err)
+			}
+			objs, err := selectTargets(ctx, c, m, p.Kind, ns, o.Name, "")
+			if err != nil {
+				return nil, err
+			}
+			if len(objs) == 0 {
+				addMissing(ns, o.Name)
+				continue
+			}
+			v := value
+			if o.Patch != nil {
+				if v, err = parsePatch(p.patchType(), o.Patch); err != nil {
+					return nil, fmt.Errorf("objects[%d].%v", i, err)
+				}
+			}
+			targets = append(targets, patchTarget{obj: objs[0], value: v})
+		}
+	} else {
+		objs, err := selectTargets(ctx, c, m, p.Kind, p.Namespace, p.Name, p.LabelSelector)
+		if err != nil {
+			return nil, err
+		}
+		if p.Name != "" && len(objs) == 0 {
+			return nil, fmt.Errorf("%s not found", kube.ObjectName(p.Kind, p.Namespace, p.Name))
+		}
+		for _, obj := range objs {
+			targets = append(targets, patchTarget{obj: obj, value: value})
+		}
+	}
+	for i := range targets {
+		if targets[i].data, err = json.Marshal(targets[i].value); err != nil {
+			return nil, fmt.Errorf("patch: %v", err)
+		}
 	}
 
 	// Prior values are recorded once, before the first patch: after a crash the objects may be
@@ -421,13 +505,18 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 		recorded[types.UID(r.UID)] = i
 	}
 	earlier := len(st.Patched)
-	paths := touchedPaths(p.patchType(), value)
-	for _, obj := range targets {
-		if _, ok := recorded[obj.GetUID()]; ok {
+	// An object may be given more than once in objects, each time with its own patch: its prior
+	// values are those of every field any of its patches touches.
+	touched := map[types.UID][][]string{}
+	for _, t := range targets {
+		touched[t.obj.GetUID()] = append(touched[t.obj.GetUID()], touchedPaths(p.patchType(), t.value)...)
+	}
+	for _, t := range targets {
+		if _, ok := recorded[t.obj.GetUID()]; ok {
 			continue
 		}
-		recorded[obj.GetUID()] = len(st.Patched)
-		st.Patched = append(st.Patched, Patched{ObjectRef: refOf(obj), Prior: priorValues(obj.Object, paths)})
+		recorded[t.obj.GetUID()] = len(st.Patched)
+		st.Patched = append(st.Patched, Patched{ObjectRef: refOf(t.obj), Prior: priorValues(t.obj.Object, touched[t.obj.GetUID()]), Subresource: p.Subresource})
 	}
 	if len(st.Patched) > earlier && !rc.DryRun {
 		if err := rc.SaveState(ctx, &st); err != nil {
@@ -436,15 +525,19 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 	}
 
 	pt := patchTypes[p.patchType()]
-	for i, obj := range targets {
+	for i, t := range targets {
+		obj := t.obj
 		idx := recorded[obj.GetUID()]
 		if p.patchType() == "json" && idx < earlier && !matchesPrior(obj.Object, st.Patched[idx].Prior) {
 			// Patched by the attempt that crashed; a JSON patch may not apply twice (add to a list).
 			continue
 		}
-		_, err := c.Resource(m, obj.GetNamespace()).Patch(ctx, obj.GetName(), pt, data,
-			metav1.PatchOptions{FieldManager: kube.FieldManager, DryRun: kube.DryRun(rc)})
+		_, err := c.Resource(m, obj.GetNamespace()).Patch(ctx, obj.GetName(), pt, t.data,
+			metav1.PatchOptions{FieldManager: kube.FieldManager, DryRun: kube.DryRun(rc)}, subresources(p.Subresource)...)
 		if apierrors.IsNotFound(err) && p.Name == "" {
+			if p.Objects != nil {
+				addMissing(obj.GetNamespace(), obj.GetName())
+			}
 			continue // deleted since it was listed
 		}
 		if err != nil {
@@ -453,10 +546,21 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 		rc.Progress(engine.Progress{Done: int64(i + 1), Total: int64(len(targets)), Unit: "objects"})
 	}
 	out := engine.Outputs{"patched": nonNil(st.Patched), "count": len(st.Patched)}
+	if p.Objects != nil {
+		out["missing"] = missing
+	}
 	if rc.DryRun {
 		out["dryRun"] = true
 	}
 	return out, nil
+}
+
+// subresources is the subresource argument of a dynamic client call: none for the object itself.
+func subresources(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
 }
 
 func nonNil[T any](s []T) []T {
@@ -524,7 +628,7 @@ func restore(ctx context.Context, rc *engine.RunContext, c *kube.Client, r Patch
 	if err != nil {
 		return err
 	}
-	_, err = res.Patch(ctx, r.Name, types.MergePatchType, data, metav1.PatchOptions{FieldManager: kube.FieldManager, DryRun: kube.DryRun(rc)})
+	_, err = res.Patch(ctx, r.Name, types.MergePatchType, data, metav1.PatchOptions{FieldManager: kube.FieldManager, DryRun: kube.DryRun(rc)}, subresources(r.Subresource)...)
 	if err != nil {
 		return kube.ObjectError(r.Kind, r.Namespace, r.Name, err)
 	}
