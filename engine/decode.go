@@ -116,6 +116,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	case reflect.Slice:
 		d.decodeSlice(n, v)
 	case reflect.Interface:
+		if d.deferScalar != nil && holdsTemplate(n) {
+			// A free-form value (a patch, a manifest) with ${{ }} somewhere inside: decode it
+			// piece by piece so that each template is found, type-checked and filled at run time.
+			if x := d.decodeFree(n); x != nil {
+				v.Set(reflect.ValueOf(x))
+			}
+			return
+		}
 		var x any
 		if err := n.Decode(&x); err != nil {
 			d.errorf(n, "%v", err)
@@ -127,6 +135,51 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	default:
 		d.decodeScalar(n, v)
 	}
+}
+
+// decodeFree decodes a mapping or list of a free-form value element by element (see decode).
+func (d *decoder) decodeFree(n *yaml.Node) any {
+	elem := func(c *yaml.Node) any {
+		var x any
+		d.decode(c, reflect.ValueOf(&x).Elem())
+		return x
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		m := make(map[string]any, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if _, dup := m[k.Value]; dup {
+				d.errorf(k, "mapping key %q already defined", k.Value)
+				continue
+			}
+			m[k.Value] = elem(n.Content[i+1])
+		}
+		return m
+	case yaml.SequenceNode:
+		l := make([]any, len(n.Content))
+		for i, c := range n.Content {
+			l[i] = elem(c)
+		}
+		return l
+	}
+	return elem(n)
+}
+
+// holdsTemplate reports whether a ${{ }} string is anywhere in n.
+func holdsTemplate(n *yaml.Node) bool {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode {
+		return n.Tag == "!!str" && isTemplate(n.Value)
+	}
+	for _, c := range n.Content {
+		if holdsTemplate(c) {
+			return true
+		}
+	}
+	return false
 }
 
 func asPosError(pos Pos, err error) *PosError {

@@ -16,6 +16,7 @@ type typed struct {
 	Bool  bool              `yaml:"bool"`
 	Str   string            `yaml:"str"`
 	Check engine.Expr       `yaml:"check"`
+	Free  any               `yaml:"free"`
 }
 
 var lastTyped *typed
@@ -52,6 +53,7 @@ steps:
       int: ${{ params.n * 2 }}
       bool: ${{ params.on }}
       str: "n=${{ params.n }} names=${{ params.names }} on=${{ params.on }}"
+      free: {spec: {replicas: "${{ params.n }}", names: "${{ params.names }}", note: "x${{ params.n }}"}, items: [1, "${{ params.on }}"], plain: {a: b}}
 `
 
 func TestWholeTemplateKeepsItsType(t *testing.T) {
@@ -82,7 +84,12 @@ func TestTemplateValuesReachTheStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &typed{List: []string{"a", "b"}, Map: map[string]string{"app": "web"}, Int: 14, Bool: true, Str: `n=7 names=["a","b"] on=true`}
+	want := &typed{List: []string{"a", "b"}, Map: map[string]string{"app": "web"}, Int: 14, Bool: true, Str: `n=7 names=["a","b"] on=true`,
+		Free: map[string]any{
+			"spec":  map[string]any{"replicas": 7, "names": []any{"a", "b"}, "note": "x7"},
+			"items": []any{1, true},
+			"plain": map[string]any{"a": "b"},
+		}}
 	got := *lastTyped
 	got.Check = engine.Expr{}
 	if !reflect.DeepEqual(&got, want) {
