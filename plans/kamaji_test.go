@@ -2,16 +2,9 @@ package plans_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,6 +28,8 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
+	"planrun.dev/planrun/internal/testcerts"
 )
 
 const (
@@ -72,90 +67,27 @@ type kjEnv struct {
 	dedicatedEndpoints string
 }
 
-// kjCerts writes a CA, a server certificate for 127.0.0.1 and a client certificate, in PEM.
-type kjCerts struct {
-	caPEM, caKeyPEM, serverPEM, serverKeyPEM, clientPEM, clientKeyPEM []byte
-}
-
-func newKJCerts(t *testing.T) kjCerts {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dedicated-etcd-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	keyPEM := func(k *ecdsa.PrivateKey) []byte {
-		der, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
-	}
-	issue := func(name string, server bool) ([]byte, []byte) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}
-		if server {
-			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-			tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-			tmpl.DNSNames = []string{"localhost"}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM(key)
-	}
-	c := kjCerts{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), caKeyPEM: keyPEM(caKey)}
-	c.serverPEM, c.serverKeyPEM = issue("dedicated-0", true)
-	c.clientPEM, c.clientKeyPEM = issue("root", false)
-	return c
-}
-
-func writeKJFiles(t *testing.T, dir string, files map[string][]byte) {
-	t.Helper()
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func startKamaji(t *testing.T) *kjEnv {
 	t.Helper()
 	e := &kjEnv{dir: t.TempDir()}
 	ctx := t.Context()
 	certDir := t.TempDir()
-	certs := newKJCerts(t)
-	writeKJFiles(t, certDir, map[string][]byte{"ca.crt": certs.caPEM, "server.crt": certs.serverPEM, "server.key": certs.serverKeyPEM,
-		"client.crt": certs.clientPEM, "client.key": certs.clientKeyPEM})
+	ca := testcerts.NewCA(t, "dedicated-etcd-ca")
+	serverPEM, serverKeyPEM := ca.Issue(t, "dedicated-0", true)
+	clientPEM, clientKeyPEM := ca.Issue(t, "root", false)
+	testcerts.WriteFiles(t, certDir, map[string][]byte{"ca.crt": ca.PEM, "server.crt": serverPEM, "server.key": serverKeyPEM,
+		"client.crt": clientPEM, "client.key": clientKeyPEM})
 	e.def = controlplane.StartEtcdForTest(t)
 	e.dedicated = controlplane.StartEtcdTLSForTest(t, controlplane.EtcdTLS{CertFile: filepath.Join(certDir, "server.crt"),
 		KeyFile: filepath.Join(certDir, "server.key"), TrustedCAFile: filepath.Join(certDir, "ca.crt")})
 	e.dedicatedFlags = []string{"--etcd-cafile=" + filepath.Join(certDir, "ca.crt"), "--etcd-certfile=" + filepath.Join(certDir, "client.crt"),
 		"--etcd-keyfile=" + filepath.Join(certDir, "client.key")}
-	pair, err := tls.X509KeyPair(certs.clientPEM, certs.clientKeyPEM)
+	pair, err := tls.X509KeyPair(clientPEM, clientKeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(certs.caPEM)
+	pool.AppendCertsFromPEM(ca.PEM)
 	e.dedicatedTLS = &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS12}
 
 	e.mgmt = controlplane.StartForTest(t)
@@ -183,8 +115,8 @@ func startKamaji(t *testing.T) *kjEnv {
 		}
 	}
 	for name, data := range map[string]map[string][]byte{
-		"dedicated-certs":             {"ca.crt": certs.caPEM, "ca.key": certs.caKeyPEM},
-		"dedicated-root-client-certs": {"tls.crt": certs.clientPEM, "tls.key": certs.clientKeyPEM},
+		"dedicated-certs":             {"ca.crt": ca.PEM, "ca.key": ca.KeyPEM},
+		"dedicated-root-client-certs": {"tls.crt": clientPEM, "tls.key": clientKeyPEM},
 	} {
 		if _, err := mcs.CoreV1().Secrets("dedicated").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -573,9 +505,9 @@ func (e *kjEnv) resumeArgs() []string {
 	return []string{"resume", "r", "--break-lock", "--kubeconfig", e.mgmt.Kubeconfig}
 }
 
-func (e *kjEnv) run(t *testing.T, k *killAt, plain bool, onEvent func(engine.Event), args ...string) result {
+func (e *kjEnv) run(t *testing.T, k *plantest.KillPoint, plain bool, onEvent func(engine.Event), args ...string) plantest.Result {
 	t.Helper()
-	return runPlanrun(t, e.dir, k, plain, onEvent, args...)
+	return plantest.RunBinary(t, planrunBin, e.dir, plantest.RunOptions{Kill: k, Plain: plain, OnEvent: onEvent}, args...)
 }
 
 func (e *kjEnv) tcp(t *testing.T) *unstructured.Unstructured {
@@ -737,8 +669,8 @@ func TestKamajiMigrates(t *testing.T) {
 			duringErr = e.tryWrite(t.Context(), "written-during-migration", false)
 		}
 	}, e.planArgs()...)
-	if r.code != 0 {
-		t.Fatalf("apply exited %d\n%s", r.code, r)
+	if r.Code != 0 {
+		t.Fatalf("apply exited %d\n%s", r.Code, r)
 	}
 	if duringState != "default Migrating default" {
 		t.Errorf("TenantControlPlane during the freeze: %s, want default Migrating default", duringState)
@@ -772,8 +704,8 @@ func TestKamajiMigrates(t *testing.T) {
 	}
 
 	// Applied again: the tenant is on dedicated, nothing happens.
-	if r := e.run(t, nil, false, nil, append(e.planArgs(), "--run-id", "again")...); r.code != 0 {
-		t.Fatalf("second apply exited %d\n%s", r.code, r)
+	if r := e.run(t, nil, false, nil, append(e.planArgs(), "--run-id", "again")...); r.Code != 0 {
+		t.Fatalf("second apply exited %d\n%s", r.Code, r)
 	}
 	for _, rec := range loadJournal(t, e.dir, "again").Steps {
 		if want := engine.StepSkipped; rec.ID != "tcp" && rec.Status != want {
@@ -792,9 +724,9 @@ func TestKamajiKilledAndResumed(t *testing.T) {
 	before := tenantSnapshot(t, e.tenant.Config)
 	defaultKeys := etcdKeys(t, e.def.URL, nil)
 	slow := []string{"--set", "copyParallel=1", "--set", "copyBatchOps=1"}
-	r := e.run(t, &killAt{event: engine.EventStepProgress, step: "copy", minDone: 50}, false, nil, e.planArgs(slow...)...)
-	if !r.killed {
-		t.Fatalf("not killed during the copy (exit %d)\n%s", r.code, r)
+	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepProgress, Step: "copy", MinDone: 50}, false, nil, e.planArgs(slow...)...)
+	if !r.Killed {
+		t.Fatalf("not killed during the copy (exit %d)\n%s", r.Code, r)
 	}
 	if st := loadJournal(t, e.dir, "r").Step("copy").Status; st != engine.StepRunning {
 		t.Fatalf("killed with copy %s", st)
@@ -807,8 +739,8 @@ func TestKamajiKilledAndResumed(t *testing.T) {
 	wantRefused(t, e.tryWrite(t.Context(), "written-while-dead", false))
 
 	r = e.run(t, nil, false, nil, e.resumeArgs()...)
-	if r.code != 0 {
-		t.Fatalf("resume exited %d\n%s", r.code, r)
+	if r.Code != 0 {
+		t.Fatalf("resume exited %d\n%s", r.Code, r)
 	}
 	if st := loadJournal(t, e.dir, "r").Status; st != engine.RunSucceeded {
 		t.Fatalf("run %s", st)
@@ -822,15 +754,15 @@ func TestKamajiKilledAndResumed(t *testing.T) {
 func TestKamajiRollsBack(t *testing.T) {
 	e := startKamaji(t)
 	before := tenantSnapshot(t, e.tenant.Config)
-	r := e.run(t, &killAt{event: engine.EventStepSucceeded, step: "copy"}, false, nil, e.planArgs()...)
-	if !r.killed {
-		t.Fatalf("not killed after the copy (exit %d)\n%s", r.code, r)
+	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepSucceeded, Step: "copy"}, false, nil, e.planArgs()...)
+	if !r.Killed {
+		t.Fatalf("not killed after the copy (exit %d)\n%s", r.Code, r)
 	}
 	etcdPut(t, e.dedicated.URL, e.dedicatedTLS, kjPrefix+"/configmaps/"+kjTeams[0]+"/intruder", "not from the source")
 
 	r = e.run(t, nil, false, nil, e.resumeArgs()...)
-	if r.code != 1 {
-		t.Fatalf("resume exited %d, want 1\n%s", r.code, r)
+	if r.Code != 1 {
+		t.Fatalf("resume exited %d, want 1\n%s", r.Code, r)
 	}
 	j := loadJournal(t, e.dir, "r")
 	if j.Status != engine.RunRolledBack {
@@ -863,15 +795,15 @@ func TestKamajiDryRun(t *testing.T) {
 	before := tenantSnapshot(t, e.tenant.Config)
 	tcpBefore := e.tcp(t)
 	r := e.run(t, nil, true, nil, append(e.planArgs(), "--dry-run")...)
-	if r.code != 0 {
-		t.Fatalf("dry run exited %d\n%s", r.code, r)
+	if r.Code != 0 {
+		t.Fatalf("dry run exited %d\n%s", r.Code, r)
 	}
 	for _, want := range []string{"status-migrating", "freeze", "copy", "switch", "unfreeze", "status-ready"} {
-		if !strings.Contains(r.stdout, want) {
+		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("the dry run does not mention %s", want)
 		}
 	}
-	t.Logf("dry run output:\n%s", r.stdout)
+	t.Logf("dry run output:\n%s", r.Stdout)
 	if tcp := e.tcp(t); tcp.GetResourceVersion() != tcpBefore.GetResourceVersion() {
 		t.Errorf("the dry run changed the TenantControlPlane: %s", e.tcpState(t))
 	}
@@ -913,8 +845,8 @@ func TestKamajiRollsBackAfterSwitch(t *testing.T) {
 	e.ctrl.mu.Unlock()
 	before := tenantSnapshot(t, e.tenant.Config)
 	r := e.run(t, nil, false, nil, e.planArgs("--set", "switchTimeout=5s")...)
-	if r.code != 1 {
-		t.Fatalf("apply exited %d, want 1\n%s", r.code, r)
+	if r.Code != 1 {
+		t.Fatalf("apply exited %d, want 1\n%s", r.Code, r)
 	}
 	j := loadJournal(t, e.dir, "r")
 	if j.Status != engine.RunRolledBack {

@@ -24,6 +24,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 const (
@@ -338,14 +339,30 @@ func (e *scEnv) planArgs(extra ...string) []string {
 }
 
 // run runs planrun in e.dir (with -o json unless plain), killing it at k if set.
-func (e *scEnv) run(t *testing.T, k *killAt, plain bool, args ...string) result {
+func (e *scEnv) run(t *testing.T, k *plantest.KillPoint, plain bool, args ...string) plantest.Result {
 	t.Helper()
-	return runPlanrun(t, e.dir, k, plain, nil, args...)
+	return plantest.RunBinary(t, planrunBin, e.dir, plantest.RunOptions{Kill: k, Plain: plain}, args...)
 }
 
 func (e *scEnv) journal(t *testing.T) *engine.Journal {
 	t.Helper()
 	return loadJournal(t, e.dir, "r")
+}
+
+// assertUnchanged checks that every object of before is still there at the same
+// resourceVersion (else it reports "<object> <changed>") and that the controller manager still
+// runs at its replicas.
+func (e *scEnv) assertUnchanged(t *testing.T, before map[string]*unstructured.Unstructured, changed string) {
+	t.Helper()
+	after := snapshot(t, e)
+	for k, b := range before {
+		if a := after[k]; a == nil || a.GetResourceVersion() != b.GetResourceVersion() {
+			t.Errorf("%s %s", k, changed)
+		}
+	}
+	if got := e.replicas(t, scController); got != replicas {
+		t.Errorf("controller manager at %d replicas", got)
+	}
 }
 
 func (e *scEnv) replicas(t *testing.T, name string) int32 {
@@ -493,8 +510,8 @@ func TestServiceCatalogMigrates(t *testing.T) {
 	before := snapshot(t, e)
 	t.Logf("seeded %v", countByResource(before))
 	r := e.run(t, nil, false, e.planArgs()...)
-	if r.code != 0 {
-		t.Fatalf("apply exited %d\n%s", r.code, r)
+	if r.Code != 0 {
+		t.Fatalf("apply exited %d\n%s", r.Code, r)
 	}
 	assertMigrated(t, e, before)
 	j := e.journal(t)
@@ -508,8 +525,8 @@ func TestServiceCatalogMigrates(t *testing.T) {
 
 	// Applied again: the old apiserver is gone, so nothing happens.
 	after := snapshot(t, e)
-	if r := e.run(t, nil, false, append(e.planArgs(), "--run-id", "again")...); r.code != 0 {
-		t.Fatalf("second apply exited %d\n%s", r.code, r)
+	if r := e.run(t, nil, false, append(e.planArgs(), "--run-id", "again")...); r.Code != 0 {
+		t.Fatalf("second apply exited %d\n%s", r.Code, r)
 	}
 	for k, a := range snapshot(t, e) {
 		if a.GetResourceVersion() != after[k].GetResourceVersion() {
@@ -523,34 +540,34 @@ func TestServiceCatalogMigrates(t *testing.T) {
 func TestServiceCatalogKilledAndResumed(t *testing.T) {
 	e := startCatalog(t, true)
 	before := snapshot(t, e)
-	r := e.run(t, &killAt{event: engine.EventStepProgress, step: "delete-serviceinstances", minDone: 40}, false, e.planArgs()...)
-	if !r.killed {
-		t.Fatalf("not killed during delete-serviceinstances (exit %d)\n%s", r.code, r)
+	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepProgress, Step: "delete-serviceinstances", MinDone: 40}, false, e.planArgs()...)
+	if !r.Killed {
+		t.Fatalf("not killed during delete-serviceinstances (exit %d)\n%s", r.Code, r)
 	}
 	if st := e.journal(t).Step("delete-serviceinstances").Status; st != engine.StepRunning {
 		t.Fatalf("killed with delete-serviceinstances %s", st)
 	}
 	kills := 1
-	for _, k := range []killAt{
-		{event: engine.EventStepStarted, step: "restore", delay: 300 * time.Millisecond},
-		{event: engine.EventStepProgress, step: "restore", minDone: 250},
+	for _, k := range []plantest.KillPoint{
+		{Event: engine.EventStepStarted, Step: "restore", Delay: 300 * time.Millisecond},
+		{Event: engine.EventStepProgress, Step: "restore", MinDone: 250},
 	} {
 		r = e.run(t, &k, false, "resume", "r", "--break-lock", "--kubeconfig", e.cp.Kubeconfig, "--context", e.cp.ContextName)
-		if r.killed {
+		if r.Killed {
 			kills++
 			if st := e.journal(t).Step("restore").Status; st != engine.StepRunning {
-				t.Fatalf("killed at %s/%s with restore %s", k.event, k.step, st)
+				t.Fatalf("killed at %s/%s with restore %s", k.Event, k.Step, st)
 			}
-		} else if r.code != 0 {
-			t.Fatalf("resume exited %d\n%s", r.code, r)
+		} else if r.Code != 0 {
+			t.Fatalf("resume exited %d\n%s", r.Code, r)
 		}
 	}
 	if kills < 2 {
 		t.Fatalf("killed %d times, want at least twice (once in the restore)", kills)
 	}
-	if r.killed {
-		if r = e.run(t, nil, false, "resume", "r", "--break-lock", "--kubeconfig", e.cp.Kubeconfig, "--context", e.cp.ContextName); r.code != 0 {
-			t.Fatalf("last resume exited %d\n%s", r.code, r)
+	if r.Killed {
+		if r = e.run(t, nil, false, "resume", "r", "--break-lock", "--kubeconfig", e.cp.Kubeconfig, "--context", e.cp.ContextName); r.Code != 0 {
+			t.Fatalf("last resume exited %d\n%s", r.Code, r)
 		}
 	}
 	t.Logf("killed %d times", kills)
@@ -566,9 +583,9 @@ func TestServiceCatalogKilledAndResumed(t *testing.T) {
 func TestServiceCatalogRollsBack(t *testing.T) {
 	e := startCatalog(t, true)
 	before := snapshot(t, e)
-	r := e.run(t, &killAt{event: engine.EventStepSucceeded, step: "thaw"}, false, e.planArgs()...)
-	if !r.killed {
-		t.Fatalf("not killed after thaw (exit %d)\n%s", r.code, r)
+	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepSucceeded, Step: "thaw"}, false, e.planArgs()...)
+	if !r.Killed {
+		t.Fatalf("not killed after thaw (exit %d)\n%s", r.Code, r)
 	}
 	if got := e.replicas(t, scController); got != 0 {
 		t.Fatalf("controller manager at %d replicas after scale-down", got)
@@ -592,8 +609,8 @@ func TestServiceCatalogRollsBack(t *testing.T) {
 	f.Close()
 
 	r = e.run(t, nil, false, "resume", "r", "--break-lock", "--kubeconfig", e.cp.Kubeconfig, "--context", e.cp.ContextName)
-	if r.code != 1 {
-		t.Fatalf("resume exited %d, want 1\n%s", r.code, r)
+	if r.Code != 1 {
+		t.Fatalf("resume exited %d, want 1\n%s", r.Code, r)
 	}
 	j := e.journal(t)
 	if j.Status != engine.RunRolledBack {
@@ -642,24 +659,16 @@ func TestServiceCatalogDryRun(t *testing.T) {
 	e := startCatalog(t, true)
 	before := snapshot(t, e)
 	r := e.run(t, nil, true, append(e.planArgs(), "--dry-run")...)
-	if r.code != 0 {
-		t.Fatalf("dry run exited %d\n%s", r.code, r)
+	if r.Code != 0 {
+		t.Fatalf("dry run exited %d\n%s", r.Code, r)
 	}
 	for _, want := range []string{"freeze", "scale-down", "strip-secret-owners", "delete-serviceinstances", "install-crds", "reown-secrets", "scale-up"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("the dry run does not mention %s:\n%s", want, r.stdout)
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("the dry run does not mention %s:\n%s", want, r.Stdout)
 		}
 	}
-	t.Logf("dry run output:\n%s", r.stdout)
-	after := snapshot(t, e)
-	for k, b := range before {
-		if a := after[k]; a == nil || a.GetResourceVersion() != b.GetResourceVersion() {
-			t.Errorf("%s changed by the dry run", k)
-		}
-	}
-	if got := e.replicas(t, scController); got != replicas {
-		t.Errorf("controller manager at %d replicas", got)
-	}
+	t.Logf("dry run output:\n%s", r.Stdout)
+	e.assertUnchanged(t, before, "changed by the dry run")
 	if _, err := e.cs.AppsV1().Deployments(scNamespace).Get(t.Context(), scAPIServer, metav1.GetOptions{}); err != nil {
 		t.Errorf("apiserver Deployment: %v", err)
 	}
@@ -700,8 +709,8 @@ func TestServiceCatalogSanityCheckRefuses(t *testing.T) {
 	before := snapshot(t, e)
 
 	r := e.run(t, nil, false, e.planArgs()...)
-	if r.code != 1 {
-		t.Fatalf("apply exited %d, want 1\n%s", r.code, r)
+	if r.Code != 1 {
+		t.Fatalf("apply exited %d, want 1\n%s", r.Code, r)
 	}
 	j := e.journal(t)
 	rec := j.Step("sanity")
@@ -715,15 +724,7 @@ func TestServiceCatalogSanityCheckRefuses(t *testing.T) {
 	if st := j.Step("freeze").Status; st != engine.StepPending {
 		t.Errorf("freeze %s, want Pending", st)
 	}
-	after := snapshot(t, e)
-	for k, b := range before {
-		if a := after[k]; a == nil || a.GetResourceVersion() != b.GetResourceVersion() {
-			t.Errorf("%s changed", k)
-		}
-	}
-	if got := e.replicas(t, scController); got != replicas {
-		t.Errorf("controller manager at %d replicas", got)
-	}
+	e.assertUnchanged(t, before, "changed")
 }
 
 // TestServiceCatalogSkippedWithoutAPIServer: no old apiserver Deployment, nothing to migrate.
@@ -731,8 +732,8 @@ func TestServiceCatalogSkippedWithoutAPIServer(t *testing.T) {
 	e := startCatalog(t, false)
 	before := snapshot(t, e)
 	r := e.run(t, nil, false, e.planArgs()...)
-	if r.code != 0 {
-		t.Fatalf("apply exited %d\n%s", r.code, r)
+	if r.Code != 0 {
+		t.Fatalf("apply exited %d\n%s", r.Code, r)
 	}
 	j := e.journal(t)
 	for _, rec := range j.Steps {
@@ -747,13 +748,5 @@ func TestServiceCatalogSkippedWithoutAPIServer(t *testing.T) {
 	if len(j.Steps) < 30 {
 		t.Errorf("%d steps in the journal", len(j.Steps))
 	}
-	after := snapshot(t, e)
-	for k, b := range before {
-		if a := after[k]; a == nil || a.GetResourceVersion() != b.GetResourceVersion() {
-			t.Errorf("%s changed", k)
-		}
-	}
-	if got := e.replicas(t, scController); got != replicas {
-		t.Errorf("controller manager at %d replicas", got)
-	}
+	e.assertUnchanged(t, before, "changed")
 }

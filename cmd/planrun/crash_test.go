@@ -14,72 +14,21 @@ import (
 	"time"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 // planrunBin is the planrun binary built once for the tests that run it as a process.
 var planrunBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "planrun-bin-")
-	if err != nil {
-		panic(err)
-	}
-	planrunBin = filepath.Join(dir, "planrun")
-	if out, err := exec.Command("go", "build", "-o", planrunBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building planrun: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// killPoint says when to SIGKILL a run: at the first event of a type for a step (for
-// step.progress with minDone > 0, the first whose Progress.Done >= minDone; with until set, the
-// first such event at which until returns true), after a delay.
-type killPoint struct {
-	event   engine.EventType
-	step    string
-	delay   time.Duration
-	minDone int64
-	// until, if set, is asked at every event that matches otherwise, e.g. to wait until the
-	// run's journal shows a checkpoint; untilDoc says what it waits for.
-	until    func() bool
-	untilDoc string
-}
-
-// matches reports whether e is the kill point's event.
-func (k killPoint) matches(e engine.Event) bool {
-	if e.Type != k.event || e.StepID != k.step {
-		return false
-	}
-	if k.minDone > 0 && (e.Progress == nil || e.Progress.Done < k.minDone) {
-		return false
-	}
-	return k.until == nil || k.until()
-}
-
-func (k killPoint) String() string {
-	s := fmt.Sprintf("%s/%s", k.event, k.step)
-	if k.minDone > 0 {
-		s += fmt.Sprintf("@%d", k.minDone)
-	}
-	if k.until != nil {
-		s += fmt.Sprintf("(%s)", k.untilDoc)
-	}
-	if k.delay > 0 {
-		s += fmt.Sprintf("+%s", k.delay)
-	}
-	return s
-}
+func TestMain(m *testing.M) { plantest.MainWithPlanrun(m, ".", &planrunBin) }
 
 // startRun starts planrun with -o json and kills it at kp (if set). It returns the exit status.
-func startRun(t *testing.T, dir string, kp *killPoint, args ...string) (exitCode int, killed bool) {
+func startRun(t *testing.T, dir string, kp *plantest.KillPoint, args ...string) (exitCode int, killed bool) {
 	return signalRun(t, dir, kp, syscall.SIGKILL, args...)
 }
 
 // signalRun is startRun with another signal than SIGKILL.
-func signalRun(t *testing.T, dir string, kp *killPoint, sig syscall.Signal, args ...string) (exitCode int, killed bool) {
+func signalRun(t *testing.T, dir string, kp *plantest.KillPoint, sig syscall.Signal, args ...string) (exitCode int, killed bool) {
 	t.Helper()
 	cmd := exec.Command(planrunBin, append(args, "-o", "json", "--state-dir", filepath.Join(dir, "runs"))...)
 	cmd.Dir = dir
@@ -99,8 +48,8 @@ func signalRun(t *testing.T, dir string, kp *killPoint, sig syscall.Signal, args
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("planrun -o json printed a line that is not an event: %q", sc.Text())
 		}
-		if kp != nil && !killed && kp.matches(e) {
-			time.Sleep(kp.delay)
+		if kp != nil && !killed && kp.Matches(e) {
+			time.Sleep(kp.Delay)
 			_ = cmd.Process.Signal(sig)
 			killed = true
 		}
@@ -193,14 +142,14 @@ func TestCrashAndResume(t *testing.T) {
 		t.Fatalf("uninterrupted run left %d files: %v", len(want), keys(want))
 	}
 
-	var points []killPoint
+	var points []plantest.KillPoint
 	for _, s := range []string{"nonce", "prepare", "pre-backup", "copy", "summarize", "check"} {
 		points = append(points,
-			killPoint{event: engine.EventStepStarted, step: s},
-			killPoint{event: engine.EventStepSucceeded, step: s})
+			plantest.KillPoint{Event: engine.EventStepStarted, Step: s},
+			plantest.KillPoint{Event: engine.EventStepSucceeded, Step: s})
 	}
 	for _, d := range []time.Duration{100 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond} {
-		points = append(points, killPoint{event: engine.EventStepStarted, step: "copy", delay: d})
+		points = append(points, plantest.KillPoint{Event: engine.EventStepStarted, Step: "copy", Delay: d})
 	}
 	for _, kp := range points {
 		kp := kp
@@ -244,7 +193,7 @@ func TestSignalStopsAtSafePoint(t *testing.T) {
 			dir := t.TempDir()
 			plan := copyPlan(t, dir)
 			out := filepath.Join(dir, "out")
-			kp := killPoint{event: engine.EventStepStarted, step: "copy", delay: 300 * time.Millisecond}
+			kp := plantest.KillPoint{Event: engine.EventStepStarted, Step: "copy", Delay: 300 * time.Millisecond}
 			code, _ := signalRun(t, dir, &kp, sig, "apply", plan, "--set", "out="+out, "--run-id", "r")
 			if code != exitInterrupted {
 				t.Fatalf("exit code %d, want %d", code, exitInterrupted)

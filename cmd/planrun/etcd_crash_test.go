@@ -16,6 +16,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 // Sizes of the etcd crash test: keys under the source prefix, bytes a value.
@@ -119,10 +120,10 @@ steps:
 	started = time.Now()
 	kp := checkpointKillPoint(dir, 15000)
 	r := runPlanrun(t, dir, &kp, "apply", plan, "--run-id", "r")
-	if !r.killed {
-		t.Fatalf("the copy ended (exit %d) before it was killed at %s\n%s", r.code, kp, r)
+	if !r.Killed {
+		t.Fatalf("the copy ended (exit %d) before it was killed at %s\n%s", r.Code, kp, r)
 	}
-	ckpt, onTarget := assertKilledMidCopy(t, dst, dir, pinned, kp.minDone)
+	ckpt, onTarget := assertKilledMidCopy(t, dst, dir, pinned, kp.MinDone)
 	t.Logf("killed at %s: %d keys on the target, checkpoint after %q (%d keys)", kp, onTarget, ckpt.LastKey, ckpt.Keys)
 
 	// Meanwhile on the source, all over the prefix (so behind and ahead of the checkpoint):
@@ -136,19 +137,19 @@ steps:
 	// at least one checkpoint of its own.
 	kp = checkpointKillPoint(dir, max(35000, ckpt.Keys+1))
 	r = runPlanrun(t, dir, &kp, "resume", "r", "--break-lock")
-	if !r.killed {
-		t.Fatalf("the resumed copy ended (exit %d) before it was killed at %s\n%s", r.code, kp, r)
+	if !r.Killed {
+		t.Fatalf("the resumed copy ended (exit %d) before it was killed at %s\n%s", r.Code, kp, r)
 	}
 	assertContinued(t, r, ckpt)
-	ckpt, onTarget = assertKilledMidCopy(t, dst, dir, pinned, kp.minDone)
+	ckpt, onTarget = assertKilledMidCopy(t, dst, dir, pinned, kp.MinDone)
 	t.Logf("killed at %s: %d keys on the target, checkpoint after %q (%d keys)", kp, onTarget, ckpt.LastKey, ckpt.Keys)
 
 	mutateEtcdSource(t, src, 234, 567, 890)
 
 	// Attempt 3: to the end.
 	r = runPlanrun(t, dir, nil, "resume", "r", "--break-lock")
-	if r.code != 0 {
-		t.Fatalf("the last resume exited %d\n%s", r.code, r)
+	if r.Code != 0 {
+		t.Fatalf("the last resume exited %d\n%s", r.Code, r)
 	}
 	assertContinued(t, r, ckpt)
 	t.Logf("copy finished after two kills (%s)", time.Since(started).Round(time.Millisecond))
@@ -307,14 +308,14 @@ func readEtcdCopyCheckpoint(dir string) (ckpt etcdCopyCheckpoint, rec *engine.St
 // checkpointKillPoint kills the run shortly after the first progress of the copy at which its
 // checkpoint (in the journal) counts at least keys keys: what was committed after that
 // checkpoint is not recorded and must be copied again by the resume.
-func checkpointKillPoint(dir string, keys int64) killPoint {
-	return killPoint{
-		event: engine.EventStepProgress, step: "copy", minDone: keys, delay: 200 * time.Millisecond,
-		until: func() bool {
+func checkpointKillPoint(dir string, keys int64) plantest.KillPoint {
+	return plantest.KillPoint{
+		Event: engine.EventStepProgress, Step: "copy", MinDone: keys, Delay: 200 * time.Millisecond,
+		Until: func() bool {
 			ckpt, _, _, ok := readEtcdCopyCheckpoint(dir)
 			return ok && ckpt.Keys >= keys
 		},
-		untilDoc: fmt.Sprintf("checkpoint >= %d keys", keys),
+		UntilDoc: fmt.Sprintf("checkpoint >= %d keys", keys),
 	}
 }
 
@@ -349,9 +350,9 @@ func assertKilledMidCopy(t *testing.T, dst *clientv3.Client, dir string, pinned,
 
 // assertContinued checks that a resumed copy went on from the checkpoint instead of starting
 // over: its first progress report counts the checkpoint's keys and more.
-func assertContinued(t *testing.T, r planrunResult, from etcdCopyCheckpoint) {
+func assertContinued(t *testing.T, r plantest.Result, from etcdCopyCheckpoint) {
 	t.Helper()
-	for _, e := range r.events {
+	for _, e := range r.Events {
 		if e.Type == engine.EventStepProgress && e.StepID == "copy" {
 			if e.Progress.Done <= from.Keys {
 				t.Errorf("the resumed copy first reported %d keys done, the checkpoint had %d", e.Progress.Done, from.Keys)

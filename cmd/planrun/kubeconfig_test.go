@@ -31,7 +31,7 @@ steps:
 `)
 	flags := []string{"--kubeconfig", cp.Kubeconfig, "--context", cp.ContextName}
 	r := runPlanrun(t, dir, nil, append([]string{"apply", plan, "--run-id", "r"}, flags...)...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("apply: %s", r)
 	}
 	j, err := engine.NewDirStore(filepath.Join(dir, "runs")).Load(t.Context(), "r")

@@ -1,96 +1,20 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/plantest"
 )
-
-// Helpers of the tests that run the planrun binary and kill it (crash_test.go has startRun and
-// killPoint).
 
 // runPlanrun runs planrun with -o json in dir, SIGKILLs it at kp (if set), and returns its
 // events and stderr as well as its exit status, for the messages of failing tests.
-func runPlanrun(t *testing.T, dir string, kp *killPoint, args ...string) planrunResult {
+func runPlanrun(t *testing.T, dir string, kp *plantest.KillPoint, args ...string) plantest.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, planrunBin, append(args, "-o", "json", "--state-dir", filepath.Join(dir, "runs"))...)
-	cmd.Dir = dir
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var r planrunResult
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var e engine.Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Errorf("planrun -o json printed a line that is not an event: %q", sc.Text())
-			continue
-		}
-		r.events = append(r.events, e)
-		if kp != nil && !r.killed && kp.matches(e) {
-			time.Sleep(kp.delay)
-			if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
-				r.killed = true
-			}
-		}
-	}
-	err = cmd.Wait()
-	r.stderr = stderr.String()
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL && r.killed {
-			r.code = -1
-		} else {
-			r.killed = false // it ended on its own before the signal landed
-		}
-	} else if err != nil {
-		t.Fatal(err)
-	} else {
-		r.killed = false
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("planrun %s did not finish within 10 minutes\n%s", strings.Join(args, " "), r)
-	}
-	return r
-}
-
-// planrunResult is what a planrun process did.
-type planrunResult struct {
-	code   int
-	killed bool
-	events []engine.Event
-	stderr string
-}
-
-// String shows the events that tell why a run failed, and stderr.
-func (r planrunResult) String() string {
-	var b strings.Builder
-	for _, e := range r.events {
-		if e.Error != "" || e.Type == engine.EventRunFinished {
-			fmt.Fprintf(&b, "event %s %s %s: %s\n", e.Type, e.StepID, e.Status, e.Error)
-		}
-	}
-	fmt.Fprintf(&b, "stderr: %s", r.stderr)
-	return b.String()
+	return plantest.RunBinary(t, planrunBin, dir, plantest.RunOptions{Kill: kp}, args...)
 }
 
 func writePlan(t *testing.T, dir, name, src string) string {

@@ -22,6 +22,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 // restoreCrashObjects is how many config maps the restore crash test backs up and restores.
@@ -88,8 +89,8 @@ steps:
       namespaceMapping: {%s: %s}
 `, backupDir, src, dst))
 
-	if r := runPlanrun(t, dir, nil, "apply", backupPlan, "--run-id", "backup"); r.code != 0 {
-		t.Fatalf("backup exited %d\n%s", r.code, r)
+	if r := runPlanrun(t, dir, nil, "apply", backupPlan, "--run-id", "backup"); r.Code != 0 {
+		t.Fatalf("backup exited %d\n%s", r.Code, r)
 	}
 
 	// Four attempts: killed right after the step starts (whatever it did by then: perhaps only
@@ -97,25 +98,25 @@ steps:
 	// end. Each attempt starts the step over and counts the objects restored before as done, so
 	// each kill point lies past what the previous attempts restored.
 	started := time.Now()
-	kp := killPoint{event: engine.EventStepStarted, step: "restore", delay: 100 * time.Millisecond}
+	kp := plantest.KillPoint{Event: engine.EventStepStarted, Step: "restore", Delay: 100 * time.Millisecond}
 	r := runPlanrun(t, dir, &kp, "apply", restorePlan, "--run-id", "r")
-	if !r.killed {
-		t.Fatalf("the restore ended (exit %d) before it was killed at %s\n%s", r.code, kp, r)
+	if !r.Killed {
+		t.Fatalf("the restore ended (exit %d) before it was killed at %s\n%s", r.Code, kp, r)
 	}
 	before := assertKilledMidRestore(t, cs, dir, dst, 0)
 	t.Logf("killed at %s with %d of %d config maps restored", kp, before, restoreCrashObjects)
 	for _, frac := range []int64{3, 2} {
-		kp := killPoint{event: engine.EventStepProgress, step: "restore", minDone: int64(before) + (restoreCrashObjects-int64(before))/frac}
+		kp := plantest.KillPoint{Event: engine.EventStepProgress, Step: "restore", MinDone: int64(before) + (restoreCrashObjects-int64(before))/frac}
 		r := runPlanrun(t, dir, &kp, "resume", "r", "--break-lock")
-		if !r.killed {
-			t.Fatalf("the resumed restore ended (exit %d) before it was killed at %s\n%s", r.code, kp, r)
+		if !r.Killed {
+			t.Fatalf("the resumed restore ended (exit %d) before it was killed at %s\n%s", r.Code, kp, r)
 		}
 		before = assertKilledMidRestore(t, cs, dir, dst, before)
 		t.Logf("killed at %s with %d of %d config maps restored", kp, before, restoreCrashObjects)
 	}
 
-	if r := runPlanrun(t, dir, nil, "resume", "r", "--break-lock"); r.code != 0 {
-		t.Fatalf("resume exited %d\n%s", r.code, r)
+	if r := runPlanrun(t, dir, nil, "resume", "r", "--break-lock"); r.Code != 0 {
+		t.Fatalf("resume exited %d\n%s", r.Code, r)
 	}
 	t.Logf("restore finished after three kills (%s)", time.Since(started).Round(time.Millisecond))
 

@@ -2,102 +2,31 @@ package etcdcopy_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
 	"planrun.dev/planrun/internal/controlplane"
 	"planrun.dev/planrun/internal/plantest"
+	"planrun.dev/planrun/internal/testcerts"
 )
-
-type certAuthority struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T, name string) *certAuthority {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &certAuthority{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a PEM certificate and key signed by the CA, for a server (127.0.0.1) or client.
-func (ca *certAuthority) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.DNSNames = []string{"localhost"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-func writeFiles(t *testing.T, dir string, files map[string][]byte) {
-	t.Helper()
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 func TestTLS(t *testing.T) {
 	need(t)
 	dir := t.TempDir()
-	ca := newCA(t, "etcd-ca")
-	serverCert, serverKey := ca.issue(t, "etcd-server", true)
-	clientCert, clientKey := ca.issue(t, "planrun", false)
-	other := newCA(t, "other-ca")
-	otherCert, otherKey := other.issue(t, "stranger", false)
-	writeFiles(t, dir, map[string][]byte{
-		"ca.crt": ca.pem, "server.crt": serverCert, "server.key": serverKey,
+	ca := testcerts.NewCA(t, "etcd-ca")
+	serverCert, serverKey := ca.Issue(t, "etcd-server", true)
+	clientCert, clientKey := ca.Issue(t, "planrun", false)
+	other := testcerts.NewCA(t, "other-ca")
+	otherCert, otherKey := other.Issue(t, "stranger", false)
+	testcerts.WriteFiles(t, dir, map[string][]byte{
+		"ca.crt": ca.PEM, "server.crt": serverCert, "server.key": serverKey,
 		"client.crt": clientCert, "client.key": clientKey,
-		"other-ca.crt": other.pem, "other.crt": otherCert, "other.key": otherKey,
+		"other-ca.crt": other.PEM, "other.crt": otherCert, "other.key": otherKey,
 		"garbage.crt": []byte("not a certificate"),
 	})
 	f := func(name string) string { return filepath.Join(dir, name) }
@@ -145,10 +74,10 @@ func TestTLS(t *testing.T) {
 func TestTLSFromSecrets(t *testing.T) {
 	need(t)
 	dir := t.TempDir()
-	ca := newCA(t, "etcd-ca")
-	serverCert, serverKey := ca.issue(t, "etcd-server", true)
-	clientCert, clientKey := ca.issue(t, "planrun", false)
-	writeFiles(t, dir, map[string][]byte{"ca.crt": ca.pem, "server.crt": serverCert, "server.key": serverKey})
+	ca := testcerts.NewCA(t, "etcd-ca")
+	serverCert, serverKey := ca.Issue(t, "etcd-server", true)
+	clientCert, clientKey := ca.Issue(t, "planrun", false)
+	testcerts.WriteFiles(t, dir, map[string][]byte{"ca.crt": ca.PEM, "server.crt": serverCert, "server.key": serverKey})
 	f := func(name string) string { return filepath.Join(dir, name) }
 	secure := controlplane.StartEtcdTLSForTest(t, controlplane.EtcdTLS{CertFile: f("server.crt"), KeyFile: f("server.key"), TrustedCAFile: f("ca.crt")})
 	cp := controlplane.StartForTest(t)
@@ -158,9 +87,9 @@ func TestTLSFromSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, data := range map[string]map[string][]byte{
-		"etcd-certs":             {"ca.crt": ca.pem, "ca.key": []byte("not needed")},
+		"etcd-certs":             {"ca.crt": ca.PEM, "ca.key": []byte("not needed")},
 		"etcd-root-client-certs": {"tls.crt": clientCert, "tls.key": clientKey},
-		"all-in-one":             {"ca.crt": ca.pem, "tls.crt": clientCert, "tls.key": clientKey},
+		"all-in-one":             {"ca.crt": ca.PEM, "tls.crt": clientCert, "tls.key": clientKey},
 	} {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kamaji-system"}, Data: data}
 		if _, err := cs.CoreV1().Secrets("kamaji-system").Create(ctx, s, metav1.CreateOptions{}); err != nil {
