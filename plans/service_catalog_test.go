@@ -509,9 +509,26 @@ func TestServiceCatalogMigrates(t *testing.T) {
 	e := startCatalog(t, true)
 	before := snapshot(t, e)
 	t.Logf("seeded %v", countByResource(before))
-	r := e.run(t, nil, false, e.planArgs()...)
+	// Once frozen, even a status write is refused with the plan's message.
+	var statusErr error
+	r := plantest.RunBinary(t, planrunBin, e.dir, plantest.RunOptions{OnEvent: func(ev engine.Event) {
+		if ev.Type != engine.EventStepSucceeded || ev.StepID != "freeze" {
+			return
+		}
+		list, err := e.dyn.Resource(scGVR("serviceinstances")).List(t.Context(), metav1.ListOptions{Limit: 1})
+		if err != nil || len(list.Items) == 0 {
+			statusErr = fmt.Errorf("listing instances: %v (%d)", err, len(list.Items))
+			return
+		}
+		si := list.Items[0]
+		si.Object["status"] = map[string]any{"asyncOpInProgress": true}
+		_, statusErr = e.dyn.Resource(scGVR("serviceinstances")).Namespace(si.GetNamespace()).UpdateStatus(t.Context(), &si, metav1.UpdateOptions{})
+	}}, e.planArgs()...)
 	if r.Code != 0 {
 		t.Fatalf("apply exited %d\n%s", r.Code, r)
+	}
+	if statusErr == nil || !strings.Contains(statusErr.Error(), "read-only while Service Catalog migrates to CRDs") {
+		t.Errorf("a status write during the freeze: %v; want it refused with the plan's message", statusErr)
 	}
 	assertMigrated(t, e, before)
 	j := e.journal(t)
