@@ -53,17 +53,14 @@ type deleteState struct {
 // Describe implements engine.Describer.
 func (d *Delete) Describe() string {
 	if d.All {
-		if d.Namespace == "" {
-			return "delete every " + d.Kind + " in all namespaces"
-		}
-		return "delete every " + d.Kind + " in namespace " + d.Namespace
+		return "delete every " + d.Kind + " in " + namespaceDesc(d.Namespace)
 	}
 	return "delete " + targetDesc(d.Kind, d.Namespace, d.Name, d.LabelSelector)
 }
 
 // Validate implements engine.Validator.
 func (d *Delete) Validate() error {
-	if err := validateTargets(d.Name, d.LabelSelector, "all", d.All); err != nil {
+	if err := validateTargets(d.Name, d.LabelSelector, alternative{"all", d.All}); err != nil {
 		return err
 	}
 	switch d.PropagationPolicy {

@@ -203,11 +203,15 @@ func targetDesc(kind, ns, name, selector string) string {
 	if name != "" {
 		return kube.ObjectName(kind, ns, name)
 	}
-	where := "all namespaces"
-	if ns != "" {
-		where = "namespace " + ns
+	return fmt.Sprintf("every %s matching %q in %s", kind, selector, namespaceDesc(ns))
+}
+
+// namespaceDesc says where objects are looked for: one namespace, or all of them.
+func namespaceDesc(ns string) string {
+	if ns == "" {
+		return "all namespaces"
 	}
-	return fmt.Sprintf("every %s matching %q in %s", kind, selector, where)
+	return "namespace " + ns
 }
 
 func containsFold(s, sub string) bool {

@@ -296,7 +296,7 @@ func TestPatchObjectsErrors(t *testing.T) {
 		{Name: "templated entry that is not a mapping", Plan: oneStep("kube.patch", `{`+cm+`objects: "${{ ['`+ns+`/a'] }}", patch: {data: {k: x}}}`),
 			Want: `plan.yaml:7:54: expected a mapping, got string "` + ns + `/a"`},
 		{Name: "templated objects and name", Plan: oneStep("kube.patch", `{`+cm+`namespace: `+ns+`, name: a, objects: "${{ [] }}", patch: {data: {k: x}}}`),
-			Want: `plan.yaml:5:5: with: name, labelSelector or objects: give only one`},
+			Want: `plan.yaml:5:5: with: name, labelSelector, objects or all: give only one`},
 	})
 	if got := cmState(t, ns, "a"); got != "data=map[k:a] labels=map[]" {
 		t.Errorf("a changed by failing steps: %s", got)
@@ -305,10 +305,10 @@ func TestPatchObjectsErrors(t *testing.T) {
 	// Bad objects written in the plan are load errors.
 	for _, tc := range []struct{ name, with, want string }{
 		{"objects and name", `{` + cm + `namespace: x, name: a, objects: [{name: b}], patch: {data: {k: v}}}`,
-			`step "s": with: name, labelSelector or objects: give only one`},
+			`step "s": with: name, labelSelector, objects or all: give only one`},
 		{"objects and labelSelector", `{` + cm + `labelSelector: app=web, objects: [], patch: {data: {k: v}}}`,
-			`step "s": with: name, labelSelector or objects: give only one`},
-		{"none", `{` + cm + `namespace: x, patch: {data: {k: v}}}`, `step "s": with: name, labelSelector or objects: give one`},
+			`step "s": with: name, labelSelector, objects or all: give only one`},
+		{"none", `{` + cm + `namespace: x, patch: {data: {k: v}}}`, `step "s": with: name, labelSelector, objects or all: give one`},
 		{"entry without name", `{` + cm + `objects: [{namespace: x}], patch: {data: {k: v}}}`, `missing required field "name"`},
 		{"entry with an empty name", `{` + cm + `objects: [{namespace: x, name: ""}], patch: {data: {k: v}}}`, `step "s": with: field "name" must not be empty`},
 		{"entry with an unknown field", `{` + cm + `objects: [{name: a, nmespace: x}], patch: {data: {k: v}}}`, `nmespace`},
@@ -472,7 +472,10 @@ func TestDeleteAllNamespaces(t *testing.T) {
 		t.Fatal(run.Err)
 	}
 	// other/w went with the stuck run; held is still there, being deleted.
-	wantRefs(t, "deleted", run.Outputs(t, "s")["deleted"], "Widget "+ns+"/w", "Widget "+other+"/held")
+	// The API lists in key order: by namespace name, whatever numbers the test namespaces got.
+	deleted := []string{"Widget " + ns + "/w", "Widget " + other + "/held"}
+	sort.Strings(deleted)
+	wantRefs(t, "deleted", run.Outputs(t, "s")["deleted"], deleted...)
 	for _, r := range [][2]string{{ns, "w"}, {other, "w"}, {other, "held"}} {
 		if _, err := clusters[0].Dynamic.Resource(widgets).Namespace(r[0]).Get(context.Background(), r[1], metav1.GetOptions{}); err == nil {
 			t.Errorf("widget %s/%s still there after wait", r[0], r[1])
@@ -524,5 +527,61 @@ func TestDeleteAllErrors(t *testing.T) {
 			`step "s": with: propagationPolicy: "Later" is not Background, Foreground or Orphan`},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantLoadError(t, oneStep("kube.delete", tc.with), tc.want) })
+	}
+}
+
+// TestPatchAllInNamespace: every ConfigMap of one namespace gets the annotation (as Gardener's
+// migrate annotation on every extension resource of a kind); the other namespace is untouched;
+// a second run converges; rollback removes the annotation again.
+func TestPatchAllInNamespace(t *testing.T) {
+	kubetest.Need(t, clusters)
+	ns, other := clusters[0].Namespace(t), clusters[0].Namespace(t)
+	for _, n := range []string{ns, other} {
+		createConfigMap(t, n, "a", map[string]string{"k": "a"}, nil)
+		createConfigMap(t, n, "b", map[string]string{"k": "b"}, map[string]string{"app": "web"})
+	}
+	body := oneStep("kube.patch", `{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, all: true, patch: {metadata: {labels: {op: migrate}}}}`)
+	unchanged := func(what string, n string) {
+		t.Helper()
+		wantCM(t, what, n, "a", "data=map[k:a] labels=map[]")
+		wantCM(t, what, n, "b", "data=map[k:b] labels=map[app:web]")
+	}
+
+	dry := kubetest.Apply(t, mainCluster(), body, kubetest.Options{DryRun: true})
+	if dry.Err != nil {
+		t.Fatal(dry.Err)
+	}
+	out := dry.Outputs(t, "s")
+	wantRefs(t, "dry run patched", out["patched"], "ConfigMap "+ns+"/a", "ConfigMap "+ns+"/b")
+	if out["dryRun"] != true {
+		t.Errorf("dry run outputs %v", out)
+	}
+	unchanged("after the dry run", ns)
+
+	var first *kubetest.Run
+	for _, what := range []string{"run", "second run"} {
+		run := kubetest.Apply(t, mainCluster(), body, kubetest.Options{NoRollback: true})
+		if run.Err != nil {
+			t.Fatal(run.Err)
+		}
+		wantRefs(t, what+" patched", run.Outputs(t, "s")["patched"], "ConfigMap "+ns+"/a", "ConfigMap "+ns+"/b")
+		wantCM(t, what, ns, "a", "data=map[k:a] labels=map[op:migrate]")
+		wantCM(t, what, ns, "b", "data=map[k:b] labels=map[app:web op:migrate]")
+		unchanged(what+": other namespace", other)
+		if first == nil {
+			first = run
+		}
+	}
+	// Rolling back the first run takes the label off: it was absent before.
+	rollback(t, first)
+	unchanged("after rollback", ns)
+
+	for _, tc := range []struct{ name, with, want string }{
+		{"all and name", `{apiVersion: v1, kind: ConfigMap, namespace: x, name: a, all: true, patch: {data: {k: v}}}`,
+			`step "s": with: name, labelSelector, objects or all: give only one`},
+		{"all and objects", `{apiVersion: v1, kind: ConfigMap, objects: [{namespace: x, name: a}], all: true, patch: {data: {k: v}}}`,
+			`step "s": with: name, labelSelector, objects or all: give only one`},
+	} {
+		t.Run(tc.name, func(t *testing.T) { wantLoadError(t, oneStep("kube.patch", tc.with), tc.want) })
 	}
 }

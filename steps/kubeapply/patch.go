@@ -40,6 +40,7 @@ type Patch struct {
 	Name            string        `yaml:"name" doc:"Name of the object to patch; give name or labelSelector."`
 	LabelSelector   string        `yaml:"labelSelector" doc:"Patch every object matching this label selector, such as app=web."`
 	Type            string        `yaml:"type" doc:"merge (JSON merge patch, the default), strategic (strategic merge patch, built-in kinds only) or json (JSON patch)."`
+	All             bool          `yaml:"all" doc:"Patch every object of the kind (in namespace, or in every namespace when it is empty), instead of name, labelSelector or objects."`
 	Objects         []PatchTarget `yaml:"objects" doc:"Patch these objects instead of name or labelSelector: a list of {namespace, name}, each with an optional patch of its own, often built with ${{ }} from kube.list outputs. Objects that do not exist are skipped and listed in outputs.missing; an empty list patches nothing."`
 	Patch           any           `yaml:"patch" doc:"The patch: a mapping for merge and strategic, a list of operations for json; or the same as YAML or JSON text. Required unless every entry of objects has its own."`
 	Subresource     string        `yaml:"subresource" doc:"status: patch the status subresource (a CRD's status is not changed through the object itself); undo restores it there too."`
@@ -79,6 +80,9 @@ func (p *Patch) Describe() string {
 	if p.Objects != nil {
 		return fmt.Sprintf("%s %d %s object(s)", what, len(p.Objects), p.Kind)
 	}
+	if p.All {
+		return fmt.Sprintf("%s every %s in %s", what, p.Kind, namespaceDesc(p.Namespace))
+	}
 	return fmt.Sprintf("%s %s", what, targetDesc(p.Kind, p.Namespace, p.Name, p.LabelSelector))
 }
 
@@ -91,7 +95,7 @@ func (p *Patch) patchType() string {
 
 // Validate implements engine.Validator.
 func (p *Patch) Validate() error {
-	if err := validateTargets(p.Name, p.LabelSelector, "objects", p.Objects != nil); err != nil {
+	if err := validateTargets(p.Name, p.LabelSelector, alternative{"objects", p.Objects != nil}, alternative{"all", p.All}); err != nil {
 		return err
 	}
 	if p.Subresource != "" && p.Subresource != "status" {
@@ -125,26 +129,32 @@ func (p *Patch) Validate() error {
 }
 
 func validateTarget(name, selector string) error {
-	return validateTargets(name, selector, "", false)
+	return validateTargets(name, selector)
 }
 
-// validateTargets checks that exactly one of name, labelSelector and the alternative named alt
-// (objects, all; "" when the step has none) is given.
-func validateTargets(name, selector, alt string, altGiven bool) error {
+// alternative is a way of choosing objects other than name and labelSelector (objects, all).
+type alternative struct {
+	field string
+	given bool
+}
+
+// validateTargets checks that exactly one of name, labelSelector and the alternatives is given.
+func validateTargets(name, selector string, alts ...alternative) error {
+	fields := []string{"name", "labelSelector"}
 	given := 0
-	for _, g := range []bool{name != "", selector != "", altGiven} {
-		if g {
+	for _, a := range append([]alternative{{"name", name != ""}, {"labelSelector", selector != ""}}, alts...) {
+		if a.given {
 			given++
 		}
 	}
-	what := "name or labelSelector"
-	if alt != "" {
-		what = "name, labelSelector or " + alt
+	for _, a := range alts {
+		fields = append(fields, a.field)
 	}
+	what := strings.Join(fields[:len(fields)-1], ", ") + " or " + fields[len(fields)-1]
 	switch {
 	case given == 0:
 		return errors.New(what + ": give one")
-	case given > 1 && alt == "":
+	case given > 1 && len(alts) == 0:
 		return errors.New("name and labelSelector: give only one")
 	case given > 1:
 		return errors.New(what + ": give only one")

@@ -53,6 +53,7 @@ type Wait struct {
 	Condition       string          `yaml:"condition" doc:"expr-lang expression that must become true; it sees object (the named object, nil while absent), items (the matching objects) and count, e.g. object.status.readyReplicas == object.spec.replicas or count == 0. A field not set yet only means not yet true. Put params and step outputs in with ${{ }}."`
 	For             string          `yaml:"for" doc:"gone: wait until the object, or every matching object, no longer exists (instead of condition)."`
 	Timeout         engine.Duration `yaml:"timeout" doc:"How long to wait before failing (default 5m)."`
+	Items           bool            `yaml:"items" doc:"Put the matching objects, as they were when the condition held, in outputs.items (a list wait; a named wait has outputs.object)."`
 
 	program *vm.Program
 }
@@ -73,6 +74,8 @@ func (w *Wait) Validate() error {
 		return errors.New("condition and for: give only one")
 	case w.Timeout < 0:
 		return errors.New("timeout: must not be negative")
+	case w.Items && w.Name != "":
+		return errors.New("items: a wait for one named object has outputs.object; items is for lists")
 	}
 	if w.LabelSelector != "" {
 		if _, err := labels.Parse(w.LabelSelector); err != nil {
@@ -369,6 +372,13 @@ func (w *Wait) outputs(st *state, satisfied bool) engine.Outputs {
 		names[i] = k
 	}
 	out["names"] = names
+	if w.Items {
+		items := make([]any, len(keys))
+		for i, k := range keys {
+			items[i] = st.objects[k].Object
+		}
+		out["items"] = items
+	}
 	return out
 }
 

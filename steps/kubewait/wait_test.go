@@ -157,6 +157,24 @@ func TestWaitForList(t *testing.T) {
 	if out["count"] != 3 || fmt.Sprint(out["names"]) != fmt.Sprintf("[%[1]s/part-0 %[1]s/part-1 %[1]s/part-2]", ns) {
 		t.Fatalf("outputs %v", out)
 	}
+	if _, ok := out["items"]; ok {
+		t.Errorf("items without items: true: %v", out)
+	}
+
+	// items: true gives the objects as they were when the condition held.
+	run = kubetest.Apply(t, main(), plan(`{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, labelSelector: batch=b1, condition: 'count == 3', items: true}`), kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	items, _ := run.Outputs(t, "s")["items"].([]any)
+	var got []string
+	for _, it := range items {
+		o := it.(map[string]any)
+		got = append(got, fmt.Sprint(o["metadata"].(map[string]any)["name"], "=", o["data"].(map[string]any)["done"]))
+	}
+	if fmt.Sprint(got) != "[part-0=true part-1=true part-2=true]" {
+		t.Errorf("items: %v", got)
+	}
 }
 
 func TestWaitUntilGone(t *testing.T) {
@@ -292,6 +310,7 @@ func TestLoadErrors(t *testing.T) {
 		{`{apiVersion: v1, kind: ConfigMap, labelSelector: "a in (", for: gone}`, `step "s": with: labelSelector: `},
 		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, for: gone, timeout: -1s}`, `step "s": with: expected a duration such as 30s or 5m, got "-1s"`},
 		{`{kind: ConfigMap, namespace: n, name: a, for: gone}`, `missing required field "apiVersion"`},
+		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, for: gone, items: true}`, `step "s": with: items: a wait for one named object has outputs.object; items is for lists`},
 	}
 	for _, tc := range cases {
 		path := filepath.Join(t.TempDir(), "plan.yaml")
