@@ -93,7 +93,10 @@ func (l *loader) decodeDatastore(name string, body *yaml.Node, t DatastoreType) 
 	before := len(l.d.errs)
 	l.d.decode(body, reflect.ValueOf(cfg).Elem())
 	l.d.deferScalar = nil
-	if len(templates) > 0 && len(l.d.errs) == before {
+	// planrun validate without the required params checks the entry's shape, not what zero
+	// values would make of its templates (an empty endpoint list).
+	unchecked := len(templates) > 0 && l.paramsMissing
+	if len(templates) > 0 && len(l.d.errs) == before && !unchecked {
 		env := Env{Params: l.plan.paramValue, Steps: map[string]StepView{}}
 		rendered := map[*yaml.Node]bool{}
 		n, err := renderNode(body, templates, env, rendered)
@@ -113,7 +116,7 @@ func (l *loader) decodeDatastore(name string, body *yaml.Node, t DatastoreType) 
 	ok := len(errs) == 0
 	l.errs = append(l.errs, l.d.errs...)
 	l.d.errs = nil
-	if !ok {
+	if !ok || unchecked {
 		return nil
 	}
 	if v, isV := cfg.(Validator); isV {

@@ -97,3 +97,23 @@ func TestDatastoreLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// planrun validate (SkipRequiredParams) checks a templated entry's shape without the required
+// params it reads; zero values would make it invalid (an empty endpoint). With the values, or
+// with a shape error, it is checked as usual.
+func TestDatastoreWithoutRequiredParams(t *testing.T) {
+	body := func(extra string) string {
+		return "params:\n  host: {type: string, required: true}\ndatastores:\n  a: {type: test.ds, endpoints: [\"${{ params.host }}\"]" + extra + "}\nsteps:\n  - {id: s, type: test.dsuser}\n"
+	}
+	skip := engine.LoadOptions{SkipRequiredParams: true}
+	if _, err := engine.Parse("plan.yaml", []byte(ltHeader+body("")), skip); err != nil {
+		t.Errorf("validate without the required param: %v", err)
+	}
+	if _, err := engine.Parse("plan.yaml", []byte(ltHeader+body(", port: many")), skip); err == nil || !strings.Contains(err.Error(), `datastores.a: expected an integer, got string "many"`) {
+		t.Errorf("shape error without the required param: %v", err)
+	}
+	_, err := engine.Parse("plan.yaml", []byte(ltHeader+body("")), engine.LoadOptions{SkipRequiredParams: true, Params: engine.ParamValues{Set: []string{"host="}}})
+	if err == nil || !strings.Contains(err.Error(), "datastores.a: endpoints: must not be empty") {
+		t.Errorf("with the param given empty: %v", err)
+	}
+}

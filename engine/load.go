@@ -77,6 +77,9 @@ type loader struct {
 	d     *decoder
 	errs  ErrorList
 	exprs *exprCompiler
+	// paramsMissing: required params without values (planrun validate); templates that read
+	// params are then filled with zero values, so what they make is not checked.
+	paramsMissing bool
 }
 
 func (l *loader) load(root *yaml.Node, opts LoadOptions) {

@@ -123,6 +123,7 @@ func (l *loader) resolveParams(root *yaml.Node, given ParamValues, requireAll bo
 			if decl.Required && requireAll {
 				l.errs = append(l.errs, errorf(l.d.pos(declared[name]), "param %q is required: give it with --set %s=... or --values FILE", name, name))
 			}
+			l.paramsMissing = l.paramsMissing || decl.Required
 			if t, ok := paramGoTypes[paramType(decl)]; ok {
 				values[name] = zeroParam(t)
 			}
