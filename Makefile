@@ -13,7 +13,7 @@ all: build
 build:
 	$(GO) build -o bin/planrun ./cmd/planrun
 
-## demo: start a local control plane and apply plans/hello-cluster.yaml against it
+## demo: start a local control plane, apply plans/hello-cluster.yaml and run the Service Catalog migration plan on it
 demo:
 	hack/demo.sh
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: build what is needed, start a local control plane (kube-apiserver + etcd built from
-# Go modules), dry-run then apply plans/hello-cluster.yaml against it, show `planrun status`, and
-# stop the control plane. The run's checkpoint stays in .planrun/demo-runs for a look afterwards.
+# Go modules), apply plans/hello-cluster.yaml to it, then run the shipped Service Catalog
+# migration (plans/service-catalog-to-crds.yaml) on a small catalog installed there: dry run,
+# apply, and the objects before and after. The control plane is stopped at the end; the runs'
+# checkpoints stay in .planrun/demo-runs for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,3 +51,44 @@ echo
 echo "== what the plan left in the cluster"
 "$assets/kubectl" -n planrun-demo get configmap planrun-hello -o jsonpath='{.data}'
 echo
+
+# The shipped Service Catalog migration, on a small catalog: the old aggregated API stood in by
+# CRDs (testdata/servicecatalog/old-api.yaml), the 0.3 CRDs in testdata/servicecatalog/new-crds.yaml.
+k() { "$assets/kubectl" "$@"; }
+echo
+echo "== installing a small Service Catalog 0.2 (stand-in API, 1 broker, 1 class, 2 plans, 2 instances, 2 bindings)"
+k apply --server-side -f testdata/servicecatalog/old-api.yaml >/dev/null
+k wait --for=condition=Established crd -l planrun.dev/stand-in=old-service-catalog-apiserver --timeout=60s >/dev/null
+k apply --server-side -f testdata/servicecatalog/demo.yaml >/dev/null
+for b in orders-db cart-db; do
+  uid=$(k -n shop get servicebinding "$b" -o jsonpath='{.metadata.uid}')
+  k apply --server-side -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $b-creds
+  namespace: shop
+  ownerReferences: [{apiVersion: servicecatalog.k8s.io/v1beta1, kind: ServiceBinding, name: $b, uid: "$uid", controller: true, blockOwnerDeletion: true}]
+stringData: {username: $b, password: s3cret-$b}
+EOF
+done
+show() {
+  k -n shop get serviceinstances,servicebindings -o custom-columns='KIND:.kind,NAME:.metadata.name,UID:.metadata.uid,CLASS:.spec.clusterServiceClassRef.name,INSTANCE:.spec.instanceRef.name'
+  k -n shop get secrets -o custom-columns='SECRET:.metadata.name,OWNER:.metadata.ownerReferences[0].name,OWNER-UID:.metadata.ownerReferences[0].uid'
+}
+show
+sc_args=(--set newCRDs=testdata/servicecatalog/new-crds.yaml --set oldCRDSelector=planrun.dev/stand-in=old-service-catalog-apiserver
+  --set apiService= --set backupDir="$work/service-catalog-backup" --state-dir "$state")
+
+echo
+echo "== planrun apply --dry-run plans/service-catalog-to-crds.yaml"
+bin/planrun apply plans/service-catalog-to-crds.yaml --dry-run "${sc_args[@]}"
+
+echo
+echo "== planrun apply plans/service-catalog-to-crds.yaml"
+bin/planrun apply plans/service-catalog-to-crds.yaml "${sc_args[@]}"
+
+echo
+echo "== the same objects on the 0.3 CRDs: new UIDs, references kept, Secrets owned by the new bindings"
+show
+k get crd -l svcat=true -o custom-columns='NEW CRD:.metadata.name'
