@@ -24,6 +24,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/etcdtest"
 	"planrun.dev/planrun/internal/plantest"
 )
 
@@ -311,15 +312,7 @@ func gdEtcdClient(t *testing.T, url string) *clientv3.Client {
 // gdEtcdHash is the number of keys of an etcd and the sha256 of every key and value, in order.
 func gdEtcdHash(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := gdEtcdClient(t, url).Get(t.Context(), "", clientv3.WithFromKey(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	for _, kv := range resp.Kvs {
-		fmt.Fprintf(h, "%d:%s%d:%s", len(kv.Key), kv.Key, len(kv.Value), kv.Value)
-	}
-	return len(resp.Kvs), hex.EncodeToString(h.Sum(nil))
+	return etcdtest.Digest(t, gdEtcdClient(t, url))
 }
 
 // gdStandIn stands in for the extension controllers of the source seed: an extension resource
@@ -426,20 +419,7 @@ func (e *gdEnv) resumeArgs() []string {
 func (e *gdEnv) gdObjects(t *testing.T) map[string]*unstructured.Unstructured {
 	t.Helper()
 	out := map[string]*unstructured.Unstructured{}
-	add := func(gvr schema.GroupVersionResource, ns string) {
-		var r dynamic.ResourceInterface = e.sdyn.Resource(gvr)
-		if ns != "" {
-			r = e.sdyn.Resource(gvr).Namespace(ns)
-		}
-		l, err := r.List(t.Context(), metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range l.Items {
-			o := &l.Items[i]
-			out[gvr.Resource+" "+o.GetNamespace()+"/"+o.GetName()] = o
-		}
-	}
+	add := func(gvr schema.GroupVersionResource, ns string) { addObjects(t, e.sdyn, out, gvr, ns) }
 	add(shootGVR, gdGardenNS)
 	add(seedGVR, "")
 	add(shootStateGVR, gdGardenNS)
@@ -832,7 +812,9 @@ func TestGardenerDryRunAndPrechecks(t *testing.T) {
 		}, `step "seeds-have-backups" failed: assertion failed: destination seed seed-b has no backup configuration (.spec.backup); control-plane migration moves etcd backups between the seeds' buckets`},
 		{"unhealthy", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdDestSeed, `{"status":{"conditions":`+normalized(gdConditions("False", "istio-ingressgateway is not available"))+`}}`, "status")
-			return func() { e.mergePatch(t, seedGVR, "", gdDestSeed, `{"status":{"conditions":`+normalized(gdConditions("True", ""))+`}}`, "status") }
+			return func() {
+				e.mergePatch(t, seedGVR, "", gdDestSeed, `{"status":{"conditions":`+normalized(gdConditions("True", ""))+`}}`, "status")
+			}
 		}, `step "destination-healthy" failed: assertion failed: destination seed seed-b is not healthy: SeedSystemComponentsHealthy=False (istio-ingressgateway is not available)`},
 		{"being deleted", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdDestSeed, `{"metadata":{"finalizers":["gardener"]}}`, "")

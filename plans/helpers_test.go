@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -61,6 +62,27 @@ func loadJournal(t *testing.T, dir, id string) *engine.Journal {
 		t.Fatal(err)
 	}
 	return j
+}
+
+// addObjects lists the objects of a resource (in namespace ns, or all of them when ns is empty)
+// into out, keyed "resource ns/name"; a resource that is not served adds nothing.
+func addObjects(t *testing.T, dyn dynamic.Interface, out map[string]*unstructured.Unstructured, gvr schema.GroupVersionResource, ns string) {
+	t.Helper()
+	var r dynamic.ResourceInterface = dyn.Resource(gvr)
+	if ns != "" {
+		r = dyn.Resource(gvr).Namespace(ns)
+	}
+	l, err := r.List(t.Context(), metav1.ListOptions{})
+	if apierrors.IsNotFound(err) {
+		return // no CRD
+	}
+	if err != nil {
+		t.Fatalf("list %s: %v", gvr.Resource, err)
+	}
+	for i := range l.Items {
+		o := &l.Items[i]
+		out[gvr.Resource+" "+o.GetNamespace()+"/"+o.GetName()] = o
+	}
 }
 
 // normalized is the JSON form of v, for comparisons that ignore Go types.

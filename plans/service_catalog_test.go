@@ -300,23 +300,7 @@ func seedCatalog(t *testing.T, e *scEnv) {
 func snapshot(t *testing.T, e *scEnv) map[string]*unstructured.Unstructured {
 	t.Helper()
 	out := map[string]*unstructured.Unstructured{}
-	add := func(gvr schema.GroupVersionResource, ns string) {
-		var r dynamic.ResourceInterface = e.dyn.Resource(gvr)
-		if ns != "" {
-			r = e.dyn.Resource(gvr).Namespace(ns)
-		}
-		l, err := r.List(t.Context(), metav1.ListOptions{})
-		if apierrors.IsNotFound(err) {
-			return // no CRD
-		}
-		if err != nil {
-			t.Fatalf("list %s: %v", gvr.Resource, err)
-		}
-		for i := range l.Items {
-			o := &l.Items[i]
-			out[gvr.Resource+" "+o.GetNamespace()+"/"+o.GetName()] = o
-		}
-	}
+	add := func(gvr schema.GroupVersionResource, ns string) { addObjects(t, e.dyn, out, gvr, ns) }
 	for _, k := range scKinds {
 		add(scGVR(k.resource), "")
 	}

@@ -17,6 +17,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
+	"planrun.dev/planrun/internal/etcdtest"
 	"planrun.dev/planrun/internal/plantest"
 	_ "planrun.dev/planrun/steps/assert"
 	"planrun.dev/planrun/steps/etcdsnapshot"
@@ -76,18 +77,7 @@ func seeded(t testing.TB) (*controlplane.Etcd, *clientv3.Client, int64) {
 }
 
 // digest is the number of keys and the sha256 over sorted key+value of the whole keyspace.
-func digest(t testing.TB, c *clientv3.Client) (int, string) {
-	t.Helper()
-	resp, err := c.Get(context.Background(), "\x00", clientv3.WithFromKey(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	for _, kv := range resp.Kvs {
-		fmt.Fprintf(h, "%d:%s%d:%s", len(kv.Key), kv.Key, len(kv.Value), kv.Value)
-	}
-	return len(resp.Kvs), hex.EncodeToString(h.Sum(nil))
-}
+func digest(t testing.TB, c *clientv3.Client) (int, string) { return etcdtest.Digest(t, c) }
 
 func currentRev(t testing.TB, c *clientv3.Client) int64 {
 	t.Helper()
