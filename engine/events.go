@@ -11,6 +11,7 @@ const (
 	EventStepStarted     EventType = "step.started"
 	EventStepProgress    EventType = "step.progress"
 	EventStepRetrying    EventType = "step.retrying"
+	EventStepWarning     EventType = "step.warning" // something the operator should know; the step goes on
 	EventStepSucceeded   EventType = "step.succeeded"
 	EventStepFailed      EventType = "step.failed"
 	EventStepSkipped     EventType = "step.skipped"

@@ -27,6 +27,7 @@ type RunContext struct {
 	run      *execution
 	record   *StepRecord
 	observer func(Progress)
+	warner   func(string)
 }
 
 // Eval evaluates a compiled expression in the current environment.
@@ -39,6 +40,16 @@ func (rc *RunContext) EvalBool(e *Expr) (bool, error) { return e.EvalBool(rc.env
 func (rc *RunContext) Progress(p Progress) {
 	if rc.observer != nil {
 		rc.observer(p)
+	}
+}
+
+// Warn tells the operator something they should know while the step goes on (a limit exceeded,
+// an object skipped): the CLI shows it as a warning line, or a step.warning event with -o json.
+// Keep what matters in the step's outputs too: events are not part of the checkpoint.
+func (rc *RunContext) Warn(msg string) {
+	rc.Logger.Info("warning: " + msg)
+	if rc.warner != nil {
+		rc.warner(msg)
 	}
 }
 

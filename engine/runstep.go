@@ -117,6 +117,9 @@ func (x *execution) attempt(ctx context.Context, s *Step, rec *StepRecord, actio
 		observer: func(p Progress) {
 			x.emit(Event{Type: EventStepProgress, StepID: s.ID, StepType: s.Type, Hook: s.Hook, Rollback: s.Parent != nil, Progress: &p})
 		},
+		warner: func(msg string) {
+			x.emit(Event{Type: EventStepWarning, StepID: s.ID, StepType: s.Type, Hook: s.Hook, Rollback: s.Parent != nil, Message: msg})
+		},
 	}
 	outputs, err := runProtected(actx, action, rc)
 	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {

@@ -189,6 +189,8 @@ func formatEvent(e engine.Event) string {
 		return fmt.Sprintf("= %s already %s", name, strings.ToLower(e.Status))
 	case engine.EventStepRetrying:
 		return fmt.Sprintf("↻ %s attempt %d of %d failed, retrying in %s: %s", name, e.Attempt, e.Retry.MaxAttempts, time.Duration(e.Retry.After), e.Error)
+	case engine.EventStepWarning:
+		return fmt.Sprintf("⚠ %s: %s", name, e.Message)
 	case engine.EventStepFailed:
 		return fmt.Sprintf("✘ %s failed: %s", name, e.Error)
 	case engine.EventRollbackStarted:

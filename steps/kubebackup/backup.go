@@ -4,10 +4,12 @@ package kubebackup
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -42,7 +45,8 @@ func init() {
 // backup) and not otherwise; naming a cluster-scoped resource in resources: while they are
 // excluded is an error. The Namespace objects of the chosen namespaces are backed up whenever
 // namespaces is among the resources (allResources includes it), even when other cluster-scoped
-// resources are not: a restore needs them.
+// resources are not: a restore needs them. With includeBoundVolumes, so are the
+// PersistentVolumes the chosen namespaces' claims name (as Velero backs up a claim's volume).
 type Backup struct {
 	kube.ClusterRef      `yaml:",inline"`
 	To                   string   `yaml:"to" plan:"required" doc:"Backup folder. Created if absent; a previous planrun backup in it is replaced; any other non-empty folder is refused unless overwrite is true."`
@@ -53,6 +57,7 @@ type Backup struct {
 	LabelSelector        string   `yaml:"labelSelector" doc:"Only objects matching this label selector, such as app=web."`
 	IncludeClusterScoped *bool    `yaml:"includeClusterScoped" doc:"Back up cluster-scoped resources too. Default: true when namespaces is empty, false otherwise."`
 	Overwrite            bool     `yaml:"overwrite" doc:"Write into a non-empty folder that is not a planrun backup (its resources/ and manifest.json are replaced; other files are left alone)."`
+	IncludeBoundVolumes  bool     `yaml:"includeBoundVolumes" doc:"With namespaces: also back up the PersistentVolumes of those namespaces' claims (named by a claim's spec.volumeName, unless the volume's claimRef points at another claim), without the other cluster-scoped objects."`
 
 	refs []resourceRef
 }
@@ -89,6 +94,8 @@ func (b *Backup) Validate() error {
 		return errors.New("resources: required unless allResources is true")
 	case len(b.Namespaces) > 0 && len(b.ExcludeNamespaces) > 0:
 		return errors.New("excludeNamespaces: only applies when namespaces is empty (all namespaces)")
+	case b.IncludeBoundVolumes && len(b.Namespaces) == 0:
+		return errors.New("includeBoundVolumes: only applies with namespaces (a backup of all namespaces takes every PersistentVolume with the cluster-scoped resources)")
 	}
 	b.refs = b.refs[:0]
 	for i, r := range b.Resources {
@@ -133,6 +140,9 @@ func (b *Backup) Describe() string {
 	if len(b.Namespaces) > 0 {
 		where = "namespaces " + strings.Join(b.Namespaces, ", ")
 	}
+	if b.IncludeBoundVolumes {
+		where += " with their bound PersistentVolumes"
+	}
 	return fmt.Sprintf("back up %s in %s to %s", what, where, b.To)
 }
 
@@ -152,6 +162,57 @@ type target struct {
 
 func (t target) groupResource() string { return archive.GroupResource(t.gvr.Group, t.gvr.Resource) }
 
+// isPersistentVolumes: the core persistentvolumes resource.
+func (t target) isPersistentVolumes() bool {
+	return t.gvr.Group == "" && t.gvr.Resource == "persistentvolumes"
+}
+
+// boundVolumes returns the persistentvolumes target and a filter of the volumes' JSON that keeps
+// those the claims of the chosen namespaces name in spec.volumeName, unless the volume's
+// claimRef points at another claim (a claim may not take a volume bound elsewhere).
+func (b *Backup) boundVolumes(ctx context.Context, c *kube.Client) (target, func(item []byte) bool, error) {
+	pvcs := schema.GroupVersionResource{Version: "v1", Resource: "persistentvolumeclaims"}
+	claims := map[string]string{} // volume name → "namespace/claim"
+	for _, ns := range b.Namespaces {
+		opts := metav1.ListOptions{Limit: pageSize}
+		for {
+			l, err := c.Dynamic.Resource(pvcs).Namespace(ns).List(ctx, opts)
+			if err != nil {
+				return target{}, nil, fmt.Errorf("includeBoundVolumes: list persistentvolumeclaims in namespace %s: %w", ns, kube.Classify(err))
+			}
+			for _, pvc := range l.Items {
+				if v, _, _ := unstructured.NestedString(pvc.Object, "spec", "volumeName"); v != "" {
+					claims[v] = pvc.GetNamespace() + "/" + pvc.GetName()
+				}
+			}
+			if l.GetContinue() == "" {
+				break
+			}
+			opts.Continue = l.GetContinue()
+		}
+	}
+	t := target{gvr: schema.GroupVersionResource{Version: "v1", Resource: "persistentvolumes"}, kind: "PersistentVolume"}
+	keep := func(item []byte) bool {
+		var pv struct {
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+			Spec struct {
+				ClaimRef *struct {
+					Namespace string `json:"namespace"`
+					Name      string `json:"name"`
+				} `json:"claimRef"`
+			} `json:"spec"`
+		}
+		if json.Unmarshal(item, &pv) != nil {
+			return false
+		}
+		claim, ok := claims[pv.Metadata.Name]
+		return ok && (pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace+"/"+pv.Spec.ClaimRef.Name == claim)
+	}
+	return t, keep, nil
+}
+
 // isNamespaces: the core namespaces resource, filtered by the namespace choice like namespaced ones.
 func (t target) isNamespaces() bool { return t.gvr.Group == "" && t.gvr.Resource == "namespaces" }
 
@@ -168,6 +229,7 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 	if err != nil {
 		return nil, err
 	}
+	var boundVolumes func(item []byte) bool
 	for _, ns := range b.Namespaces {
 		if _, err := c.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Get(ctx, ns, metav1.GetOptions{}); err != nil {
 			if apierrors.IsNotFound(err) {
@@ -188,6 +250,17 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 		return nil, err
 	}
 
+	if b.IncludeBoundVolumes {
+		t, keep, err := b.boundVolumes(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(targets, func(x target) bool { return x.groupResource() == t.groupResource() }) {
+			targets = append(targets, t)
+			boundVolumes = keep
+		}
+	}
+
 	// One job per list: per namespace when namespaces are named, else one list across all.
 	var jobs []*job
 	for _, t := range targets {
@@ -196,6 +269,8 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 			for _, ns := range b.Namespaces {
 				jobs = append(jobs, &job{target: t, namespace: ns})
 			}
+		case boundVolumes != nil && t.isPersistentVolumes():
+			jobs = append(jobs, &job{target: t, keepItem: boundVolumes})
 		default:
 			jobs = append(jobs, &job{target: t, keep: b.keepFunc(t)})
 		}

@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -513,6 +514,7 @@ func TestBackupConfigErrors(t *testing.T) {
 		{"bad map entry", `{to: b, resources: [{kind: Deployment}]}`, `step "s": with: resources[0]: want a resource name or {apiVersion, kind}`},
 		{"bad selector", `{to: b, resources: [secrets], labelSelector: "a in (b"}`, `step "s": with: labelSelector: unable to parse requirement`},
 		{"exclude with namespaces", `{to: b, resources: [secrets], namespaces: [a], excludeNamespaces: [b]}`, `step "s": with: excludeNamespaces: only applies when namespaces is empty (all namespaces)`},
+		{"bound volumes without namespaces", `{to: b, resources: [persistentvolumeclaims], includeBoundVolumes: true}`, `step "s": with: includeBoundVolumes: only applies with namespaces`},
 		{"verify without dir", `{}`, `step "s": with: missing required field "dir"`},
 	}
 	for _, tc := range cases {
@@ -554,5 +556,105 @@ func TestInspect(t *testing.T) {
 		if got := string(kubebackup.WithTypeMetaForTest([]byte(tc.in), tc.av, tc.kind, av, kind)); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestBackupBoundVolumes: includeBoundVolumes takes the PersistentVolumes of the chosen
+// namespaces' claims, and no other PersistentVolume or cluster-scoped object.
+func TestBackupBoundVolumes(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	a, b, other := c.Namespace(t), c.Namespace(t), c.Namespace(t)
+	prefix := a + "-"
+	pv := func(name string, claimNS, claim string) {
+		t.Helper()
+		v := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: prefix + name},
+			Spec: corev1.PersistentVolumeSpec{
+				Capacity:                      corev1.ResourceList{corev1.ResourceStorage: apiresource.MustParse("1Gi")},
+				AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
+				PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+				PersistentVolumeSource:        corev1.PersistentVolumeSource{NFS: &corev1.NFSVolumeSource{Server: "nfs.example.com", Path: "/exports/" + name}},
+			}}
+		if claim != "" {
+			v.Spec.ClaimRef = &corev1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: claimNS, Name: claim}
+		}
+		if _, err := c.Typed.CoreV1().PersistentVolumes().Create(ctx, v, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			c.Typed.CoreV1().PersistentVolumes().Delete(context.Background(), v.Name, metav1.DeleteOptions{})
+		})
+	}
+	pvc := func(ns, name, volume string) {
+		t.Helper()
+		if _, err := c.Typed.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, VolumeName: volume,
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: apiresource.MustParse("1Gi")}}}},
+			metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pv("a-data", a, "data")     // bound to a/data: taken
+	pv("b-logs", b, "logs")     // bound to b/logs: taken
+	pv("prebound", "", "")      // named by a/pre's volumeName, no claimRef yet: taken
+	pv("elsewhere", other, "x") // named by a/stolen's volumeName but bound to other/x: left out
+	pv("other", other, "y")     // another namespace's: left out
+	pv("free", "", "")          // nobody's: left out
+	pvc(a, "data", prefix+"a-data")
+	pvc(a, "pre", prefix+"prebound")
+	pvc(a, "stolen", prefix+"elsewhere")
+	pvc(a, "pending", "")
+	pvc(b, "logs", prefix+"b-logs")
+	pvc(other, "y", prefix+"other")
+
+	cases := []struct {
+		name string
+		with string
+		want []string // PersistentVolumes in the backup; nil: no persistentvolumes resource
+	}{
+		{"two namespaces", `namespaces: [` + a + `, ` + b + `], resources: [persistentvolumeclaims], includeBoundVolumes: true`, []string{"a-data", "b-logs", "prebound"}},
+		{"one namespace", `namespaces: [` + b + `], resources: [persistentvolumeclaims], includeBoundVolumes: true`, []string{"b-logs"}},
+		{"all resources", `namespaces: [` + a + `], allResources: true, includeBoundVolumes: true`, []string{"a-data", "prebound"}},
+		{"off", `namespaces: [` + a + `], resources: [persistentvolumeclaims]`, nil},
+		{"with includeClusterScoped: every volume", `namespaces: [` + a + `], resources: [persistentvolumes], includeClusterScoped: true, includeBoundVolumes: true`, []string{"a-data", "b-logs", "elsewhere", "free", "other", "prebound"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "b")
+			run := kubetest.Apply(t, main(), "steps:\n  - {id: s, type: kube.backup, with: {to: "+dir+", "+tc.with+"}}\n", kubetest.Options{})
+			if run.Err != nil {
+				t.Fatal(run.Err)
+			}
+			m := readManifest(t, dir)
+			var got []string
+			has := false
+			for _, r := range m.Resources {
+				if r.GroupResource() == "persistentvolumes" {
+					has = true
+					for _, o := range readObjects(t, dir, r) {
+						name := o["metadata"].(map[string]any)["name"].(string)
+						if strings.HasPrefix(name, prefix) {
+							got = append(got, strings.TrimPrefix(name, prefix))
+						}
+					}
+				}
+				if !r.Namespaced && r.GroupResource() != "persistentvolumes" && r.GroupResource() != "namespaces" {
+					t.Errorf("cluster-scoped %s in the backup", r.GroupResource())
+				}
+			}
+			sort.Strings(got)
+			if tc.want == nil {
+				if has {
+					t.Errorf("persistentvolumes in the backup: %v", got)
+				}
+				return
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("persistentvolumes %v, want %v", got, tc.want)
+			}
+			if _, err := archive.Verify(dir, nil); err != nil {
+				t.Errorf("verify: %v", err)
+			}
+		})
 	}
 }

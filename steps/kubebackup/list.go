@@ -30,6 +30,7 @@ type job struct {
 	target    target
 	namespace string                            // list in this namespace only; "" lists all (or a cluster-scoped resource)
 	keep      func(namespace, name string) bool // nil keeps every object
+	keepItem  func(item []byte) bool            // nil keeps every object; else asked after keep
 
 	files        []archive.File
 	count, bytes int64
@@ -138,7 +139,7 @@ func (l *lister) list(ctx context.Context, j *job, opts listOptions, prog *progr
 		}
 		lm, err := readList(body, func(item []byte) error {
 			ns, name, hasAV, hasKind := inspect(item)
-			if j.keep != nil && !j.keep(ns, name) {
+			if j.keep != nil && !j.keep(ns, name) || j.keepItem != nil && !j.keepItem(item) {
 				return nil
 			}
 			if bytes.IndexByte(item, '\n') >= 0 {

@@ -3,6 +3,7 @@ package kubeget_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,6 +39,8 @@ steps:
   - {id: ns, type: kube.get, with: {apiVersion: v1, kind: Namespace, name: "${{ params.ns }}"}}
   - {id: even, type: kube.list, with: {apiVersion: v1, kind: ConfigMap, namespace: "${{ params.ns }}", labelSelector: even=true}}
   - {id: all, type: kube.list, with: {apiVersion: v1, kind: ConfigMap, labelSelector: even, items: false}}
+  - {id: some, type: kube.list, with: {apiVersion: v1, kind: ConfigMap, namespaces: ["${{ params.ns }}", "${{ params.ns }}-absent"], labelSelector: even=false, items: false}}
+  - {id: both, type: kube.list, with: {apiVersion: v1, kind: ConfigMap, namespace: "${{ params.ns }}", namespaces: ["${{ params.ns }}"], labelSelector: even}}
   - id: check
     type: assert
     with:
@@ -45,7 +48,9 @@ steps:
         steps.one.outputs.found && steps.one.outputs.object.data.i == "3" &&
         !steps.absent.outputs.found && steps.ns.outputs.found &&
         steps.even.outputs.count == 4 && len(steps.even.outputs.items) == 4 &&
-        steps.all.outputs.count == 7 && steps.all.outputs.items == nil
+        steps.all.outputs.count == 7 && steps.all.outputs.items == nil &&
+        steps.some.outputs.count == 3 && all(steps.some.outputs.names, hasPrefix(#, params.ns + "/")) &&
+        steps.both.outputs.count == 7
 `, ns), kubetest.Options{})
 	if run.Err != nil {
 		t.Fatal(run.Err)
@@ -65,10 +70,15 @@ func TestGetErrors(t *testing.T) {
 		{"namespace for a cluster-scoped kind", `{apiVersion: v1, kind: Namespace, namespace: x, name: y}`, `step "s" failed: namespace: Namespace is cluster-scoped; remove namespace`},
 		{"no namespace for a namespaced kind", `{apiVersion: v1, kind: Secret, name: y}`, `step "s" failed: namespace: required, Secret is namespaced`},
 		{"unknown cluster", `{cluster: other, apiVersion: v1, kind: Secret, namespace: x, name: y}`, `step "s" failed: cluster: the plan has no cluster "other" (clusters: main)`},
+		{"list: namespaces for a cluster-scoped kind", `{apiVersion: v1, kind: PersistentVolume, namespaces: [x]}`, `step "s" failed: namespace: PersistentVolume is cluster-scoped; remove namespace and namespaces`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			run := kubetest.Apply(t, main(), "steps:\n  - {id: s, type: kube.get, with: "+tc.with+"}\n", kubetest.Options{})
+			typ := "kube.get"
+			if strings.HasPrefix(tc.name, "list: ") {
+				typ = "kube.list"
+			}
+			run := kubetest.Apply(t, main(), "steps:\n  - {id: s, type: "+typ+", with: "+tc.with+"}\n", kubetest.Options{})
 			kubetest.WantRunError(t, run, tc.want)
 		})
 	}

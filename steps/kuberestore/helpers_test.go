@@ -36,6 +36,7 @@ var kinds = map[string]struct {
 	"CustomResourceDefinition": {schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}, false},
 	"Widget":                   {widgets, true},
 	"Gadget":                   {schema.GroupVersionResource{Group: "nope.example.com", Version: "v1", Resource: "gadgets"}, true},
+	"PersistentVolume":         {schema.GroupVersionResource{Version: "v1", Resource: "persistentvolumes"}, false},
 }
 
 var (

@@ -123,6 +123,16 @@ func (x *restorer) prepare(p *resPlan, line []byte) (*object, error) {
 		o.ns = x.mapNS(srcNS)
 		o.meta["namespace"] = o.ns
 	}
+	if p.Group == "" && p.Resource == "persistentvolumes" {
+		// The claim a volume is bound to moves with its namespace.
+		if spec, _ := o.obj["spec"].(map[string]any); spec != nil {
+			if ref, _ := spec["claimRef"].(map[string]any); ref != nil {
+				if ns, _ := ref["namespace"].(string); ns != "" {
+					ref["namespace"] = x.mapNS(ns)
+				}
+			}
+		}
+	}
 	if o.name == "" {
 		return nil, errors.New("the object has no name")
 	}

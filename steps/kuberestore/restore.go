@@ -99,6 +99,7 @@ type Restore struct {
 	Transforms           []Transform        `yaml:"transforms" doc:"JSON patches applied to matching objects before they are created."`
 	CreateThenUpdate     []CreateThenUpdate `yaml:"createThenUpdate" doc:"Fields left out at create time and set by an update right after (APIs that refuse them on create)."`
 	Workers              int                `yaml:"workers" doc:"Objects restored in parallel (default 32)."`
+	UndoOnFailure        bool               `yaml:"undoOnFailure" doc:"When objects fail to restore, delete what the step created (in this and earlier attempts, as its undo does) before it fails, so that a failed restore leaves nothing behind; a rollback of the run cannot undo a step that did not succeed."`
 
 	selector   labels.Selector
 	transforms []transform
@@ -323,7 +324,11 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 		if err := x.openRecord(); err != nil {
 			return nil, err
 		}
-		defer x.closeRecord()
+		defer func() {
+			if x.record != nil {
+				x.closeRecord()
+			}
+		}()
 	}
 	workers := r.Workers
 	if workers == 0 {
@@ -334,10 +339,19 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if err != nil {
-		return nil, err
+	var out engine.Outputs
+	if err == nil {
+		out, err = x.outputs(time.Since(start))
 	}
-	return x.outputs(time.Since(start))
+	if err != nil && r.UndoOnFailure && !rc.DryRun && ctx.Err() == nil {
+		x.closeRecord()
+		x.record = nil
+		if uerr := r.Undo(ctx, rc, engine.Outputs{"createdFile": x.recordPath}); uerr != nil {
+			return nil, fmt.Errorf("%w; deleting what it created (undoOnFailure) failed too: %v", err, uerr)
+		}
+		return nil, fmt.Errorf("%w; what the step had created was deleted again (undoOnFailure)", err)
+	}
+	return out, err
 }
 
 // restClientFor is a client for raw JSON requests, without client-side throttling: a restore

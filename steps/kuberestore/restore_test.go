@@ -568,3 +568,100 @@ func readLines(t *testing.T, path string) []string {
 }
 
 func asRunError(err error, re **engine.RunError) bool { return errors.As(err, re) }
+
+// TestVolumeClaimRefMapped: a PersistentVolume's claimRef follows the namespace mapping of its
+// claim, without the old claim's uid and resourceVersion.
+func TestVolumeClaimRefMapped(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	cases := []struct {
+		name    string
+		mapping string
+		claimNS string // in the backup
+		wantNS  string // on the restored volume
+	}{
+		{"mapped", `{src-a: dst-a}`, "src-a", "dst-a"},
+		{"other namespace mapped", `{src-b: dst-b}`, "src-a", "src-a"},
+		{"no mapping", `{}`, "src-a", "src-a"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("restore-claimref-%d", i)
+			pv := obj("PersistentVolume", "", name, map[string]any{"spec": map[string]any{
+				"capacity": map[string]any{"storage": "1Gi"}, "accessModes": []any{"ReadWriteMany"},
+				"persistentVolumeReclaimPolicy": "Retain",
+				"nfs":                           map[string]any{"server": "nfs.example.com", "path": "/exports/" + name},
+				"claimRef": map[string]any{"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": tc.claimNS, "name": "data",
+					"uid": "0b4f6a3e-1111-2222-3333-444455556666", "resourceVersion": "777"},
+			}})
+			dir := t.TempDir()
+			writeBackup(t, dir, []*unstructured.Unstructured{pv})
+			run := kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q, namespaceMapping: %s}`, dir, tc.mapping)), kubetest.Options{})
+			if run.Err != nil {
+				t.Fatal(run.Err)
+			}
+			t.Cleanup(func() {
+				c.Typed.CoreV1().PersistentVolumes().Delete(context.Background(), name, metav1.DeleteOptions{})
+			})
+			got, err := c.Typed.CoreV1().PersistentVolumes().Get(context.Background(), name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := got.Spec.ClaimRef
+			if ref == nil || ref.Namespace != tc.wantNS || ref.Name != "data" || ref.UID != "" || ref.ResourceVersion != "" {
+				t.Errorf("claimRef %+v, want %s/data without uid and resourceVersion", ref, tc.wantNS)
+			}
+			if got.Spec.NFS == nil || got.Spec.NFS.Server != "nfs.example.com" || got.Spec.NFS.Path != "/exports/"+name {
+				t.Errorf("volume source %+v", got.Spec.PersistentVolumeSource)
+			}
+		})
+	}
+}
+
+// TestUndoOnFailure: with undoOnFailure a restore that fails deletes what it created (objects
+// and the namespace it made) before it fails; without it they stay.
+func TestUndoOnFailure(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ctx := context.Background()
+	cases := []struct {
+		name     string
+		undo     bool
+		wantLeft bool
+		wantErr  string
+	}{
+		{"undo on failure", true, false, "; what the step had created was deleted again (undoOnFailure)"},
+		{"default: left in place", false, true, ""},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			existing := c.Namespace(t)
+			if _, err := c.Typed.CoreV1().ConfigMaps(existing).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "theirs"}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			fresh := fmt.Sprintf("restore-undo-on-failure-%d", i)
+			dir := t.TempDir()
+			writeBackup(t, dir, []*unstructured.Unstructured{configMap(existing, "ok", nil), configMap(existing, "Bad_Name", nil),
+				configMap(existing, "theirs", map[string]any{"x": "y"}), configMap(fresh, "n", nil)})
+			run := kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q, undoOnFailure: %v}`, dir, tc.undo)), kubetest.Options{})
+			kubetest.WantRunError(t, run, `step "s" failed: 1 of 4 objects failed: ConfigMap `+existing+`/Bad_Name:`, tc.wantErr)
+			for _, o := range []struct{ ns, name string }{{existing, "ok"}, {fresh, "n"}} {
+				_, err := c.Typed.CoreV1().ConfigMaps(o.ns).Get(ctx, o.name, metav1.GetOptions{})
+				if left := err == nil; left != tc.wantLeft {
+					t.Errorf("ConfigMap %s/%s left: %v (%v), want %v", o.ns, o.name, left, err, tc.wantLeft)
+				}
+			}
+			if cm, err := c.Typed.CoreV1().ConfigMaps(existing).Get(ctx, "theirs", metav1.GetOptions{}); err != nil || cm.Data["x"] != "" {
+				t.Errorf("an object the restore did not create was changed or deleted: %v %v", cm, err)
+			}
+			n, err := c.Typed.CoreV1().Namespaces().Get(ctx, fresh, metav1.GetOptions{})
+			// Deleted: it stays Terminating without a namespace controller.
+			if deleted := err != nil || n.DeletionTimestamp != nil; deleted == tc.wantLeft {
+				t.Errorf("namespace %s deleted: %v, want %v", fresh, deleted, !tc.wantLeft)
+			}
+			if _, err := c.Typed.CoreV1().Namespaces().Get(ctx, existing, metav1.GetOptions{}); err != nil {
+				t.Errorf("namespace %s: %v", existing, err)
+			}
+		})
+	}
+}
