@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -361,6 +362,13 @@ func startGardenerStandIn(t *testing.T, e *gdEnv) *gdStandIn {
 }
 
 func (c *gdStandIn) operate(ctx context.Context, e *gdEnv, r dynamic.ResourceInterface, obj *unstructured.Unstructured, op string) error {
+	// What the kube-apiserver runs at when the controller is asked (before it acts), so that
+	// the test sees that the plan stopped it before asking for a migration.
+	d, err := e.sdyn.Resource(deploymentGVR).Namespace(gdTechnicalID).Get(ctx, "kube-apiserver", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	replicas, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
 	typ := map[string]string{"migrate": "Migrate", "restore": "Restore"}[op]
 	status := map[string]any{"lastOperation": map[string]any{"type": typ, "state": "Succeeded", "progress": int64(100)}}
 	if st, ok, _ := unstructured.NestedMap(obj.Object, "status", "state"); ok {
@@ -376,13 +384,8 @@ func (c *gdStandIn) operate(ctx context.Context, e *gdEnv, r dynamic.ResourceInt
 	if _, err := r.Patch(ctx, obj.GetName(), types.MergePatchType, []byte(`{"metadata":{"annotations":{"gardener.cloud/operation":null}}}`), metav1.PatchOptions{}); err != nil {
 		return err
 	}
-	replicas := "?"
-	if d, err := e.sdyn.Resource(deploymentGVR).Namespace(gdTechnicalID).Get(ctx, "kube-apiserver", metav1.GetOptions{}); err == nil {
-		n, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
-		replicas = fmt.Sprint(n)
-	}
 	c.mu.Lock()
-	c.ops = append(c.ops, fmt.Sprintf("%s %s %s (kube-apiserver replicas %s)", op, obj.GetKind(), obj.GetName(), replicas))
+	c.ops = append(c.ops, fmt.Sprintf("%s %s %s (kube-apiserver replicas %d)", op, obj.GetKind(), obj.GetName(), replicas))
 	c.mu.Unlock()
 	return nil
 }
@@ -533,10 +536,14 @@ func assertGardenerMigrated(t *testing.T, e *gdEnv, before map[string]*unstructu
 	// and its final state in the ShootState.
 	stateOf := map[string]any{}
 	for k, b := range before {
-		if !strings.Contains(k, "extensions.gardener.cloud") && !isExtensionKey(k) {
+		if !isExtensionKey(k) {
 			continue
 		}
 		a := after[k]
+		if a == nil {
+			t.Errorf("%s is gone", k)
+			continue
+		}
 		if _, ok := a.GetAnnotations()[gdOperation]; ok {
 			t.Errorf("%s still annotated %s", k, gdOperation)
 		}
@@ -568,6 +575,9 @@ func assertGardenerMigrated(t *testing.T, e *gdEnv, before map[string]*unstructu
 		if p, _, _ := unstructured.NestedString(obj.Object, "spec", "purpose"); fmt.Sprint(m["purpose"]) != fmt.Sprint(map[bool]any{true: p, false: nil}[p != ""]) {
 			t.Errorf("ShootState %s purpose %v, want %q", key, m["purpose"], p)
 		}
+	}
+	if len(exts) != len(stateOf) {
+		t.Errorf("ShootState spec.extensions has %d entries, want one per stateful extension resource (%d)", len(exts), len(stateOf))
 	}
 	if normalized(gotStates) != normalized(stateOf) {
 		t.Errorf("ShootState spec.extensions states:\n%s\nwant the final status.state of each stateful extension resource:\n%s", normalized(gotStates), normalized(stateOf))
@@ -651,8 +661,36 @@ func gdFiles(t *testing.T, dir string) map[string]string {
 	return out
 }
 
+// assertUntouched checks that the garden and the source seed hold the objects of before at the
+// same resourceVersions (and no others), that no extension was asked for an operation, that
+// nothing was restored on the destination, and that the buckets hold what they held.
+func (e *gdEnv) assertUntouched(t *testing.T, what string, before map[string]*unstructured.Unstructured) {
+	t.Helper()
+	after := e.gdObjects(t)
+	if len(after) != len(before) {
+		t.Errorf("%s: %d objects, %d before", what, len(after), len(before))
+	}
+	for k, b := range before {
+		if a := after[k]; a == nil || a.GetResourceVersion() != b.GetResourceVersion() {
+			t.Errorf("%s: %s changed", what, k)
+		}
+	}
+	if ops := e.ctrl.Ops(); len(ops) > 0 {
+		t.Errorf("%s: extension operations %v", what, ops)
+	}
+	if _, err := os.Stat(e.dataDir); !os.IsNotExist(err) {
+		t.Errorf("%s: the destination data directory exists (%v)", what, err)
+	}
+	if files := gdFiles(t, e.dstBucket); len(files) > 0 {
+		t.Errorf("%s: files in the destination bucket: %v", what, files)
+	}
+	if files := gdFiles(t, filepath.Join(e.srcBucket, e.backupEntry())); normalized(files) != normalized(e.earlierBackupSum) {
+		t.Errorf("%s: source bucket %v, want %v", what, files, e.earlierBackupSum)
+	}
+}
+
 // TestGardenerMigrates moves the shoot's control plane from seed-a to seed-b; applied again, the
-// plan does nothing.
+// plan changes nothing.
 func TestGardenerMigrates(t *testing.T) {
 	e := startGardener(t)
 	before := e.gdObjects(t)
@@ -662,31 +700,79 @@ func TestGardenerMigrates(t *testing.T) {
 	}
 	assertGardenerMigrated(t, e, before)
 
+	migrated := e.gdObjects(t)
+	ops := e.ctrl.Ops()
+	buckets := normalized([]map[string]string{gdFiles(t, e.srcBucket), gdFiles(t, e.dstBucket), gdFiles(t, e.dataDir)})
 	r = e.run(t, nil, true, e.planArgs("--run-id", "again")...)
 	if r.Code != 0 {
 		t.Fatalf("second apply exited %d\n%s", r.Code, r)
 	}
-	if n := strings.Count(r.Stdout, "skipped"); n != 32 {
-		t.Errorf("second apply skipped %d steps, want 32 (all but the Shoot's get)\n%s", n, r.Stdout)
+	j := loadJournal(t, e.dir, "again")
+	for _, rec := range j.Steps {
+		if want := map[bool]engine.StepStatus{true: engine.StepSucceeded, false: engine.StepSkipped}[rec.ID == "shoot"]; rec.Status != want {
+			t.Errorf("second apply: step %s %s, want %s", rec.ID, rec.Status, want)
+		}
+	}
+	for k, m := range migrated {
+		if a := e.gdObjects(t)[k]; a == nil || a.GetResourceVersion() != m.GetResourceVersion() {
+			t.Errorf("second apply changed %s", k)
+		}
+	}
+	if got := e.ctrl.Ops(); len(got) != len(ops) {
+		t.Errorf("second apply asked for extension operations: %v", got[len(ops):])
+	}
+	if got := normalized([]map[string]string{gdFiles(t, e.srcBucket), gdFiles(t, e.dstBucket), gdFiles(t, e.dataDir)}); got != buckets {
+		t.Error("second apply changed the buckets or the restored data directory")
 	}
 }
 
-// TestGardenerKilledAndResumed kills planrun twice (after the first extension was annotated, and
-// after the final snapshot); the resumed run reaches the same end state.
+// TestGardenerKilledAndResumed kills planrun three times. First after the extensions were
+// annotated, with the checkpoint then set back to "migrate-controlplane running", as if the
+// process had died between its API calls and its checkpoint; the extension controller migrates
+// both ControlPlanes meanwhile, and the step run again must not ask for a second migration. Then
+// right after the final snapshot, and at the first file of the backup copy. The resumed run
+// reaches the same end state.
 func TestGardenerKilledAndResumed(t *testing.T) {
 	e := startGardener(t)
 	before := e.gdObjects(t)
-	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepSucceeded, Step: "migrate-worker"}, false, e.planArgs()...)
+	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepSucceeded, Step: "migrate-backupentry"}, false, e.planArgs()...)
 	if !r.Killed {
-		t.Fatalf("not killed after migrate-worker (exit %d)\n%s", r.Code, r)
+		t.Fatalf("not killed after migrate-backupentry (exit %d)\n%s", r.Code, r)
 	}
 	if got := e.shootState(t); got != "seed-b seed-a Migrate Processing" {
 		t.Errorf("Shoot while the run is dead: %s", got)
 	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.Contains(e.ctrl.Ops(), "migrate ControlPlane web (kube-apiserver replicas 0)") || !slices.Contains(e.ctrl.Ops(), "migrate ControlPlane web-exposure (kube-apiserver replicas 0)") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the ControlPlanes were not migrated: %v", e.ctrl.Ops())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	store := engine.NewDirStore(filepath.Join(e.dir, "runs"))
+	j := loadJournal(t, e.dir, "r")
+	rec := j.Step("migrate-controlplane")
+	rec.Status, rec.Outputs, rec.Finished = engine.StepRunning, nil, nil
+	if err := store.Save(t.Context(), j); err != nil {
+		t.Fatal(err)
+	}
+
 	r = e.run(t, &plantest.KillPoint{Event: engine.EventStepSucceeded, Step: "final-snapshot"}, false, e.resumeArgs()...)
 	if !r.Killed {
 		t.Fatalf("not killed after final-snapshot (exit %d)\n%s", r.Code, r)
 	}
+	// Run again, the step still records both ControlPlanes for its undo (their prior values
+	// from the first attempt), and asked for no second migration (checked at the end).
+	if rec := loadJournal(t, e.dir, "r").Step("migrate-controlplane"); rec.Status != engine.StepSucceeded || plantest.Num(t, rec.Outputs, "count") != 2 {
+		t.Errorf("migrate-controlplane run again: %s, outputs %v; want Succeeded with both ControlPlanes on its undo record", rec.Status, rec.Outputs)
+	}
+	r = e.run(t, &plantest.KillPoint{Event: engine.EventStepProgress, Step: "copy-backups", MinDone: 1}, false, e.resumeArgs()...)
+	if !r.Killed {
+		t.Fatalf("not killed during copy-backups (exit %d)\n%s", r.Code, r)
+	}
+	t.Logf("killed with copy-backups %s, %d files in the destination bucket", loadJournal(t, e.dir, "r").Step("copy-backups").Status,
+		len(gdFiles(t, filepath.Join(e.dstBucket, e.backupEntry()))))
+
 	r = e.run(t, nil, false, e.resumeArgs()...)
 	if r.Code != 0 {
 		t.Fatalf("resume exited %d\n%s", r.Code, r)
@@ -694,122 +780,192 @@ func TestGardenerKilledAndResumed(t *testing.T) {
 	if st := loadJournal(t, e.dir, "r").Status; st != engine.RunSucceeded {
 		t.Fatalf("run %s", st)
 	}
-	assertGardenerMigrated(t, e, before)
+	assertGardenerMigrated(t, e, before) // each extension migrated exactly once
 }
 
-// TestGardenerRollsBack: the destination's etcd data directory is not empty, so the restore fails
-// after the control plane was stopped and migrated; the run rolls back: every extension resource
-// taken back by its controller (restore), the kube-apiserver running again, the shoot as before.
+// TestGardenerRollsBack injects a failure after the control plane was stopped and migrated: the
+// run rolls back, every extension resource is taken back by its controller (restore), the
+// kube-apiserver runs again, the shoot is as it was, the shoot's etcd untouched, and a data
+// directory the run restored is removed again.
 func TestGardenerRollsBack(t *testing.T) {
-	e := startGardener(t)
-	before := e.gdObjects(t)
-	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.dataDir, "someone-elses"), []byte("data"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := e.run(t, nil, false, e.planArgs()...)
-	if r.Code != 1 {
-		t.Fatalf("apply exited %d, want 1\n%s", r.Code, r)
-	}
-	j := loadJournal(t, e.dir, "r")
-	if j.Status != engine.RunRolledBack {
-		t.Fatalf("run %s, want RolledBack\n%s", j.Status, r)
-	}
-	if rec := j.Step("restore-etcd"); rec.Status != engine.StepFailed || !strings.Contains(rec.Error, "dataDir: "+e.dataDir+" is not empty") {
-		t.Errorf("restore-etcd %s: %s", rec.Status, rec.Error)
-	}
-	if got := e.shootState(t); got != "seed-a seed-a Reconcile Succeeded" {
-		t.Errorf("Shoot after the rollback: %s, want seed-a seed-a Reconcile Succeeded", got)
-	}
-	if r := e.apiServerReplicas(t); r != "2" {
-		t.Errorf("kube-apiserver after the rollback: replicas %s, want 2", r)
-	}
-	after := e.gdObjects(t)
-	shootKey := "shoots " + gdGardenNS + "/" + gdShoot
-	if normalized(withoutVolatile(after[shootKey])) != normalized(withoutVolatile(before[shootKey])) {
-		t.Errorf("Shoot after the rollback:\n%s\nwant\n%s", normalized(withoutVolatile(after[shootKey])), normalized(withoutVolatile(before[shootKey])))
-	}
-	restores := 0
-	for k, b := range before {
-		if !isExtensionKey(k) {
-			continue
-		}
-		a := after[k]
-		if _, ok := a.GetAnnotations()[gdOperation]; ok {
-			t.Errorf("%s still annotated after the rollback", k)
-		}
-		if got := str(a, "status", "lastOperation", "type") + " " + str(a, "status", "lastOperation", "state"); got != "Restore Succeeded" {
-			t.Errorf("%s lastOperation %s after the rollback, want Restore Succeeded", k, got)
-		}
-		if normalized(a.Object["spec"]) != normalized(b.Object["spec"]) {
-			t.Errorf("%s spec changed", k)
-		}
-		restores++
-	}
-	ops := e.ctrl.Ops()
-	if n := strings.Count(strings.Join(ops, "\n"), "restore "); n != restores {
-		t.Errorf("%d restore operations for %d extension resources:\n%s", n, restores, strings.Join(ops, "\n"))
-	}
-	entries, _ := os.ReadDir(e.dataDir)
-	if len(entries) != 1 || entries[0].Name() != "someone-elses" {
-		t.Errorf("the data directory changed: %v", entries)
+	for _, tc := range []struct {
+		name       string
+		inject     func(t *testing.T, e *gdEnv)
+		failedStep string
+		wantError  func(e *gdEnv) string
+		restored   bool // restore-etcd succeeded before the failure
+	}{
+		{"data directory not empty", func(t *testing.T, e *gdEnv) {
+			if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(e.dataDir, "someone-elses"), []byte("data"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "restore-etcd", func(e *gdEnv) string { return "dataDir: " + e.dataDir + " is not empty" }, false},
+		{"last status write refused", func(t *testing.T, e *gdEnv) {
+			// An admission policy in the garden refuses the shoot's final Restore Succeeded.
+			applyFile(t, e.sdyn, "../testdata/gardener/refuse-restore-succeeded.yaml")
+			e.waitRefused(t)
+		}, "status-done", func(*gdEnv) string { return "the test refuses Restore Succeeded" }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startGardener(t)
+			before := e.gdObjects(t)
+			tc.inject(t, e)
+			r := e.run(t, nil, false, e.planArgs()...)
+			if r.Code != 1 {
+				t.Fatalf("apply exited %d, want 1\n%s", r.Code, r)
+			}
+			j := loadJournal(t, e.dir, "r")
+			if j.Status != engine.RunRolledBack {
+				t.Fatalf("run %s, want RolledBack\n%s", j.Status, r)
+			}
+			if rec := j.Step(tc.failedStep); rec.Status != engine.StepFailed || !strings.Contains(rec.Error, tc.wantError(e)) {
+				t.Errorf("%s %s: %s; want it failed with %q", tc.failedStep, rec.Status, rec.Error, tc.wantError(e))
+			}
+			if rec := j.Step("restore-etcd"); tc.restored && rec.Status != engine.StepRolledBack {
+				t.Errorf("restore-etcd %s, want RolledBack", rec.Status)
+			}
+			if got := e.shootState(t); got != "seed-a seed-a Reconcile Succeeded" {
+				t.Errorf("Shoot after the rollback: %s, want seed-a seed-a Reconcile Succeeded", got)
+			}
+			if r := e.apiServerReplicas(t); r != "2" {
+				t.Errorf("kube-apiserver after the rollback: replicas %s, want 2", r)
+			}
+			after := e.gdObjects(t)
+			shootKey := "shoots " + gdGardenNS + "/" + gdShoot
+			if normalized(withoutVolatile(after[shootKey])) != normalized(withoutVolatile(before[shootKey])) {
+				t.Errorf("Shoot after the rollback:\n%s\nwant\n%s", normalized(withoutVolatile(after[shootKey])), normalized(withoutVolatile(before[shootKey])))
+			}
+			for k, b := range before {
+				if strings.HasPrefix(k, "seeds ") || k == "deployments "+gdTechnicalID+"/gardener-resource-manager" {
+					if a := after[k]; a == nil || a.GetResourceVersion() != b.GetResourceVersion() {
+						t.Errorf("%s changed", k)
+					}
+				}
+			}
+			var restores []string
+			for k, b := range before {
+				if !isExtensionKey(k) {
+					continue
+				}
+				a := after[k]
+				if a == nil {
+					t.Errorf("%s is gone", k)
+					continue
+				}
+				if _, ok := a.GetAnnotations()[gdOperation]; ok {
+					t.Errorf("%s still annotated after the rollback", k)
+				}
+				if got := str(a, "status", "lastOperation", "type") + " " + str(a, "status", "lastOperation", "state"); got != "Restore Succeeded" {
+					t.Errorf("%s lastOperation %s after the rollback, want Restore Succeeded", k, got)
+				}
+				if normalized(a.Object["spec"]) != normalized(b.Object["spec"]) {
+					t.Errorf("%s spec changed", k)
+				}
+				restores = append(restores, fmt.Sprintf("restore %s %s (kube-apiserver replicas 0)", a.GetKind(), a.GetName()))
+			}
+			// Each extension migrated once, then restored once, before the kube-apiserver was
+			// started again.
+			var ops []string
+			for _, op := range e.ctrl.Ops() {
+				if strings.HasPrefix(op, "restore ") {
+					ops = append(ops, op)
+				}
+			}
+			sort.Strings(restores)
+			if strings.Join(ops, "\n") != strings.Join(restores, "\n") {
+				t.Errorf("restore operations:\n%s\nwant one per extension resource:\n%s", strings.Join(ops, "\n"), strings.Join(restores, "\n"))
+			}
+			if n, h := gdEtcdHash(t, e.etcd.URL); n != e.etcdKeys || h != e.etcdHash {
+				t.Errorf("the shoot's etcd changed: %d keys, hash %s", n, h)
+			}
+			if tc.restored {
+				if _, err := os.Stat(e.dataDir); !os.IsNotExist(err) {
+					t.Errorf("the restored data directory is still there (%v)", err)
+				}
+			} else if entries, _ := os.ReadDir(e.dataDir); len(entries) != 1 || entries[0].Name() != "someone-elses" {
+				t.Errorf("the data directory changed: %v", entries)
+			}
+		})
 	}
 }
 
-// TestGardenerDryRunAndPrechecks: a dry run changes nothing and says what would happen; then the
-// plan refuses a destination seed without backups, an unhealthy one and one being deleted, each
+// waitRefused waits until the garden's admission refuses the shoot's Restore Succeeded (a
+// new policy takes a moment to be enforced), proven by a dry-run status write.
+func (e *gdEnv) waitRefused(t *testing.T) {
+	t.Helper()
+	patch := []byte(`{"status":{"lastOperation":{"type":"Restore","state":"Succeeded"}}}`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := e.sdyn.Resource(shootGVR).Namespace(gdGardenNS).Patch(t.Context(), gdShoot, types.MergePatchType, patch,
+			metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}}, "status")
+		if err != nil && strings.Contains(err.Error(), "the test refuses Restore Succeeded") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the policy does not refuse the write: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestGardenerDryRunAndPrechecks: a dry run changes nothing and says, step by step, what it would
+// do; then the plan refuses a destination seed without backups, an unhealthy one, one being
+// deleted, a source seed without backups and a shoot in the middle of another operation, each
 // with a message that says why, changing nothing.
 func TestGardenerDryRunAndPrechecks(t *testing.T) {
 	e := startGardener(t)
 	before := e.gdObjects(t)
-	unchanged := func(what string) {
-		t.Helper()
-		after := e.gdObjects(t)
-		for k, b := range before {
-			if a := after[k]; a == nil || a.GetResourceVersion() != b.GetResourceVersion() {
-				t.Errorf("%s: %s changed", what, k)
-			}
-		}
-		if ops := e.ctrl.Ops(); len(ops) > 0 {
-			t.Errorf("%s: extension operations %v", what, ops)
-		}
-		if _, err := os.Stat(e.dataDir); !os.IsNotExist(err) {
-			t.Errorf("%s: the destination data directory exists (%v)", what, err)
-		}
-		if files := gdFiles(t, e.dstBucket); len(files) > 0 {
-			t.Errorf("%s: files in the destination bucket: %v", what, files)
-		}
-		if files := gdFiles(t, filepath.Join(e.srcBucket, e.backupEntry())); len(files) != len(e.earlierBackupSum) {
-			t.Errorf("%s: source bucket %v", what, files)
-		}
-	}
 
 	r := e.run(t, nil, true, append(e.planArgs(), "--dry-run")...)
 	if r.Code != 0 {
 		t.Fatalf("dry run exited %d\n%s", r.Code, r)
 	}
-	for _, want := range []string{"seed-name", "status-migrate", "stop-apiserver", "migrate-worker", "shoot-state", "final-snapshot", "copy-backups", "status-restore", "status-done"} {
+	t.Logf("dry run output:\n%s", r.Stdout)
+	for _, want := range []string{
+		"▶ seed-name (kube.patch): merge patch Shoot garden-dev/web", "✔ seed-name dry run: not applied",
+		"▶ status-migrate (kube.patch): merge patch of the status of Shoot garden-dev/web", "✔ status-migrate dry run: not applied",
+		"▶ stop-apiserver (kube.scale): scale Deployment shoot--dev--web/kube-apiserver to 0", "✔ stop-apiserver dry run: not applied",
+		"▶ migrate-worker (kube.patch): merge patch every Worker in namespace shoot--dev--web", "✔ migrate-worker dry run: not applied",
+		"▶ migrate-backupentry (kube.patch): merge patch BackupEntry " + e.backupEntry(), "✔ migrate-backupentry dry run: not applied",
+		"▶ shoot-state (kube.apply)", "✔ shoot-state dry run: not applied",
+		"▶ final-snapshot (etcd.snapshot): snapshot datastore \"shoot\" to " + filepath.Join(e.srcBucket, e.backupEntry(), gdSnapshot), "✔ final-snapshot dry run: not applied",
+		"▶ copy-backups (files.copy)", "✔ copy-backups dry run: not applied",
+		"▶ status-restore (kube.patch)", "✔ status-restore dry run: not applied",
+		"- restore-etcd skipped",
+		"▶ status-done (kube.patch)", "✔ status-done dry run: not applied",
+	} {
 		if !strings.Contains(r.Stdout, want) {
-			t.Errorf("the dry run does not mention %s", want)
+			t.Errorf("the dry run does not say %q", want)
 		}
 	}
-	t.Logf("dry run output:\n%s", r.Stdout)
-	unchanged("after the dry run")
+	e.assertUntouched(t, "after the dry run", before)
+	if _, err := os.Stat(filepath.Join(e.dir, "runs", "r")); !os.IsNotExist(err) {
+		t.Errorf("the dry run left a run folder (%v)", err)
+	}
 
-	seeds := e.sdyn.Resource(seedGVR)
+	backup := `{"spec":{"backup":{"provider":"local","region":"local","credentialsRef":{"apiVersion":"v1","kind":"Secret","name":"backup","namespace":"garden"}}}}`
 	for _, tc := range []struct {
 		name   string
-		change func(t *testing.T) func()
+		change func(t *testing.T) (undo func())
 		want   string
 	}{
-		{"no backup", func(t *testing.T) func() {
+		{"destination without backup", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdDestSeed, `{"spec":{"backup":null}}`, "")
-			return func() {
-				e.mergePatch(t, seedGVR, "", gdDestSeed, `{"spec":{"backup":{"provider":"local","region":"local","credentialsRef":{"apiVersion":"v1","kind":"Secret","name":"backup-seed-b","namespace":"garden"}}}}`, "")
-			}
+			return func() { e.mergePatch(t, seedGVR, "", gdDestSeed, backup, "") }
 		}, `step "seeds-have-backups" failed: assertion failed: destination seed seed-b has no backup configuration (.spec.backup); control-plane migration moves etcd backups between the seeds' buckets`},
+		{"source without backup", func(t *testing.T) func() {
+			e.mergePatch(t, seedGVR, "", gdSourceSeed, `{"spec":{"backup":null}}`, "")
+			return func() { e.mergePatch(t, seedGVR, "", gdSourceSeed, backup, "") }
+		}, `step "seeds-have-backups" failed: assertion failed: source seed seed-a has no backup configuration (.spec.backup); control-plane migration moves etcd backups between the seeds' buckets`},
+		{"shoot busy", func(t *testing.T) func() {
+			e.mergePatch(t, shootGVR, gdGardenNS, gdShoot, `{"status":{"lastOperation":{"type":"Reconcile","state":"Processing","progress":40}}}`, "status")
+			return func() {
+				e.mergePatch(t, shootGVR, gdGardenNS, gdShoot, `{"status":{"lastOperation":{"type":"Reconcile","state":"Succeeded","progress":100}}}`, "status")
+			}
+		}, `step "shoot-ready" failed: assertion failed: Shoot garden-dev/web has spec.seedName seed-a, status.seedName seed-a, technicalID shoot--dev--web and last operation Reconcile Processing; the plan moves a shoot whose last operation Succeeded and that is not being moved to another seed`},
 		{"unhealthy", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdDestSeed, `{"status":{"conditions":`+normalized(gdConditions("False", "istio-ingressgateway is not available"))+`}}`, "status")
 			return func() {
@@ -818,7 +974,7 @@ func TestGardenerDryRunAndPrechecks(t *testing.T) {
 		}, `step "destination-healthy" failed: assertion failed: destination seed seed-b is not healthy: SeedSystemComponentsHealthy=False (istio-ingressgateway is not available)`},
 		{"being deleted", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdDestSeed, `{"metadata":{"finalizers":["gardener"]}}`, "")
-			if err := seeds.Delete(t.Context(), gdDestSeed, metav1.DeleteOptions{}); err != nil {
+			if err := e.sdyn.Resource(seedGVR).Delete(t.Context(), gdDestSeed, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			return func() {}
@@ -826,21 +982,13 @@ func TestGardenerDryRunAndPrechecks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			undo := tc.change(t)
-			seedBefore := e.get(t, seedGVR, "", gdDestSeed)
+			changed := e.gdObjects(t)
 			r := e.run(t, nil, true, e.planArgs("--run-id", "refused-"+strings.ReplaceAll(tc.name, " ", "-"))...)
 			if r.Code != 1 || !strings.Contains(r.Stdout+r.Stderr, tc.want) {
 				t.Errorf("exit %d\n%s\n%s\nwant the error %q", r.Code, r.Stdout, r.Stderr, tc.want)
 			}
-			if e.get(t, seedGVR, "", gdDestSeed).GetResourceVersion() != seedBefore.GetResourceVersion() {
-				t.Error("the seed changed")
-			}
+			e.assertUntouched(t, "after the refusal", changed)
 			undo()
-			for k, b := range e.gdObjects(t) {
-				if strings.HasPrefix(k, "seeds ") {
-					before[k] = b
-				}
-			}
-			unchanged("after the refusal")
 		})
 	}
 }

@@ -585,3 +585,41 @@ func TestPatchAllInNamespace(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { wantLoadError(t, oneStep("kube.patch", tc.with), tc.want) })
 	}
 }
+
+// TestPatchWhere: where keeps the objects a patch touches to those for which it holds, so that a
+// step run again (after a crash) leaves alone what a controller has finished since; the objects
+// it skips are not on the undo record.
+func TestPatchWhere(t *testing.T) {
+	kubetest.Need(t, clusters)
+	ns := clusters[0].Namespace(t)
+	createConfigMap(t, ns, "a", map[string]string{"k": "a"}, nil)
+	createConfigMap(t, ns, "b", map[string]string{"k": "b"}, map[string]string{"state": "done"})
+	createConfigMap(t, ns, "c", map[string]string{"k": "c"}, map[string]string{"state": "pending"})
+	body := oneStep("kube.patch", `{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, all: true, where: "object.metadata.labels?.state != 'done'", patch: {data: {op: migrate}}}`)
+	run := kubetest.Apply(t, mainCluster(), body, kubetest.Options{NoRollback: true})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	wantRefs(t, "patched", run.Outputs(t, "s")["patched"], "ConfigMap "+ns+"/a", "ConfigMap "+ns+"/c")
+	wantCM(t, "a", ns, "a", "data=map[k:a op:migrate] labels=map[]")
+	wantCM(t, "b", ns, "b", "data=map[k:b] labels=map[state:done]")
+	wantCM(t, "c", ns, "c", "data=map[k:c op:migrate] labels=map[state:pending]")
+	rollback(t, run)
+	wantCM(t, "a after rollback", ns, "a", "data=map[k:a] labels=map[]")
+	wantCM(t, "c after rollback", ns, "c", "data=map[k:c] labels=map[state:pending]")
+
+	// A named object for which where is false: not patched, not an error.
+	named := kubetest.Apply(t, mainCluster(), oneStep("kube.patch", `{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, name: b, where: "object.metadata.labels?.state != 'done'", patch: {data: {op: x}}}`), kubetest.Options{})
+	if named.Err != nil {
+		t.Fatal(named.Err)
+	}
+	wantRefs(t, "named, where false", named.Outputs(t, "s")["patched"])
+	wantCM(t, "b untouched", ns, "b", "data=map[k:b] labels=map[state:done]")
+
+	kubetest.RunErrorCases(t, mainCluster(), []kubetest.ErrorCase{
+		{Name: "where that fails on an object", Plan: oneStep("kube.patch", `{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, name: a, where: "object.data.k > 3", patch: {data: {op: x}}}`),
+			Want: `step "s" failed: ConfigMap ` + ns + `/a: where object.data.k > 3: invalid operation: string > int`},
+	})
+	wantLoadError(t, oneStep("kube.patch", `{apiVersion: v1, kind: ConfigMap, namespace: x, all: true, where: "object.metadata.name ==", patch: {data: {k: v}}}`),
+		`step "s": with: where: unexpected token EOF`)
+}

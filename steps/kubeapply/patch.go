@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/expr-lang/expr/vm"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -44,6 +45,9 @@ type Patch struct {
 	Objects         []PatchTarget `yaml:"objects" doc:"Patch these objects instead of name or labelSelector: a list of {namespace, name}, each with an optional patch of its own, often built with ${{ }} from kube.list outputs. Objects that do not exist are skipped and listed in outputs.missing; an empty list patches nothing."`
 	Patch           any           `yaml:"patch" doc:"The patch: a mapping for merge and strategic, a list of operations for json; or the same as YAML or JSON text. Required unless every entry of objects has its own."`
 	Subresource     string        `yaml:"subresource" doc:"status: patch the status subresource (a CRD's status is not changed through the object itself); undo restores it there too."`
+	Where           string        `yaml:"where" doc:"expr-lang condition over object (each chosen object as it is now): only those for which it holds are patched, e.g. !(object.status?.phase == 'Done') so that a step run again after a crash leaves alone what a controller has finished since."`
+
+	where *vm.Program
 }
 
 // PatchTarget is one object of a patch step's objects list.
@@ -101,6 +105,11 @@ func (p *Patch) Validate() error {
 	if p.Subresource != "" && p.Subresource != "status" {
 		return fmt.Errorf("subresource: %q is not status", p.Subresource)
 	}
+	where, err := compileWhere(p.Where)
+	if err != nil {
+		return err
+	}
+	p.where = where
 	switch p.patchType() {
 	case "merge", "strategic", "json":
 	default:
@@ -124,7 +133,7 @@ func (p *Patch) Validate() error {
 	if p.Patch == nil {
 		return nil
 	}
-	_, err := p.value()
+	_, err = p.value()
 	return err
 }
 
@@ -497,6 +506,24 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 		for _, obj := range objs {
 			targets = append(targets, patchTarget{obj: obj, value: value})
 		}
+	}
+	if p.Where != "" {
+		if p.where == nil {
+			if p.where, err = compileWhere(p.Where); err != nil {
+				return nil, err
+			}
+		}
+		kept := targets[:0]
+		for _, t := range targets {
+			ok, err := matchesWhere(p.where, p.Where, p.Kind, t.obj)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				kept = append(kept, t)
+			}
+		}
+		targets = kept
 	}
 	for i := range targets {
 		if targets[i].data, err = json.Marshal(targets[i].value); err != nil {
