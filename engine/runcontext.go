@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 )
@@ -85,7 +86,8 @@ func (rc *RunContext) LoadState(state any) (bool, error) {
 
 // Shared returns a value shared by every step of the run under key, making it on first use:
 // steps use it to reuse clients (one Kubernetes client per cluster, one etcd client per
-// datastore) instead of dialling again for every step.
+// datastore) instead of dialling again for every step. A value that is an io.Closer is closed
+// when this invocation of the run (apply, resume or rollback) ends, newest first.
 func (rc *RunContext) Shared(key string, make func() (any, error)) (any, error) {
 	return rc.run.shared.get(key, make)
 }
@@ -96,6 +98,7 @@ func (rc *RunContext) Shared(key string, make func() (any, error)) (any, error) 
 type sharedValues struct {
 	mu     sync.Mutex
 	values map[string]*sharedValue
+	order  []*sharedValue // in the order they were made, for close
 }
 
 type sharedValue struct {
@@ -125,5 +128,24 @@ func (s *sharedValues) get(key string, make func() (any, error)) (any, error) {
 		return nil, err // not kept: the next step tries again
 	}
 	e.v, e.made = v, true
+	s.mu.Lock()
+	s.order = append(s.order, e)
+	s.mu.Unlock()
 	return v, nil
+}
+
+// close closes the values that are io.Closers, newest first (a value may use an older one), and
+// forgets every value. Failures are logged: the run's outcome is decided by then.
+func (s *sharedValues) close(log *slog.Logger) {
+	s.mu.Lock()
+	order := s.order
+	s.values, s.order = nil, nil
+	s.mu.Unlock()
+	for i := len(order) - 1; i >= 0; i-- {
+		if c, ok := order[i].v.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				log.Warn("closing a shared value at the end of the run", "err", err)
+			}
+		}
+	}
 }

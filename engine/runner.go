@@ -100,6 +100,7 @@ func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journa
 	}
 	defer lock.Release()
 	x := r.newExecution(p, j, store)
+	defer x.shared.close(x.log)
 	x.emit(Event{Type: EventRunStarted, Message: fmt.Sprintf("plan %s v%d (%d steps)", p.Name(), p.Metadata.Version, len(p.order))})
 	return j, x.finish(x.execute(ctx))
 }
@@ -160,6 +161,7 @@ func (r *Runner) withRun(ctx context.Context, runID string, loadPlan func(*Journ
 		return j, err
 	}
 	x := r.newExecution(p, j, r.Store)
+	defer x.shared.close(x.log)
 	return j, fn(ctx, x)
 }
 

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -49,5 +51,39 @@ func TestSharedValues(t *testing.T) {
 	wg.Wait()
 	if calls != 1 || len(got) != 1 {
 		t.Fatalf("made %d times, %d distinct values", calls, len(got))
+	}
+}
+
+type closer struct {
+	name   string
+	closed *[]string
+	err    error
+}
+
+func (c *closer) Close() error { *c.closed = append(*c.closed, c.name); return c.err }
+
+// Values that are io.Closers are closed newest first, errors logged, and forgotten.
+func TestSharedValuesClose(t *testing.T) {
+	var s sharedValues
+	var closed []string
+	var logs strings.Builder
+	s.get("kube", func() (any, error) { return &closer{name: "kube", closed: &closed}, nil })
+	s.get("plain", func() (any, error) { return "not a closer", nil })
+	s.get("etcd", func() (any, error) {
+		return &closer{name: "etcd", closed: &closed, err: errors.New("already gone")}, nil
+	})
+	s.close(slog.New(slog.NewTextHandler(&logs, nil)))
+	if strings.Join(closed, ",") != "etcd,kube" {
+		t.Errorf("closed %v, want etcd,kube (newest first)", closed)
+	}
+	if !strings.Contains(logs.String(), "already gone") {
+		t.Errorf("the failed close is not logged: %q", logs.String())
+	}
+	s.close(slog.New(slog.NewTextHandler(&logs, nil)))
+	if len(closed) != 2 {
+		t.Errorf("closed twice: %v", closed)
+	}
+	if v, _ := s.get("kube", func() (any, error) { return "new", nil }); v != "new" {
+		t.Errorf("a value kept after close: %v", v)
 	}
 }
