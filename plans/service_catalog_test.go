@@ -663,12 +663,39 @@ func TestServiceCatalogDryRun(t *testing.T) {
 	if r.Code != 0 {
 		t.Fatalf("dry run exited %d\n%s", r.Code, r)
 	}
-	for _, want := range []string{"freeze", "scale-down", "strip-secret-owners", "delete-serviceinstances", "install-crds", "reown-secrets", "scale-up"} {
+	for _, id := range []string{"freeze", "scale-down", "strip-secret-owners", "delete-serviceinstances", "delete-clusterservicebrokers", "remove-old-crds", "install-crds", "reown-secrets", "scale-up"} {
+		if want := "✔ " + id + " dry run: not applied"; !strings.Contains(r.Stdout, want) {
+			t.Errorf("the dry run does not say %q:\n%s", want, r.Stdout)
+		}
+	}
+	for _, want := range []string{"✔ verify-backup done", "- restore skipped"} {
 		if !strings.Contains(r.Stdout, want) {
-			t.Errorf("the dry run does not mention %s:\n%s", want, r.Stdout)
+			t.Errorf("the dry run does not say %q", want)
 		}
 	}
 	t.Logf("dry run output:\n%s", r.Stdout)
+
+	// The backup a dry run takes (into a temporary folder) is the one the real run would take,
+	// and the verify checks it: every object of the 8 kinds and the bindings' Secrets.
+	r = e.run(t, nil, false, append(e.planArgs("--run-id", "dry-json"), "--dry-run")...)
+	if r.Code != 0 {
+		t.Fatalf("dry run -o json exited %d\n%s", r.Code, r)
+	}
+	objects := map[string]any{}
+	for _, ev := range r.Events {
+		if ev.Type == engine.EventStepSucceeded && (ev.StepID == "backup" || ev.StepID == "verify-backup") {
+			objects[ev.StepID] = ev.Outputs["objects"]
+		}
+	}
+	scObjects := 0
+	for k := range before {
+		if !strings.HasPrefix(k, "secrets ") {
+			scObjects++
+		}
+	}
+	if fmt.Sprint(objects["backup"]) != fmt.Sprint(objects["verify-backup"]) || fmt.Sprint(objects["backup"]) == "<nil>" || plantest.Num(t, engine.Outputs{"n": objects["backup"]}, "n") < int64(scObjects) {
+		t.Errorf("dry run: backup of %v objects, verified %v; want the same, at least the %d Service Catalog objects", objects["backup"], objects["verify-backup"], scObjects)
+	}
 	e.assertUnchanged(t, before, "changed by the dry run")
 	if _, err := e.cs.AppsV1().Deployments(scNamespace).Get(t.Context(), scAPIServer, metav1.GetOptions{}); err != nil {
 		t.Errorf("apiserver Deployment: %v", err)

@@ -49,7 +49,7 @@ func init() {
 // PersistentVolumes the chosen namespaces' claims name (as Velero backs up a claim's volume).
 type Backup struct {
 	kube.ClusterRef      `yaml:",inline"`
-	To                   string   `yaml:"to" plan:"required" doc:"Backup folder. Created if absent; a previous planrun backup in it is replaced; any other non-empty folder is refused unless overwrite is true."`
+	To                   string   `yaml:"to" plan:"required" doc:"Backup folder. Created if absent; a previous planrun backup in it is replaced; any other non-empty folder is refused unless overwrite is true. A dry run leaves it alone and writes the backup to a temporary folder (removed when the run ends), which kube.verifyBackup and kube.restore of the same dry run read instead."`
 	Resources            []any    `yaml:"resources" doc:"Resources to back up: names such as configmaps or deployments.apps (resource.group), or {apiVersion: apps/v1, kind: Deployment}. Required unless allResources is true."`
 	AllResources         bool     `yaml:"allResources" doc:"Back up every resource the server can list, except events (and subresources)."`
 	Namespaces           []string `yaml:"namespaces" doc:"Namespaces to back up; empty means all."`
@@ -245,6 +245,17 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 	if err := prepareFolder(dir, b.Overwrite, rc.DryRun); err != nil {
 		return nil, err
 	}
+	// A dry run writes the backup into a temporary folder instead (see archive.DryRunFolder),
+	// so that the verify and restore after it in the same dry run have something to read.
+	writeDir := dir
+	if rc.DryRun {
+		if writeDir, err = archive.DryRunFolder(rc, dir); err != nil {
+			return nil, err
+		}
+		if err := prepareFolder(writeDir, false, false); err != nil {
+			return nil, err
+		}
+	}
 	lister, err := newLister(rc, c)
 	if err != nil {
 		return nil, err
@@ -276,7 +287,7 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 		}
 	}
 	prog := &progress{rc: rc}
-	opts := listOptions{labelSelector: b.LabelSelector, dryRun: rc.DryRun, dir: dir}
+	opts := listOptions{labelSelector: b.LabelSelector, dir: writeDir}
 	if err := parallel.Each(ctx, parallelLists, jobs, func(ctx context.Context, j *job) error {
 		return lister.backup(ctx, j, opts, prog)
 	}); err != nil {
@@ -319,9 +330,8 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 	out := engine.Outputs{"dir": dir, "objects": m.Objects, "bytes": m.Bytes, "files": files, "resources": resources}
 	if rc.DryRun {
 		out["dryRun"] = true
-		return out, nil
 	}
-	if err := archive.WriteManifest(dir, m); err != nil {
+	if err := archive.WriteManifest(writeDir, m); err != nil {
 		return nil, fmt.Errorf("to: writing the manifest: %w", err)
 	}
 	return out, nil

@@ -45,7 +45,6 @@ func (j *job) where() string {
 
 type listOptions struct {
 	labelSelector string
-	dryRun        bool
 	dir           string
 }
 
@@ -157,9 +156,6 @@ func (l *lister) list(ctx context.Context, j *job, opts listOptions, prog *progr
 			}
 			pageCount++
 			pageBytes += int64(len(item)) + 1
-			if opts.dryRun {
-				return nil
-			}
 			if !j.target.namespaced {
 				ns = ""
 			}

@@ -25,7 +25,8 @@ func (v *VerifyBackup) Describe() string { return "verify the backup in " + v.Di
 
 // Run implements engine.Action.
 func (v *VerifyBackup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
-	res, err := archive.Verify(v.Dir, func(done, total int64) {
+	// In a dry run, the backup a backup step of the run would have written.
+	res, err := archive.Verify(archive.ReadFolder(rc, v.Dir), func(done, total int64) {
 		rc.Progress(engine.Progress{Done: done, Total: total, Unit: "bytes"})
 	})
 	if err != nil {

@@ -284,6 +284,12 @@ type counts struct{ restored, updated, skipped, failed atomic.Int64 }
 
 // Run implements engine.Action.
 func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
+	if dir := archive.ReadFolder(rc, r.From); dir != r.From {
+		// A dry run reads the backup a backup step of the same dry run wrote instead of From.
+		cfg := *r
+		cfg.From = dir
+		r = &cfg
+	}
 	c, err := r.Client(rc)
 	if err != nil {
 		return nil, err

@@ -665,3 +665,60 @@ func TestUndoOnFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestDryRunAfterBackup: in a dry run, kube.backup leaves its folder alone and writes into a
+// temporary one instead, which kube.verifyBackup and kube.restore of the same dry run read: the
+// dry run says what the restore would do (into a mapped namespace that does not exist yet),
+// changes nothing, and the temporary folder is gone when the run ends.
+func TestDryRunAfterBackup(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	src := c.Namespace(t)
+	for _, o := range []*unstructured.Unstructured{configMap(src, "a", map[string]any{"x": "1"}), configMap(src, "b", map[string]any{"x": "2"}), deployment(src, "web")} {
+		gvr := kinds[o.GetKind()].gvr
+		o.SetResourceVersion("")
+		o.SetUID("")
+		o.SetCreationTimestamp(metav1.Time{})
+		unstructured.RemoveNestedField(o.Object, "status")
+		if _, err := c.Dynamic.Resource(gvr).Namespace(src).Create(context.Background(), o, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "backup")
+	mapped := src + "-copy"
+	body := fmt.Sprintf(`steps:
+  - {id: backup, type: kube.backup, with: {to: %[1]q, namespaces: [%[2]s], resources: [configmaps, deployments.apps, namespaces]}}
+  - {id: verify, type: kube.verifyBackup, with: {dir: %[1]q}}
+  - {id: restore, type: kube.restore, with: {from: %[1]q, namespaceMapping: {%[2]s: %[3]s}, excludeResources: [configmaps], includeNamespaces: [%[2]s]}}
+  - {id: restore-all, type: kube.restore, with: {from: %[1]q, namespaceMapping: {%[2]s: %[3]s}}}
+`, dir, src, mapped)
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "planrun-dry-run-backup-*"))
+	run := kubetest.Apply(t, mainCluster(), body, kubetest.Options{DryRun: true})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the dry run wrote the backup folder (%v)", err)
+	}
+	// Two ConfigMaps, the Deployment and the Namespace (no controller here adds kube-root-ca.crt).
+	b := run.Outputs(t, "backup")
+	if b["dryRun"] != true || num(t, b, "objects") != 4 {
+		t.Errorf("backup outputs %v", b)
+	}
+	if v := run.Outputs(t, "verify"); num(t, v, "objects") != 4 {
+		t.Errorf("verify outputs %v, want the 4 objects of the dry-run backup", v)
+	}
+	if r := run.Outputs(t, "restore"); r["dryRun"] != true || num(t, r, "restored") != 2 || num(t, r, "failed") != 0 {
+		t.Errorf("restore outputs %v, want the Namespace and the Deployment", r)
+	}
+	if r := run.Outputs(t, "restore-all"); num(t, r, "restored") != 4 || num(t, r, "failed") != 0 {
+		t.Errorf("restore-all outputs %v, want all 4", r)
+	}
+	if _, err := c.Typed.CoreV1().Namespaces().Get(context.Background(), mapped, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the dry run created namespace %s: %v", mapped, err)
+	}
+	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "planrun-dry-run-backup-*"))
+	if len(after) > len(before) {
+		t.Errorf("temporary backup folders left behind: %v", after)
+	}
+}
