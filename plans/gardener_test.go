@@ -912,9 +912,10 @@ func (e *gdEnv) waitRefused(t *testing.T) {
 }
 
 // TestGardenerDryRunAndPrechecks: a dry run changes nothing and says, step by step, what it would
-// do; then the plan refuses a destination seed without backups, an unhealthy one, one being
-// deleted, a source seed without backups and a shoot in the middle of another operation, each
-// with a message that says why, changing nothing.
+// do, and finds a destination data directory that is not empty; then the plan refuses a
+// destination seed without backups, an unhealthy one, one being deleted, a source seed without
+// backups and a shoot in the middle of another operation, each with a message that says why,
+// changing nothing.
 func TestGardenerDryRunAndPrechecks(t *testing.T) {
 	e := startGardener(t)
 	before := e.gdObjects(t)
@@ -934,7 +935,7 @@ func TestGardenerDryRunAndPrechecks(t *testing.T) {
 		"▶ final-snapshot (etcd.snapshot): snapshot datastore \"shoot\" to " + filepath.Join(e.srcBucket, e.backupEntry(), gdSnapshot), "✔ final-snapshot dry run: not applied",
 		"▶ copy-backups (files.copy)", "✔ copy-backups dry run: not applied",
 		"▶ status-restore (kube.patch)", "✔ status-restore dry run: not applied",
-		"- restore-etcd skipped",
+		"▶ restore-etcd (etcd.restore)", "✔ restore-etcd dry run: not applied",
 		"▶ status-done (kube.patch)", "✔ status-done dry run: not applied",
 	} {
 		if !strings.Contains(r.Stdout, want) {
@@ -951,41 +952,65 @@ func TestGardenerDryRunAndPrechecks(t *testing.T) {
 		name   string
 		change func(t *testing.T) (undo func())
 		want   string
+		dryRun bool // the refusal comes from a dry run
 	}{
+		{"dry run: destination data directory not empty", func(t *testing.T) func() {
+			if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(e.dataDir, "member"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return func() { os.RemoveAll(e.dataDir) }
+		}, `step "restore-etcd" failed: dataDir: ` + e.dataDir + ` is not empty`, true},
 		{"destination without backup", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdDestSeed, `{"spec":{"backup":null}}`, "")
 			return func() { e.mergePatch(t, seedGVR, "", gdDestSeed, backup, "") }
-		}, `step "seeds-have-backups" failed: assertion failed: destination seed seed-b has no backup configuration (.spec.backup); control-plane migration moves etcd backups between the seeds' buckets`},
+		}, `step "seeds-have-backups" failed: assertion failed: destination seed seed-b has no backup configuration (.spec.backup); control-plane migration moves etcd backups between the seeds' buckets`, false},
 		{"source without backup", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdSourceSeed, `{"spec":{"backup":null}}`, "")
 			return func() { e.mergePatch(t, seedGVR, "", gdSourceSeed, backup, "") }
-		}, `step "seeds-have-backups" failed: assertion failed: source seed seed-a has no backup configuration (.spec.backup); control-plane migration moves etcd backups between the seeds' buckets`},
+		}, `step "seeds-have-backups" failed: assertion failed: source seed seed-a has no backup configuration (.spec.backup); control-plane migration moves etcd backups between the seeds' buckets`, false},
 		{"shoot busy", func(t *testing.T) func() {
 			e.mergePatch(t, shootGVR, gdGardenNS, gdShoot, `{"status":{"lastOperation":{"type":"Reconcile","state":"Processing","progress":40}}}`, "status")
 			return func() {
 				e.mergePatch(t, shootGVR, gdGardenNS, gdShoot, `{"status":{"lastOperation":{"type":"Reconcile","state":"Succeeded","progress":100}}}`, "status")
 			}
-		}, `step "shoot-ready" failed: assertion failed: Shoot garden-dev/web has spec.seedName seed-a, status.seedName seed-a, technicalID shoot--dev--web and last operation Reconcile Processing; the plan moves a shoot whose last operation Succeeded and that is not being moved to another seed`},
+		}, `step "shoot-ready" failed: assertion failed: Shoot garden-dev/web has spec.seedName seed-a, status.seedName seed-a, technicalID shoot--dev--web and last operation Reconcile Processing; the plan moves a shoot whose last operation Succeeded and that is not being moved to another seed`, false},
 		{"unhealthy", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdDestSeed, `{"status":{"conditions":`+normalized(gdConditions("False", "istio-ingressgateway is not available"))+`}}`, "status")
 			return func() {
 				e.mergePatch(t, seedGVR, "", gdDestSeed, `{"status":{"conditions":`+normalized(gdConditions("True", ""))+`}}`, "status")
 			}
-		}, `step "destination-healthy" failed: assertion failed: destination seed seed-b is not healthy: SeedSystemComponentsHealthy=False (istio-ingressgateway is not available)`},
+		}, `step "destination-healthy" failed: assertion failed: destination seed seed-b is not healthy: SeedSystemComponentsHealthy=False (istio-ingressgateway is not available)`, false},
 		{"being deleted", func(t *testing.T) func() {
 			e.mergePatch(t, seedGVR, "", gdDestSeed, `{"metadata":{"finalizers":["gardener"]}}`, "")
 			if err := e.sdyn.Resource(seedGVR).Delete(t.Context(), gdDestSeed, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			return func() {}
-		}, `step "destination-healthy" failed: assertion failed: destination seed seed-b is being deleted`},
+		}, `step "destination-healthy" failed: assertion failed: destination seed seed-b is being deleted`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			undo := tc.change(t)
 			changed := e.gdObjects(t)
-			r := e.run(t, nil, true, e.planArgs("--run-id", "refused-"+strings.ReplaceAll(tc.name, " ", "-"))...)
+			args := e.planArgs("--run-id", "refused-"+strings.ReplaceAll(tc.name, " ", "-"))
+			if tc.dryRun {
+				args = append(args, "--dry-run")
+			}
+			r := e.run(t, nil, true, args...)
 			if r.Code != 1 || !strings.Contains(r.Stdout+r.Stderr, tc.want) {
 				t.Errorf("exit %d\n%s\n%s\nwant the error %q", r.Code, r.Stdout, r.Stderr, tc.want)
+			}
+			if tc.dryRun {
+				// The dry run found what the real run would fail on; the data directory is
+				// the test's own, removed before checking that nothing else changed.
+				if entries, _ := os.ReadDir(e.dataDir); len(entries) != 1 {
+					t.Errorf("the data directory changed: %v", entries)
+				}
+				undo()
+				e.assertUntouched(t, "after the dry run", changed)
+				return
 			}
 			e.assertUntouched(t, "after the refusal", changed)
 			undo()

@@ -104,6 +104,13 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 		return nil, fmt.Errorf("dataDir: %w", err)
 	}
 	name, peers, cluster, token := r.settings()
+	if rc.DryRun {
+		if _, err := os.Stat(r.Snapshot); errors.Is(err, fs.ErrNotExist) {
+			// The snapshot comes from an earlier step of the plan, which a dry run did not
+			// take: the data directory is what can be checked now.
+			return r.dryRunWithoutSnapshot(rc, dataDir, name)
+		}
+	}
 	sum, rev, err := r.verify(ctx)
 	if err != nil {
 		return nil, err
@@ -136,7 +143,7 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 		}
 	}
 	if exists && !empty {
-		return nil, fmt.Errorf("dataDir: %s is not empty; etcd.restore only restores into a new data directory (remove it or choose another)", dataDir)
+		return nil, notEmpty(dataDir)
 	}
 	if rc.DryRun {
 		out["dryRun"] = true
@@ -282,4 +289,22 @@ func (r *Restore) Undo(_ context.Context, rc *engine.RunContext, outputs engine.
 		return fmt.Errorf("dataDir: removing %s: %w", dir, err)
 	}
 	return nil
+}
+
+// dryRunWithoutSnapshot is a dry run's answer when the snapshot is not there yet: the restore
+// would fail now only if the data directory is not empty.
+func (r *Restore) dryRunWithoutSnapshot(rc *engine.RunContext, dataDir, name string) (engine.Outputs, error) {
+	empty, exists, err := dirState(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	if exists && !empty {
+		return nil, notEmpty(dataDir)
+	}
+	rc.Logger.Info("dry run: the snapshot is not there yet (an earlier step makes it); checked the data directory only", "snapshot", r.Snapshot)
+	return engine.Outputs{"dataDir": dataDir, "name": name, "snapshot": r.Snapshot, "snapshotPresent": false, "dryRun": true}, nil
+}
+
+func notEmpty(dataDir string) error {
+	return fmt.Errorf("dataDir: %s is not empty; etcd.restore only restores into a new data directory (remove it or choose another)", dataDir)
 }

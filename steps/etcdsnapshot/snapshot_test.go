@@ -490,6 +490,29 @@ func TestDryRuns(t *testing.T) {
 	// A dry run still checks: a wrong checksum is refused.
 	_, err = apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: r, type: etcd.restore, with: {snapshot: %q, dataDir: %q, sha256: %q}}\n", snap, data, strings.Repeat("1", 64)), runOpts{dryRun: true})
 	plantest.WantError(t, err, `step "r" failed: snapshot: `, `refusing to restore it`)
+
+	// A snapshot an earlier step of the plan would take is not there in a dry run: the data
+	// directory is still checked.
+	later := filepath.Join(t.TempDir(), "taken-later.db")
+	j, err = apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: r, type: etcd.restore, with: {snapshot: %q, dataDir: %q}}\n", later, data), runOpts{dryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := j.Step("r").Outputs; out["dryRun"] != true || out["snapshotPresent"] != false || out["dataDir"] != data {
+		t.Fatalf("dry-run outputs without the snapshot %v", out)
+	}
+	noDir(t, data)
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "x"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: r, type: etcd.restore, with: {snapshot: %q, dataDir: %q}}\n", later, data), runOpts{dryRun: true})
+	plantest.WantError(t, err, fmt.Sprintf(`step "r" failed: dataDir: %s is not empty`, data))
+	// Outside a dry run, a missing snapshot is an error.
+	_, err = apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: r, type: etcd.restore, with: {snapshot: %q, dataDir: %q}}\n", later, filepath.Join(t.TempDir(), "d")), runOpts{})
+	plantest.WantError(t, err, `step "r" failed: snapshot: `)
 }
 
 func TestSnapshotErrors(t *testing.T) {
