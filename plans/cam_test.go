@@ -39,15 +39,54 @@ const (
 	camOtherNS    = "other"           // not migrated
 	camHookImage  = "registry.example.com/migration/hook-runner:1.2"
 	camMappedShop = "shop-migrated"
+	// camPendingClaim is a claim in camNamespaces[1] pre-bound (spec.volumeName) to a volume that
+	// does not exist yet, so Pending: not a bound PV for the PV limit nor for Retain.
+	camPendingClaim = "scratch"
+	// camBoundPVs is how many claims of the migrated namespaces are Bound: 3 per namespace.
+	camBoundPVs = 9
+	// camWorkloads is how many workloads kube.quiesce finds in the migrated namespaces: per
+	// namespace 3 Deployments, a StatefulSet and a CronJob (the Deployments' ReplicaSets are
+	// left to them), and the Job, DaemonSet and bare ReplicaSet of camNamespaces[2].
+	camWorkloads = 5*3 + 3
 )
+
+// camHook is one of the plan's hooks: the param that sets it, its step, the hook phase and the
+// cluster it runs on.
+type camHook struct{ Param, Step, Phase, Cluster string }
 
 var (
 	camNamespaces = []string{"shop", "payments", "search"}
 	camMapping    = map[string]string{"shop": camMappedShop}
-	camHooks      = map[string]string{"preBackupHook": "source", "postBackupHook": "source", "preRestoreHook": "target", "postRestoreHook": "target"}
+	// camHooks in the order they run; on the clusters the seed says: PreBackup and PostBackup
+	// on the source, PreRestore and PostRestore on the target. Each runs the playbook
+	// <param>.yml (camHookArgs).
+	camHooks = []camHook{
+		{"preBackupHook", "pre-backup-hook", "PreBackup", "source"},
+		{"postBackupHook", "post-backup-hook", "PostBackup", "source"},
+		{"preRestoreHook", "pre-restore-hook", "PreRestore", "target"},
+		{"postRestoreHook", "post-restore-hook", "PostRestore", "target"},
+	}
 	// camNotRestored are resources the plan leaves to the target's controllers.
 	camNotRestored = map[string]bool{"/pods": true, "/endpoints": true, "discovery.k8s.io/endpointslices": true, "apps/controllerrevisions": true}
 )
+
+// camHookSteps are the "cluster:step" of hooks (of camHooks), in order.
+func camHookSteps(hooks []camHook) []string {
+	var out []string
+	for _, h := range hooks {
+		out = append(out, h.Cluster+":"+h.Step)
+	}
+	return out
+}
+
+// camSeenSteps are the "cluster:step" of the hook Jobs seen, in order.
+func camSeenSteps(jobs []camJob) []string {
+	var out []string
+	for _, j := range jobs {
+		out = append(out, j.Cluster+":"+j.Step)
+	}
+	return out
+}
 
 // camEnv is a source and a target cluster (each a kube-apiserver with its own etcd), the source
 // seeded with namespaces to migrate, and a stand-in for the job controller on both.
@@ -94,7 +133,9 @@ func camClient(cp *controlplane.ControlPlane) kubernetes.Interface {
 // camSeed fills the source: per namespace a ServiceAccount, 50 ConfigMaps, 8 Secrets, a Role and
 // its RoleBinding, a Service, 3 Deployments with status, each owning 2 ReplicaSets, a StatefulSet
 // with status and its 2 claims, a third claim, the 3 claims bound to NFS PersistentVolumes, and
-// a CronJob; and a namespace that is not migrated, with a claim and its volume.
+// a CronJob; in camNamespaces[1] also a Pending claim pre-bound to a volume that does not exist
+// (camPendingClaim); in camNamespaces[2] also a Job, a DaemonSet and a ReplicaSet without owner
+// (camSeedWorkloads); and a namespace that is not migrated, with a claim and its volume.
 func camSeed(t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
 	ctx := t.Context()
@@ -137,6 +178,12 @@ func camSeed(t *testing.T, cs kubernetes.Interface) {
 			_, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app", Labels: map[string]string{"app": "web"}}}, metav1.CreateOptions{})
 			return err
 		})
+		if ns == camNamespaces[1] {
+			do(func() error { return camSeedPendingClaim(ctx, cs, ns) })
+		}
+		if ns == camNamespaces[2] {
+			do(func() error { return camSeedWorkloads(ctx, cs, ns) })
+		}
 		for i := range 50 {
 			name := fmt.Sprintf("config-%02d", i)
 			if ns == camNamespaces[1] && i == 0 {
@@ -227,6 +274,63 @@ func camSeedVolume(ctx context.Context, cs kubernetes.Interface, ns, claim strin
 	return err
 }
 
+// camSeedPendingClaim creates camPendingClaim, pre-bound by spec.volumeName to a volume that
+// is not there (yet): the claim stays Pending, and its volume is no bound PV.
+func camSeedPendingClaim(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: camPendingClaim, Labels: map[string]string{"app": "batch"}},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, VolumeName: "pv-" + ns + "-" + camPendingClaim + "-reserved",
+			StorageClassName: new(""), Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	pvc.Status = corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimPending}
+	_, err = cs.CoreV1().PersistentVolumeClaims(ns).UpdateStatus(ctx, pvc, metav1.UpdateOptions{})
+	return err
+}
+
+// camSeedWorkloads creates the workloads the other namespaces lack, as their controllers would
+// have left them (these API servers run none): a Job (parallelism 2), a DaemonSet with a
+// nodeSelector of its own and status, and a ReplicaSet without owner (3 replicas) with status.
+func camSeedWorkloads(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	pod := func(name string) corev1.PodSpec {
+		return corev1.PodSpec{Containers: []corev1.Container{{Name: name, Image: "registry.example.com/" + name + ":1"}}}
+	}
+	jobSpec := pod("reindex")
+	jobSpec.RestartPolicy = corev1.RestartPolicyNever
+	if _, err := cs.BatchV1().Jobs(ns).Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "reindex", Labels: map[string]string{"app": "reindex"}},
+		Spec: batchv1.JobSpec{Parallelism: new(int32(2)), Completions: new(int32(6)), BackoffLimit: new(int32(3)),
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "reindex"}}, Spec: jobSpec}}},
+		metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	dsLabels := map[string]string{"app": "log-agent"}
+	dsSpec := pod("log-agent")
+	dsSpec.NodeSelector = map[string]string{"kubernetes.io/os": "linux"}
+	ds, err := cs.AppsV1().DaemonSets(ns).Create(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "log-agent", Labels: dsLabels},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: dsLabels}, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: dsLabels}, Spec: dsSpec}}},
+		metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	ds.Status = appsv1.DaemonSetStatus{ObservedGeneration: 1, CurrentNumberScheduled: 3, DesiredNumberScheduled: 3, NumberReady: 3, NumberAvailable: 3, UpdatedNumberScheduled: 3}
+	if _, err := cs.AppsV1().DaemonSets(ns).UpdateStatus(ctx, ds, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	rsLabels := map[string]string{"app": "legacy-worker"}
+	rs, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "legacy-worker", Labels: rsLabels},
+		Spec: appsv1.ReplicaSetSpec{Replicas: new(int32(3)), Selector: &metav1.LabelSelector{MatchLabels: rsLabels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: rsLabels}, Spec: pod("legacy-worker")}}},
+		metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	rs.Status = appsv1.ReplicaSetStatus{Replicas: 3, ReadyReplicas: 3, AvailableReplicas: 3, FullyLabeledReplicas: 3, ObservedGeneration: 1}
+	_, err = cs.AppsV1().ReplicaSets(ns).UpdateStatus(ctx, rs, metav1.UpdateOptions{})
+	return err
+}
+
 func camSeedDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, n int32) error {
 	labels := map[string]string{"app": name}
 	tmpl := func(image string) corev1.PodTemplateSpec {
@@ -285,8 +389,10 @@ func camSeedStatefulSet(ctx context.Context, cs kubernetes.Interface, ns string)
 	return err
 }
 
-// camJobRunner stands in for the job controller on both clusters: it marks every new Job
-// Complete, as the hook's pod would have made it, and records the order in which Jobs appeared.
+// camJobRunner stands in for the job controller on both clusters: it marks every new Job of a
+// step (annotation planrun.dev/step; not the application's Jobs the seed and the restore
+// create) Complete, as the hook's pod would have made it, and records the order in which
+// they appeared.
 type camJobRunner struct {
 	mu   sync.Mutex
 	seen []camJob
@@ -294,9 +400,9 @@ type camJobRunner struct {
 }
 
 type camJob struct {
-	Cluster, Step, Namespace, Name, Image, ServiceAccount string
-	BackoffLimit                                          int32
-	Command, Args                                         []string
+	Cluster, Step, Hook, Namespace, Name, Image, ServiceAccount string
+	BackoffLimit                                                int32 // -1: not set
+	Command, Args                                               []string
 }
 
 func startCAMJobRunner(t *testing.T, clusters map[string]kubernetes.Interface) *camJobRunner {
@@ -318,11 +424,20 @@ func startCAMJobRunner(t *testing.T, clusters map[string]kubernetes.Interface) *
 						continue
 					}
 					handled[key] = true
-					step := j.Annotations["planrun.dev/step"]
-					c := j.Spec.Template.Spec.Containers[0]
+					step, ok := j.Annotations["planrun.dev/step"]
+					if !ok {
+						continue // an application's Job: no hook
+					}
+					rec := camJob{Cluster: cluster, Step: step, Hook: j.Labels["migration.planrun.dev/hook"], Namespace: j.Namespace, Name: j.Name,
+						ServiceAccount: j.Spec.Template.Spec.ServiceAccountName, BackoffLimit: -1}
+					if cs := j.Spec.Template.Spec.Containers; len(cs) > 0 {
+						rec.Image, rec.Command, rec.Args = cs[0].Image, cs[0].Command, cs[0].Args
+					}
+					if j.Spec.BackoffLimit != nil {
+						rec.BackoffLimit = *j.Spec.BackoffLimit
+					}
 					r.mu.Lock()
-					r.seen = append(r.seen, camJob{Cluster: cluster, Step: step, Namespace: j.Namespace, Name: j.Name, Image: c.Image,
-						ServiceAccount: j.Spec.Template.Spec.ServiceAccountName, BackoffLimit: *j.Spec.BackoffLimit, Command: c.Command, Args: c.Args})
+					r.seen = append(r.seen, rec)
 					fail := r.fail[step]
 					r.mu.Unlock()
 					now := metav1.Now()
@@ -360,15 +475,19 @@ func (r *camJobRunner) Seen() []camJob {
 	return slices.Clone(r.seen)
 }
 
-// camHookArgs sets the four hooks, each a Job in camHookNS run by camHookSA.
+// camHookArgs sets the four hooks, each a Job in camHookNS run by camHookSA that runs the
+// playbook of its own (camHookPlaybook).
 func camHookArgs() []string {
 	var args []string
-	for _, p := range []string{"preBackupHook", "postBackupHook", "preRestoreHook", "postRestoreHook"} {
-		args = append(args, "--set", fmt.Sprintf("%s={image: %s, namespace: %s, serviceAccount: %s, command: [ansible-runner], args: [run, %s.yml], timeout: 2m}",
-			p, camHookImage, camHookNS, camHookSA, p))
+	for _, h := range camHooks {
+		args = append(args, "--set", fmt.Sprintf("%s={image: %s, namespace: %s, serviceAccount: %s, command: [ansible-runner], args: [run, %s], timeout: 2m}",
+			h.Param, camHookImage, camHookNS, camHookSA, camHookPlaybook(h)))
 	}
 	return args
 }
+
+// camHookPlaybook is the playbook the hook h runs: <param>.yml.
+func camHookPlaybook(h camHook) string { return h.Param + ".yml" }
 
 func (e *camEnv) applyArgs(runID string, extra ...string) []string {
 	plan, _ := filepath.Abs(camPlan)
@@ -463,8 +582,7 @@ func camSourceObjects(snap map[string]map[string]any) map[string]map[string]any 
 				out[k] = o
 			}
 		case gr == "/persistentvolumes":
-			ref, _ := o["spec"].(map[string]any)["claimRef"].(map[string]any)
-			if ref != nil && slices.Contains(camNamespaces, ref["namespace"].(string)) {
+			if slices.Contains(camNamespaces, camStrAt(o, "spec", "claimRef", "namespace")) {
 				out[k] = o
 			}
 		case slices.Contains(camNamespaces, ns):
@@ -476,9 +594,9 @@ func camSourceObjects(snap map[string]map[string]any) map[string]map[string]any 
 
 // camNorm is an object as the migration should leave it on the target, or as it is there, for
 // comparison: server fields gone (uid, resourceVersion, creationTimestamp, managedFields,
-// generation; the uid of owner references; a Service's cluster IPs), the namespace mapped when
-// mapNS is given, claims and volumes without their binding state (status, bind annotations,
-// a claimRef's uid).
+// generation; the uid of owner references; a Service's cluster IPs; a Job's controller-uid in
+// its selector and pod labels), the namespace mapped when mapNS is given, claims and volumes
+// without their binding state (status, bind annotations, a claimRef's uid).
 func camNorm(gr string, obj map[string]any, mapNS func(string) string, pvAction, storageClass string) map[string]any {
 	b, _ := json.Marshal(obj)
 	var o map[string]any
@@ -506,6 +624,12 @@ func camNorm(gr string, obj map[string]any, mapNS func(string) string, pvAction,
 	case "/services":
 		delete(spec, "clusterIP")
 		delete(spec, "clusterIPs")
+	case "batch/jobs":
+		// The selector and pod labels the API server generates from the Job's uid.
+		for _, l := range []map[string]any{camMapAt(spec, "selector", "matchLabels"), camMapAt(spec, "template", "metadata", "labels")} {
+			delete(l, "controller-uid")
+			delete(l, "batch.kubernetes.io/controller-uid")
+		}
 	case "/persistentvolumeclaims":
 		delete(o, "status")
 		if ann, ok := md["annotations"].(map[string]any); ok {
@@ -526,7 +650,7 @@ func camNorm(gr string, obj map[string]any, mapNS func(string) string, pvAction,
 		if ref, ok := spec["claimRef"].(map[string]any); ok {
 			delete(ref, "uid")
 			delete(ref, "resourceVersion")
-			ref["namespace"] = mapNS(ref["namespace"].(string))
+			ref["namespace"] = mapNS(camStrAt(ref, "namespace"))
 		}
 		if pvAction == "move" {
 			spec["persistentVolumeReclaimPolicy"] = "Retain"
@@ -554,12 +678,122 @@ type camExpect struct {
 	stage                  bool // only Namespaces and claims on the target; the source running
 }
 
+// camRestored is whether the object of source key k is one the run restores on the target.
+func camRestored(k string, want camExpect) bool {
+	gr := camKeyResource(k)
+	return !camNotRestored[gr] && (want.pvAction != "copy" || gr != "/persistentvolumes") &&
+		(!want.stage || gr == "/namespaces" || gr == "/persistentvolumeclaims")
+}
+
+// camAt is the value at path in a JSON-shaped object; nil where a part of the path is missing
+// or not an object.
+func camAt(o map[string]any, path ...string) any {
+	var v any = o
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
+}
+
+// camMapAt is the object at path in o, nil when there is none.
+func camMapAt(o map[string]any, path ...string) map[string]any {
+	m, _ := camAt(o, path...).(map[string]any)
+	return m
+}
+
+// camStrAt is the string at path in o, "" when there is none.
+func camStrAt(o map[string]any, path ...string) string {
+	s, _ := camAt(o, path...).(string)
+	return s
+}
+
+// camSet sets the value at path in o, making the objects on the way.
+func camSet(o map[string]any, v any, path ...string) {
+	for _, p := range path[:len(path)-1] {
+		m, ok := o[p].(map[string]any)
+		if !ok {
+			m = map[string]any{}
+			o[p] = m
+		}
+		o = m
+	}
+	o[path[len(path)-1]] = v
+}
+
+// camQuiesceField is the field kube.quiesce stops on an object of resource gr, and the
+// annotation it keeps the field's old value in; ok is false for what it leaves alone
+// (ReplicaSets that have a controller among them: their Deployment decides).
+func camQuiesceField(gr string, o map[string]any) (path []string, annotation string, ok bool) {
+	switch gr {
+	case "apps/deployments", "apps/statefulsets":
+		return []string{"spec", "replicas"}, "planrun.dev/previous-replicas", true
+	case "apps/replicasets":
+		refs, _ := camAt(o, "metadata", "ownerReferences").([]any)
+		for _, r := range refs {
+			if ref, _ := r.(map[string]any); ref["controller"] == true {
+				return nil, "", false
+			}
+		}
+		return []string{"spec", "replicas"}, "planrun.dev/previous-replicas", true
+	case "batch/jobs":
+		return []string{"spec", "parallelism"}, "planrun.dev/previous-parallelism", true
+	case "batch/cronjobs":
+		return []string{"spec", "suspend"}, "planrun.dev/previous-suspend", true
+	case "apps/daemonsets":
+		return []string{"spec", "template", "spec", "nodeSelector", "planrun.dev/quiesced"}, "planrun.dev/previous-node-selector", true
+	}
+	return nil, "", false
+}
+
+// camQuiesced is a source object as it was before the migration, server fields stripped (as
+// camStripServer), with exactly what kube.quiesce changes: the field of camQuiesceField stopped
+// (replicas or parallelism 0, suspend true, the DaemonSet's pods on nodeSelector
+// planrun.dev/quiesced=true) and the annotation holding the old value as JSON. ok is false, and
+// the object only stripped, for objects quiesce leaves alone.
+func camQuiesced(gr string, before map[string]any) (o map[string]any, ok bool) {
+	o = camStripServer(before)
+	path, annotation, ok := camQuiesceField(gr, before)
+	if !ok {
+		return o, false
+	}
+	old := camAt(o, path...)
+	var stopped any
+	switch path[len(path)-1] {
+	case "replicas", "parallelism":
+		if old == nil {
+			old = 1
+		}
+		stopped = 0
+	case "suspend":
+		if old == nil {
+			old = false
+		}
+		stopped = true
+	default: // the DaemonSet's node selector key: whether it was there, and its value
+		if old == nil {
+			old = map[string]any{"existed": false}
+		} else {
+			old = map[string]any{"existed": true, "value": old}
+		}
+		stopped = "true"
+	}
+	camSet(o, stopped, path...)
+	prev, _ := json.Marshal(old)
+	camSet(o, string(prev), "metadata", "annotations", annotation)
+	return o, true
+}
+
 // camAssertMigrated checks the end state field by field: every source object the plan migrates
 // is on the target as it was on the source (namespace mapped, server fields aside, owner
-// references to the target's new UIDs, status restored, replicas as they were before the
-// quiesce), nothing else of the source namespaces is; volumes moved or left for the target to
-// provision; the source quiesced with its volumes on Retain after a final migrate, untouched
-// after a stage.
+// references to the target's new UIDs, status restored, workloads with the replicas,
+// parallelism and node selector they had before the quiesce), nothing else of the source
+// namespaces is; volumes moved or left for the target to provision; the source quiesced
+// (exactly what camQuiesced says) with its bound volumes on Retain after a final migrate,
+// untouched after a stage.
 func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any, want camExpect) {
 	t.Helper()
 	mapped := []string{}
@@ -577,11 +811,10 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 	}
 	wantKeys := map[string]bool{}
 	for k, o := range src {
-		gr := camKeyResource(k)
-		if camNotRestored[gr] || want.pvAction == "copy" && gr == "/persistentvolumes" ||
-			want.stage && gr != "/namespaces" && gr != "/persistentvolumeclaims" {
+		if !camRestored(k, want) {
 			continue
 		}
+		gr := camKeyResource(k)
 		tk := camTargetKey(k)
 		wantKeys[tk] = true
 		got, ok := target[tk]
@@ -594,10 +827,12 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 		if w != g {
 			problem("target: %s differs from the source's %s:\n want %s\n got  %s", tk, k, w, g)
 		}
-		if md := got["metadata"].(map[string]any); md["uid"] == o["metadata"].(map[string]any)["uid"] {
+		if uid := camAt(got, "metadata", "uid"); uid == camAt(o, "metadata", "uid") {
 			problem("target: %s has the source's UID", tk)
 		}
 	}
+	// Nothing else on the target: neither what the plan leaves out nor anything of the
+	// namespace that is not migrated (its objects, its Namespace, its volume).
 	for tk := range target {
 		if !wantKeys[tk] {
 			problem("target: %s was not asked for", tk)
@@ -606,12 +841,11 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 	// Owner references point at the owners created on the target.
 	owners := 0
 	for tk, o := range target {
-		md := o["metadata"].(map[string]any)
-		refs, _ := md["ownerReferences"].([]any)
+		refs, _ := camAt(o, "metadata", "ownerReferences").([]any)
 		for _, r := range refs {
-			ref := r.(map[string]any)
-			owner, ok := target["apps/deployments "+md["namespace"].(string)+"/"+ref["name"].(string)]
-			if !ok || ref["uid"] != owner["metadata"].(map[string]any)["uid"] {
+			ref, _ := r.(map[string]any)
+			owner, ok := target["apps/deployments "+camStrAt(o, "metadata", "namespace")+"/"+camStrAt(ref, "name")]
+			if !ok || ref["uid"] != camAt(owner, "metadata", "uid") {
 				problem("target: %s: owner reference %v does not point at the target's Deployment", tk, ref)
 			}
 			owners++
@@ -620,53 +854,67 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 	if !want.stage && owners != 6*len(camNamespaces) {
 		problem("target: %d owner references, want %d (2 ReplicaSets per Deployment)", owners, 6*len(camNamespaces))
 	}
-	// Replicas on the target are the source's before the quiesce.
+	// Workloads on the target are as on the source before the quiesce (the backup is taken
+	// before it): replicas, a Job's parallelism, a CronJob's suspend, a DaemonSet's node
+	// selector; none with a quiesce annotation.
+	workloads := 0
 	for k, o := range src {
-		if gr := camKeyResource(k); !want.stage && (gr == "apps/deployments" || gr == "apps/statefulsets") {
-			wantR := o["spec"].(map[string]any)["replicas"]
-			if got := target[camTargetKey(k)]["spec"].(map[string]any)["replicas"]; fmt.Sprint(got) != fmt.Sprint(wantR) || fmt.Sprint(got) == "0" {
-				problem("target: %s replicas %v, want %v", camTargetKey(k), got, wantR)
-			}
+		path, annotation, ok := camQuiesceField(camKeyResource(k), o)
+		if want.stage || !ok {
+			continue
 		}
+		workloads++
+		got, found := target[camTargetKey(k)]
+		if !found {
+			continue // reported above
+		}
+		stopped, _ := camQuiesced(camKeyResource(k), o)
+		field := strings.Join(path, ".")
+		if g, w := normalized(camAt(got, path...)), normalized(camAt(o, path...)); g != w || g == normalized(camAt(stopped, path...)) {
+			problem("target: %s %s %s, want the source's before the quiesce %s", camTargetKey(k), field, g, w)
+		}
+		if a := camAt(got, "metadata", "annotations", annotation); a != nil {
+			problem("target: %s has the quiesce annotation %s=%v", camTargetKey(k), annotation, a)
+		}
+	}
+	if !want.stage && workloads != camWorkloads {
+		problem("%d workloads migrated, want %d", workloads, camWorkloads)
 	}
 	// Volumes.
 	for k, o := range src {
 		switch camKeyResource(k) {
 		case "/persistentvolumes":
-			spec := o["spec"].(map[string]any)
-			ref := spec["claimRef"].(map[string]any)
+			spec := camMapAt(o, "spec")
+			refNS, refName := camStrAt(spec, "claimRef", "namespace"), camStrAt(spec, "claimRef", "name")
 			if want.pvAction == "move" && !want.stage {
-				got := target[camTargetKey(k)]
-				gs := got["spec"].(map[string]any)
-				gref := gs["claimRef"].(map[string]any)
-				nfs := gs["nfs"].(map[string]any)
-				if nfs["server"] != camNFSServer || nfs["path"] != spec["nfs"].(map[string]any)["path"] || gs["persistentVolumeReclaimPolicy"] != "Retain" ||
-					gref["namespace"] != camMapNS(ref["namespace"].(string)) || gref["name"] != ref["name"] || gref["uid"] != nil {
-					problem("target: %s: nfs %v, reclaim %v, claimRef %v; want the source's nfs %v, Retain, claimRef to %s/%s without uid",
-						camTargetKey(k), nfs, gs["persistentVolumeReclaimPolicy"], gref, spec["nfs"], camMapNS(ref["namespace"].(string)), ref["name"])
+				if got, ok := target[camTargetKey(k)]; ok {
+					gs := camMapAt(got, "spec")
+					if camStrAt(gs, "nfs", "server") != camNFSServer || camAt(gs, "nfs", "path") != camAt(spec, "nfs", "path") || gs["persistentVolumeReclaimPolicy"] != "Retain" ||
+						camStrAt(gs, "claimRef", "namespace") != camMapNS(refNS) || camStrAt(gs, "claimRef", "name") != refName || camAt(gs, "claimRef", "uid") != nil {
+						problem("target: %s: nfs %v, reclaim %v, claimRef %v; want the source's nfs %v, Retain, claimRef to %s/%s without uid",
+							camTargetKey(k), gs["nfs"], gs["persistentVolumeReclaimPolicy"], gs["claimRef"], spec["nfs"], camMapNS(refNS), refName)
+					}
 				}
 			}
-			// On the source: Retain after a final migrate, untouched by a stage.
-			wantPolicy := "Retain"
-			if want.stage {
-				wantPolicy = spec["persistentVolumeReclaimPolicy"].(string)
-			}
-			if got := source[k]["spec"].(map[string]any)["persistentVolumeReclaimPolicy"]; got != wantPolicy {
-				problem("source: %s reclaim policy %v, want %s", k, got, wantPolicy)
-			}
 		case "/persistentvolumeclaims":
-			gs := target[camTargetKey(k)]["spec"].(map[string]any)
-			vn, _ := gs["volumeName"].(string)
+			got, ok := target[camTargetKey(k)]
+			if !ok {
+				continue // reported above
+			}
+			gs := camMapAt(got, "spec")
+			vn := camStrAt(gs, "volumeName")
 			switch {
 			case want.pvAction == "copy" && (vn != "" || want.storageClass != "" && gs["storageClassName"] != want.storageClass):
 				problem("target: %s volumeName %q storageClassName %v; want none and %q (provisioned by the target)", camTargetKey(k), vn, gs["storageClassName"], want.storageClass)
-			case want.pvAction == "move" && vn != o["spec"].(map[string]any)["volumeName"]:
-				problem("target: %s volumeName %q, want the moved volume %v", camTargetKey(k), vn, o["spec"].(map[string]any)["volumeName"])
+			case want.pvAction == "move" && vn != camStrAt(o, "spec", "volumeName"):
+				problem("target: %s volumeName %q, want the moved volume %q", camTargetKey(k), vn, camStrAt(o, "spec", "volumeName"))
 			}
 		}
 	}
-	// The source: quiesced after a final migrate (replicas 0, the old count in an annotation,
-	// CronJobs suspended); everything else as it was.
+	// The source: after a final migrate, the workloads quiesced and nothing else changed (each
+	// whole object compared with camQuiesced of the one before), its bound volumes on Retain
+	// and nothing else changed; after a stage, everything as it was.
+	quiesced := map[string]int{}
 	for k, o := range src {
 		gr := camKeyResource(k)
 		cur, ok := source[k]
@@ -674,37 +922,58 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 			problem("source: %s is gone", k)
 			continue
 		}
-		spec := o["spec"]
-		curSpec := cur["spec"]
-		switch {
-		case !want.stage && (gr == "apps/deployments" || gr == "apps/statefulsets"):
-			ann, _ := cur["metadata"].(map[string]any)["annotations"].(map[string]any)
-			if r := curSpec.(map[string]any)["replicas"]; fmt.Sprint(r) != "0" || ann["planrun.dev/previous-replicas"] != fmt.Sprint(spec.(map[string]any)["replicas"]) {
-				problem("source: %s replicas %v (annotation %v), want 0 and the annotation %v", k, r, ann["planrun.dev/previous-replicas"], spec.(map[string]any)["replicas"])
+		w := camStripServer(o)
+		if !want.stage {
+			var q bool
+			if w, q = camQuiesced(gr, o); q {
+				quiesced[gr]++
 			}
-		case !want.stage && gr == "batch/cronjobs":
-			if curSpec.(map[string]any)["suspend"] != true {
-				problem("source: %s not suspended", k)
-			}
-		case gr == "/persistentvolumes":
-		default:
-			if normalized(camStripServer(o)) != normalized(camStripServer(cur)) {
-				problem("source: %s changed:\n before %s\n after  %s", k, normalized(camStripServer(o)), normalized(camStripServer(cur)))
+			if gr == "/persistentvolumes" {
+				camSet(w, "Retain", "spec", "persistentVolumeReclaimPolicy")
 			}
 		}
+		if normalized(w) != normalized(camStripServer(cur)) {
+			problem("source: %s not as expected:\n want %s\n got  %s", k, normalized(w), normalized(camStripServer(cur)))
+		}
 	}
-	// What is not migrated stays where it is.
-	for k := range source {
-		if strings.Contains(k, " "+camOtherNS+"/") || strings.HasPrefix(k, "/persistentvolumes /pv-"+camOtherNS) {
-			if _, ok := target[camTargetKey(k)]; ok && camTargetKey(k) != k || ok && camKeyResource(k) != "/namespaces" {
-				problem("target: %s was not to be migrated", k)
+	if !want.stage {
+		// The seed's Job, DaemonSet and ReplicaSet without owner among them.
+		ns := camNamespaces[2]
+		for _, c := range []struct {
+			key  string
+			path []string
+			want string
+		}{
+			{"batch/jobs " + ns + "/reindex", []string{"spec", "parallelism"}, "0"},
+			{"apps/daemonsets " + ns + "/log-agent", []string{"spec", "template", "spec", "nodeSelector"}, `{"kubernetes.io/os":"linux","planrun.dev/quiesced":"true"}`},
+			{"apps/replicasets " + ns + "/legacy-worker", []string{"spec", "replicas"}, "0"},
+		} {
+			if got := normalized(camAt(source[c.key], c.path...)); got != c.want {
+				problem("source: %s %s %s, want %s (quiesced)", c.key, strings.Join(c.path, "."), got, c.want)
 			}
+		}
+		n := 0
+		for _, c := range quiesced {
+			n += c
+		}
+		if n != camWorkloads || quiesced["batch/jobs"] != 1 || quiesced["apps/daemonsets"] != 1 || quiesced["apps/replicasets"] != 1 {
+			problem("source: quiesced %v (%d), want %d workloads, 1 Job, 1 DaemonSet, 1 ReplicaSet without owner", quiesced, n, camWorkloads)
 		}
 	}
 	if problems > 25 {
 		t.Errorf("… %d problems in all", problems)
 	}
 	t.Logf("compared %d objects on the target, %d owner references, %d objects on the source", len(wantKeys), owners, len(src))
+}
+
+// camStep is the record of step id in the journal j; the test fails when there is none.
+func camStep(t *testing.T, j *engine.Journal, id string) *engine.StepRecord {
+	t.Helper()
+	rec := j.Step(id)
+	if rec == nil {
+		t.Fatalf("run %s: no step %q in the journal", j.RunID, id)
+	}
+	return rec
 }
 
 // camStripServer removes what changes when nothing but the server touches an object.
@@ -716,24 +985,36 @@ func camStripServer(obj map[string]any) map[string]any {
 	for _, f := range []string{"resourceVersion", "managedFields", "generation"} {
 		delete(md, f)
 	}
+	// The API server keeps a DaemonSet's template generation in an annotation, as generation.
+	if ann, _ := md["annotations"].(map[string]any); ann != nil {
+		delete(ann, "deprecated.daemonset.template.generation")
+		if len(ann) == 0 {
+			delete(md, "annotations")
+		}
+	}
 	return o
 }
 
-// camAssertHooks checks that the hooks ran as Jobs in order, each on its cluster, with the
-// image, namespace, service account and backoffLimit asked for, around the right steps.
+// camAssertHooks checks that the hooks ran as Jobs in order (camHooks), each on the cluster the
+// seed says, labelled with its phase, with the image, namespace, service account, command and
+// backoffLimit asked for and the args of its own phase (run <its playbook>), around the right
+// steps.
 func camAssertHooks(t *testing.T, e *camEnv, r plantest.Result) {
 	t.Helper()
-	var got []string
-	for _, j := range e.jobs.Seen() {
-		got = append(got, j.Cluster+":"+j.Step)
-		if j.Namespace != camHookNS || j.Image != camHookImage || j.ServiceAccount != camHookSA || j.BackoffLimit != 6 ||
-			!slices.Equal(j.Command, []string{"ansible-runner"}) || len(j.Args) != 2 || j.Args[0] != "run" {
-			t.Errorf("hook Job %+v: want namespace %s, image %s, service account %s, backoffLimit 6, command ansible-runner run …", j, camHookNS, camHookImage, camHookSA)
-		}
-	}
-	want := []string{"source:pre-backup-hook", "source:post-backup-hook", "target:pre-restore-hook", "target:post-restore-hook"}
-	if !slices.Equal(got, want) {
+	jobs := e.jobs.Seen()
+	if got, want := camSeenSteps(jobs), camHookSteps(camHooks); !slices.Equal(got, want) {
 		t.Errorf("hook Jobs seen %v, want %v", got, want)
+	}
+	for i, j := range jobs[:min(len(jobs), len(camHooks))] {
+		h := camHooks[i]
+		if j.Hook != h.Phase {
+			t.Errorf("hook Job of %s: label migration.planrun.dev/hook=%q, want %s", j.Step, j.Hook, h.Phase)
+		}
+		if wantArgs := []string{"run", camHookPlaybook(h)}; j.Namespace != camHookNS || j.Image != camHookImage || j.ServiceAccount != camHookSA || j.BackoffLimit != 6 ||
+			!slices.Equal(j.Command, []string{"ansible-runner"}) || !slices.Equal(j.Args, wantArgs) {
+			t.Errorf("hook Job of %s: %+v; want namespace %s, image %s, service account %s, backoffLimit 6, command [ansible-runner], args %v",
+				h.Step, j, camHookNS, camHookImage, camHookSA, wantArgs)
+		}
 	}
 	// Around the right steps: the order in which steps finished.
 	var order []string
@@ -766,11 +1047,19 @@ func TestCAMFinalMigrateMove(t *testing.T) {
 	camAssertMigrated(t, e, before, camExpect{pvAction: "move"})
 	camAssertHooks(t, e, r)
 	j := loadJournal(t, e.dir, "final")
-	if out := j.Step("pod-limit").Outputs; out["ok"] != true {
+	if out := camStep(t, j, "pod-limit").Outputs; out["ok"] != true {
 		t.Errorf("pod-limit outputs %v", out)
 	}
-	if out := j.Step("restore").Outputs; plantest.Num(t, out, "failed") != 0 || plantest.Num(t, out, "restored") < 150 {
+	if out := camStep(t, j, "restore").Outputs; plantest.Num(t, out, "failed") != 0 || plantest.Num(t, out, "restored") < 150 {
 		t.Errorf("restore outputs %v", out)
+	}
+	// Every workload quiesced; Retain on the volumes of the Bound claims only (not on the one
+	// camPendingClaim names, which does not exist: it would be outputs.missing).
+	if out := camStep(t, j, "quiesce").Outputs; plantest.Num(t, out, "count") != camWorkloads || plantest.Num(t, out, "changed") != camWorkloads {
+		t.Errorf("quiesce outputs count %v changed %v, want %d", out["count"], out["changed"], camWorkloads)
+	}
+	if out := camStep(t, j, "retain-source-volumes").Outputs; plantest.Num(t, out, "count") != camBoundPVs || out["missing"] != nil && normalized(out["missing"]) != "[]" {
+		t.Errorf("retain-source-volumes outputs count %v missing %v, want %d bound volumes and none missing", out["count"], out["missing"], camBoundPVs)
 	}
 }
 
@@ -789,8 +1078,12 @@ func TestCAMStageThenFinalCopy(t *testing.T) {
 		}
 		camAssertMigrated(t, e, before, camExpect{pvAction: "copy", storageClass: "fast-ceph", stage: true})
 		j := loadJournal(t, e.dir, id)
-		for _, s := range []string{"pre-backup-hook", "post-backup-hook", "pre-restore-hook", "post-restore-hook", "quiesce", "retain-source-volumes"} {
-			if st := j.Step(s).Status; st != engine.StepSkipped {
+		skipped := []string{"quiesce", "retain-source-volumes"}
+		for _, h := range camHooks {
+			skipped = append(skipped, h.Step)
+		}
+		for _, s := range skipped {
+			if st := camStep(t, j, s).Status; st != engine.StepSkipped {
 				t.Errorf("%s: step %s %s, want Skipped", id, s, st)
 			}
 		}
@@ -823,42 +1116,74 @@ func TestCAMStageThenFinalCopy(t *testing.T) {
 	camAssertMigrated(t, e, before, camExpect{pvAction: "copy", storageClass: "fast-ceph"})
 	// The claims the stages created are kept: the unchanged ones as they are, the changed one
 	// updated.
-	out := loadJournal(t, e.dir, "final").Step("restore").Outputs
-	claims, _ := out["resources"].(map[string]any)["persistentvolumeclaims"].(map[string]any)
-	if normalized(claims) != `{"failed":0,"restored":0,"skipped":8,"updated":1}` {
-		t.Errorf("final restore of the staged claims: %v; want 8 skipped (unchanged) and 1 updated", claims)
+	out := camStep(t, loadJournal(t, e.dir, "final"), "restore").Outputs
+	claims := camMapAt(out, "resources", "persistentvolumeclaims")
+	if normalized(claims) != `{"failed":0,"restored":0,"skipped":9,"updated":1}` {
+		t.Errorf("final restore of the staged claims: %v; want 9 skipped (unchanged) and 1 updated", claims)
 	}
 }
 
-// TestCAMKilledAndResumed: planrun is SIGKILLed in the middle of the restore; the resumed run
-// reaches the same end state as one that was not killed.
+// TestCAMKilledAndResumed: planrun is SIGKILLed in the middle of the restore (at its first
+// progress event past a quarter of the objects); the resumed run recognises what the killed one
+// created, restores the rest and reaches the same end state as one that was not killed.
 func TestCAMKilledAndResumed(t *testing.T) {
 	e := startCAM(t)
 	before := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
-	args := e.applyArgs("r", append([]string{"--set", "pvAction=move", "--set", "restoreWorkers=1"}, camHookArgs()...)...)
-	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepStarted, Step: "restore", Delay: 150 * time.Millisecond}, false, args...)
-	if !r.Killed {
-		t.Fatalf("not killed during the restore (exit %d)\n%s", r.Code, r)
+	want := camExpect{pvAction: "move"}
+	restores := map[string]bool{} // target keys of what the restore creates
+	for k := range camSourceObjects(before) {
+		if camRestored(k, want) {
+			restores[camTargetKey(k)] = true
+		}
 	}
-	if st := loadJournal(t, e.dir, "r").Step("restore").Status; st != engine.StepRunning {
+	total := len(restores)
+	args := e.applyArgs("r", append([]string{"--set", "pvAction=move", "--set", "restoreWorkers=1"}, camHookArgs()...)...)
+	// The restore reports progress every 250 ms; with one worker the first report comes with
+	// about half of the objects done: kill at the first report past a quarter.
+	kill := &plantest.KillPoint{Event: engine.EventStepProgress, Step: "restore", MinDone: int64(total / 4)}
+	r := e.run(t, kill, false, args...)
+	if !r.Killed {
+		t.Fatalf("not killed during the restore at %s (exit %d)\n%s", kill, r.Code, r)
+	}
+	if st := camStep(t, loadJournal(t, e.dir, "r"), "restore").Status; st != engine.StepRunning {
 		t.Fatalf("killed with the restore %s", st)
 	}
-	partial := len(camSnapshot(t, e.dst, []string{camMappedShop, "payments", "search"}))
-	t.Logf("killed with %d objects on the target", partial)
+	// Half-done: more than the Namespaces (created first), not all, of what the restore creates
+	// is on the target. (A restore so fast that it ends before its first progress report
+	// would fail here, not pass without a resume to test.)
+	mapped := []string{}
+	for _, ns := range camNamespaces {
+		mapped = append(mapped, camMapNS(ns))
+	}
+	partial := 0
+	for tk := range camSnapshot(t, e.dst, mapped) {
+		if restores[tk] {
+			partial++
+		}
+	}
+	if partial <= len(camNamespaces) || partial >= total {
+		t.Fatalf("killed at %s with %d of the %d objects on the target; want a restore half-done", kill, partial, total)
+	}
+	t.Logf("killed at %s with %d of the %d objects on the target", kill, partial, total)
+
 	r = e.run(t, nil, false, "resume", "r", "--break-lock", "--kubeconfig", e.src.Kubeconfig)
 	if r.Code != 0 {
 		t.Fatalf("resume exited %d\n%s", r.Code, r)
 	}
-	if st := loadJournal(t, e.dir, "r").Status; st != engine.RunSucceeded {
-		t.Fatalf("run %s", st)
+	j := loadJournal(t, e.dir, "r")
+	if j.Status != engine.RunSucceeded {
+		t.Fatalf("run %s", j.Status)
 	}
-	camAssertMigrated(t, e, before, camExpect{pvAction: "move"})
-	var steps []string
-	for _, j := range e.jobs.Seen() {
-		steps = append(steps, j.Cluster+":"+j.Step)
+	// The resumed restore recognised what the killed one created and restored the rest.
+	out := camStep(t, j, "restore").Outputs
+	already, restored := plantest.Num(t, out, "alreadyRestored"), plantest.Num(t, out, "restored")
+	if already == 0 || restored == 0 || plantest.Num(t, out, "failed") != 0 {
+		t.Errorf("resumed restore outputs alreadyRestored %d, restored %d, failed %v; want both parts of the restore, none failed", already, restored, out["failed"])
 	}
-	if want := []string{"source:pre-backup-hook", "source:post-backup-hook", "target:pre-restore-hook", "target:post-restore-hook"}; !slices.Equal(steps, want) {
-		t.Errorf("hook Jobs %v, want each once: %v", steps, want)
+	t.Logf("resumed restore: %d already restored by the killed attempt, %d restored", already, restored)
+	camAssertMigrated(t, e, before, want)
+	if got, want := camSeenSteps(e.jobs.Seen()), camHookSteps(camHooks); !slices.Equal(got, want) {
+		t.Errorf("hook Jobs %v, want each once: %v", got, want)
 	}
 }
 
@@ -904,17 +1229,34 @@ func TestCAMRollsBack(t *testing.T) {
 	if j.Status != engine.RunRolledBack {
 		t.Fatalf("run %s, want RolledBack\n%s", j.Status, r)
 	}
-	if rec := j.Step("restore"); rec.Status != engine.StepFailed || !strings.Contains(rec.Error, "ConfigMap payments/"+camRefusedCM) ||
+	if rec := camStep(t, j, "restore"); rec.Status != engine.StepFailed || !strings.Contains(rec.Error, "ConfigMap payments/"+camRefusedCM) ||
 		!strings.Contains(rec.Error, camRefusedCM+" is not allowed on this cluster") || !strings.Contains(rec.Error, "deleted again (undoOnFailure)") {
 		t.Errorf("restore %s: %s", rec.Status, rec.Error)
 	}
-	for _, s := range []string{"quiesce", "retain-source-volumes", "pre-backup-hook", "post-backup-hook", "pre-restore-hook"} {
-		if st := j.Step(s).Status; st != engine.StepRolledBack {
+	for _, s := range []string{"quiesce", "retain-source-volumes", camHooks[0].Step, camHooks[1].Step, camHooks[2].Step} {
+		if st := camStep(t, j, s).Status; st != engine.StepRolledBack {
 			t.Errorf("step %s %s, want RolledBack", s, st)
 		}
 	}
-	// The source as it was: replicas, CronJobs, reclaim policies, everything (the server's
-	// bookkeeping aside); no hook Job left on either cluster.
+	// The quiesce had stopped every workload (the Job, the DaemonSet and the ReplicaSet without
+	// owner among them) before the rollback gave them back.
+	stopped := map[string]int{}
+	objs, _ := camStep(t, j, "quiesce").Outputs["objects"].([]any)
+	for _, o := range objs {
+		if rec, _ := o.(map[string]any); rec["changed"] == true {
+			stopped[camStrAt(rec, "kind")]++
+		}
+	}
+	if len(objs) != camWorkloads || stopped["Job"] != 1 || stopped["DaemonSet"] != 1 || stopped["ReplicaSet"] != 1 || stopped["CronJob"] != len(camNamespaces) {
+		t.Errorf("quiesce stopped %v of %d workloads, want all %d: a Job, a DaemonSet, a ReplicaSet, %d CronJobs among them", stopped, len(objs), camWorkloads, len(camNamespaces))
+	}
+	// The source as it was: replicas, parallelism, node selectors, CronJobs, reclaim policies,
+	// everything (the server's bookkeeping aside); no hook Job left on either cluster.
+	for _, k := range []string{"batch/jobs " + camNamespaces[2] + "/reindex", "apps/daemonsets " + camNamespaces[2] + "/log-agent", "apps/replicasets " + camNamespaces[2] + "/legacy-worker"} {
+		if before[k] == nil {
+			t.Errorf("source: no %s seeded", k)
+		}
+	}
 	after := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
 	for k, o := range before {
 		a, ok := after[k]
@@ -937,11 +1279,13 @@ func TestCAMRollsBack(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, job := range jobs.Items {
-			t.Errorf("%s: hook Job %s/%s left", name, job.Namespace, job.Name)
+			if _, hook := job.Annotations["planrun.dev/step"]; hook || job.Namespace == camHookNS {
+				t.Errorf("%s: hook Job %s/%s left", name, job.Namespace, job.Name)
+			}
 		}
 	}
-	if len(e.jobs.Seen()) != 3 {
-		t.Errorf("hook Jobs seen %v, want the three before the restore", e.jobs.Seen())
+	if got, want := camSeenSteps(e.jobs.Seen()), camHookSteps(camHooks[:3]); !slices.Equal(got, want) {
+		t.Errorf("hook Jobs seen %v, want the three before the restore: %v", got, want)
 	}
 	// The target: nothing the run created. Namespaces, claims and volumes it created are deleted
 	// but stay Terminating: these API servers have no namespace or volume-protection controller
@@ -951,7 +1295,7 @@ func TestCAMRollsBack(t *testing.T) {
 		if _, ok := targetBefore[k]; ok {
 			continue
 		}
-		if o["metadata"].(map[string]any)["deletionTimestamp"] != nil {
+		if camAt(o, "metadata", "deletionTimestamp") != nil {
 			terminating++
 			continue
 		}
@@ -971,11 +1315,77 @@ func TestCAMDryRun(t *testing.T) {
 		t.Fatalf("dry run exited %d\n%s", r.Code, r)
 	}
 	t.Logf("dry run output:\n%s", r.Stdout)
-	for _, want := range []string{"[PreBackup] pre-backup-hook dry run: not applied", "backup dry run: not applied", "quiesce dry run: not applied",
-		"retain-source-volumes dry run: not applied", "[PreRestore] pre-restore-hook dry run: not applied", "restore skipped", "[PostRestore] post-restore-hook dry run: not applied"} {
+	// What each step would do, then that it did not.
+	wantLines := []string{
+		"▶ backup (kube.backup): back up all resources in namespaces " + strings.Join(camNamespaces, ", ") + " with their bound PersistentVolumes to ./cam-backup",
+		"✔ backup dry run: not applied",
+		"✔ verify-backup done",
+		"▶ quiesce (kube.quiesce): quiesce the workloads of namespace(s) [" + strings.Join(camNamespaces, " ") + "]",
+		"✔ quiesce dry run: not applied",
+		fmt.Sprintf("▶ retain-source-volumes (kube.patch): merge patch %d PersistentVolume object(s)", camBoundPVs),
+		"✔ retain-source-volumes dry run: not applied",
+		"✔ restore dry run: not applied",
+	}
+	for _, h := range camHooks {
+		wantLines = append(wantLines, fmt.Sprintf("▶ [%s] %s (kube.job): run Job %s/(generated) with image %s", h.Phase, h.Step, camHookNS, camHookImage),
+			fmt.Sprintf("✔ [%s] %s dry run: not applied", h.Phase, h.Step))
+	}
+	for _, want := range wantLines {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("the dry run does not say %q", want)
 		}
+	}
+	// The same with -o json: what the steps found, in their outputs.
+	r = e.run(t, nil, false, e.applyArgs("r", append([]string{"--dry-run", "--set", "pvAction=move"}, camHookArgs()...)...)...)
+	if r.Code != 0 {
+		t.Fatalf("dry run -o json exited %d\n%s", r.Code, r)
+	}
+	outs := map[string]engine.Outputs{}
+	for _, ev := range r.Events {
+		if ev.Type == engine.EventStepSucceeded {
+			outs[ev.StepID] = ev.Outputs
+		}
+	}
+	if out := outs["quiesce"]; out["dryRun"] != true || plantest.Num(t, out, "count") != camWorkloads || plantest.Num(t, out, "changed") != camWorkloads {
+		t.Errorf("quiesce outputs %v; want dryRun, count and changed %d (the workloads)", out, camWorkloads)
+	}
+	if out := outs["retain-source-volumes"]; out["dryRun"] != true || plantest.Num(t, out, "count") != camBoundPVs || out["missing"] != nil && normalized(out["missing"]) != "[]" {
+		t.Errorf("retain-source-volumes outputs %v; want dryRun, count %d (the bound volumes), none missing", out, camBoundPVs)
+	}
+	var pvs []string
+	for k, o := range camSourceObjects(srcBefore) {
+		if camKeyResource(k) == "/persistentvolumes" && camStrAt(o, "status", "phase") == "Bound" {
+			pvs = append(pvs, camStrAt(o, "metadata", "name"))
+		}
+	}
+	var patched []string
+	list, _ := outs["retain-source-volumes"]["patched"].([]any)
+	for _, p := range list {
+		m, _ := p.(map[string]any)
+		patched = append(patched, camStrAt(m, "name"))
+	}
+	slices.Sort(pvs)
+	slices.Sort(patched)
+	if len(pvs) != camBoundPVs || !slices.Equal(patched, pvs) {
+		t.Errorf("retain-source-volumes would patch %v, want the %d bound volumes %v", patched, camBoundPVs, pvs)
+	}
+	// The backup would take every object of the namespaces (events aside), their Namespaces
+	// and bound volumes.
+	if out := outs["backup"]; out["dryRun"] != true || plantest.Num(t, out, "objects") != int64(len(camSourceObjects(srcBefore))) {
+		t.Errorf("backup outputs %v; want dryRun and %d objects", out, len(camSourceObjects(srcBefore)))
+	}
+	// The verify checks the backup the dry run took (into a temporary folder), and the restore
+	// says what it would create on the target, each object validated there by a server-side
+	// dry run: everything the backup holds, nothing failing.
+	backupObjects := plantest.Num(t, outs["backup"], "objects")
+	if out := outs["verify-backup"]; plantest.Num(t, out, "objects") != backupObjects {
+		t.Errorf("verify-backup outputs %v; want the %d objects of the dry run's backup", out, backupObjects)
+	}
+	if out := outs["restore"]; out["dryRun"] != true || plantest.Num(t, out, "failed") != 0 || plantest.Num(t, out, "restored") == 0 ||
+		plantest.Num(t, out, "restored")+plantest.Num(t, out, "updated")+plantest.Num(t, out, "skipped") > backupObjects {
+		t.Errorf("restore outputs %v; want a dry run that would restore the backup's objects (%d at most) with none failing", out, backupObjects)
+	} else {
+		t.Logf("the dry-run restore would restore %v, update %v, skip %v", out["restored"], out["updated"], out["skipped"])
 	}
 	for name, c := range map[string]struct {
 		cp     *controlplane.ControlPlane
@@ -1002,14 +1412,16 @@ func TestCAMDryRun(t *testing.T) {
 	}
 }
 
-// TestCAMLimits: over the namespace limit the plan refuses before anything is touched; over the
-// pod and PV limits it warns (a warning line in plain output, step.warning events and
-// outputs.warning with -o json) and
-// goes on.
+// TestCAMLimits: one over the namespace limit the plan refuses before anything is touched; one
+// over the pod and PV limits it warns (a warning line in plain output, step.warning events and
+// outputs.warning with -o json) and goes on; exactly at the three limits it neither refuses nor
+// warns. Bound PVs are the Bound claims' (camBoundPVs): the Pending camPendingClaim, which names
+// a volume too, does not count.
 func TestCAMLimits(t *testing.T) {
 	e := startCAM(t)
 	ctx := t.Context()
-	for i := range 5 {
+	const pods = 5
+	for i := range pods {
 		if _, err := e.scs.CoreV1().Pods(camNamespaces[i%3]).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("worker-%d", i)},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "w", Image: "registry.example.com/worker:1"}}}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -1017,11 +1429,11 @@ func TestCAMLimits(t *testing.T) {
 	}
 	before := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
 
-	r := e.run(t, nil, true, e.applyArgs("refused", "--set", "namespaceLimit=2")...)
+	r := e.run(t, nil, true, e.applyArgs("refused", "--set", fmt.Sprintf("namespaceLimit=%d", len(camNamespaces)-1))...)
 	if r.Code != 1 {
 		t.Fatalf("apply over the namespace limit exited %d, want 1\n%s", r.Code, r)
 	}
-	const refusal = "Namespace limit exceeded: 3 namespaces, the limit is 2 (param namespaceLimit)"
+	refusal := fmt.Sprintf("Namespace limit exceeded: %d namespaces, the limit is %d (param namespaceLimit)", len(camNamespaces), len(camNamespaces)-1)
 	if !strings.Contains(r.Stdout+r.Stderr, refusal) {
 		t.Errorf("output does not say %q:\n%s\n%s", refusal, r.Stdout, r.Stderr)
 	}
@@ -1041,10 +1453,33 @@ func TestCAMLimits(t *testing.T) {
 		}
 	}
 
-	// Over the pod and PV limits: warnings, and the stage runs on.
-	const podWarning = "Pod limit: 4 exceeded, found: 5"
-	const pvWarning = "Persistent volume limit: 8 exceeded, found: 9"
-	r = e.run(t, nil, true, e.applyArgs("plain", "--set", "stage=true", "--set", "podLimit=4", "--set", "pvLimit=8")...)
+	// Exactly at the three limits: no refusal, no warning.
+	atLimits := []string{"--set", "stage=true", "--set", fmt.Sprintf("namespaceLimit=%d", len(camNamespaces)),
+		"--set", fmt.Sprintf("podLimit=%d", pods), "--set", fmt.Sprintf("pvLimit=%d", camBoundPVs)}
+	r = e.run(t, nil, false, e.applyArgs("at-limits", atLimits...)...)
+	if r.Code != 0 {
+		t.Fatalf("apply at the limits exited %d\n%s", r.Code, r)
+	}
+	for _, ev := range r.Events {
+		if ev.Type == engine.EventStepWarning || ev.Outputs["warning"] != nil || strings.Contains(ev.Message, "exceeded") {
+			t.Errorf("at the limits: %s %s: %q, outputs.warning %v", ev.Type, ev.StepID, ev.Message, ev.Outputs["warning"])
+		}
+	}
+	j = loadJournal(t, e.dir, "at-limits")
+	if st := camStep(t, j, "namespace-limit").Status; st != engine.StepSucceeded {
+		t.Errorf("at the limits: step namespace-limit %s, want Succeeded", st)
+	}
+	for _, s := range []string{"pod-limit", "pv-limit"} {
+		if rec := camStep(t, j, s); rec.Status != engine.StepSucceeded || rec.Outputs["ok"] != true || rec.Outputs["warning"] != nil {
+			t.Errorf("at the limits: step %s %s, outputs %v; want Succeeded, ok, no warning", s, rec.Status, rec.Outputs)
+		}
+	}
+
+	// One over the pod and PV limits: warnings, and the stage runs on.
+	podWarning := fmt.Sprintf("Pod limit: %d exceeded, found: %d", pods-1, pods)
+	pvWarning := fmt.Sprintf("Persistent volume limit: %d exceeded, found: %d", camBoundPVs-1, camBoundPVs)
+	overLimits := []string{"--set", "stage=true", "--set", fmt.Sprintf("podLimit=%d", pods-1), "--set", fmt.Sprintf("pvLimit=%d", camBoundPVs-1)}
+	r = e.run(t, nil, true, e.applyArgs("plain", overLimits...)...)
 	if r.Code != 0 {
 		t.Fatalf("apply over the pod and PV limits exited %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
@@ -1053,7 +1488,7 @@ func TestCAMLimits(t *testing.T) {
 			t.Errorf("plain output: no warning line %q:\n%s", "⚠ "+step+": "+w, r.Stdout)
 		}
 	}
-	r = e.run(t, nil, false, e.applyArgs("json", "--set", "stage=true", "--set", "podLimit=4", "--set", "pvLimit=8")...)
+	r = e.run(t, nil, false, e.applyArgs("json", overLimits...)...)
 	if r.Code != 0 {
 		t.Fatalf("apply -o json exited %d\n%s", r.Code, r)
 	}
@@ -1071,7 +1506,7 @@ func TestCAMLimits(t *testing.T) {
 			t.Errorf("%s in the JSON output: %v; want %q and %q", what, got, podWarning, pvWarning)
 		}
 	}
-	if st := loadJournal(t, e.dir, "json").Step("restore").Status; st != engine.StepSucceeded {
+	if st := camStep(t, loadJournal(t, e.dir, "json"), "restore").Status; st != engine.StepSucceeded {
 		t.Errorf("restore %s after the warnings", st)
 	}
 	if _, err := e.dcs.CoreV1().PersistentVolumeClaims(camMappedShop).Get(ctx, "uploads", metav1.GetOptions{}); err != nil {
