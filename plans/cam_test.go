@@ -221,7 +221,9 @@ func camSeed(t *testing.T, cs kubernetes.Interface) {
 			return err
 		})
 		for d := range 3 {
-			do(func() error { return camSeedDeployment(ctx, cs, ns, fmt.Sprintf("app-%d", d), int32(d+1)) })
+			do(func() error {
+				return seedDeployment(ctx, cs, ns, fmt.Sprintf("app-%d", d), int32(d+1), camPodSpec(fmt.Sprintf("app-%d", d)))
+			})
 		}
 		do(func() error { return camSeedStatefulSet(ctx, cs, ns) })
 		do(func() error {
@@ -331,43 +333,11 @@ func camSeedWorkloads(ctx context.Context, cs kubernetes.Interface, ns string) e
 	return err
 }
 
-func camSeedDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, n int32) error {
-	labels := map[string]string{"app": name}
-	tmpl := func(image string) corev1.PodTemplateSpec {
-		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-			Spec: corev1.PodSpec{ServiceAccountName: "app", Containers: []corev1.Container{{Name: name, Image: image,
-				VolumeMounts: []corev1.VolumeMount{{Name: "uploads", MountPath: "/uploads"}}}},
-				Volumes: []corev1.Volume{{Name: "uploads", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "uploads"}}}}}}
-	}
-	d, err := cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: map[string]string{"deployment.kubernetes.io/revision": "2"}},
-		Spec:       appsv1.DeploymentSpec{Replicas: &n, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl("registry.example.com/" + name + ":2")},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	d.Status = appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: n, ReadyReplicas: n, AvailableReplicas: n, UpdatedReplicas: n,
-		Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable", Message: "Deployment has minimum availability."}}}
-	if d, err = cs.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
-		return err
-	}
-	for rev, replicas := range []int32{0, n} {
-		r := replicas
-		rs, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", name, rev+1), Labels: labels,
-				Annotations:     map[string]string{"deployment.kubernetes.io/revision": fmt.Sprint(rev + 1)},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: new(true), BlockOwnerDeletion: new(true)}}},
-			Spec: appsv1.ReplicaSetSpec{Replicas: &r, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl(fmt.Sprintf("registry.example.com/%s:%d", name, rev+1))},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		rs.Status = appsv1.ReplicaSetStatus{Replicas: r, ReadyReplicas: r, AvailableReplicas: r, FullyLabeledReplicas: r, ObservedGeneration: 1}
-		if _, err := cs.AppsV1().ReplicaSets(ns).UpdateStatus(ctx, rs, metav1.UpdateOptions{}); err != nil {
-			return err
-		}
-	}
-	return nil
+// camPodSpec is the pod of the test's Deployments: a service account and the claim "uploads".
+func camPodSpec(name string) corev1.PodSpec {
+	return corev1.PodSpec{ServiceAccountName: "app", Containers: []corev1.Container{{Name: name,
+		VolumeMounts: []corev1.VolumeMount{{Name: "uploads", MountPath: "/uploads"}}}},
+		Volumes: []corev1.Volume{{Name: "uploads", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "uploads"}}}}}
 }
 
 func camSeedStatefulSet(ctx context.Context, cs kubernetes.Interface, ns string) error {

@@ -1,22 +1,28 @@
 package plans_test
 
 // Helpers shared by the end-to-end tests of the shipped plans: the planrun binary built once
-// (internal/plantest runs it as a process), applying YAML files, reading a run's journal.
+// (internal/plantest runs it as a process), applying YAML files, listing objects, seeding
+// Deployments, reading a run's journal.
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/plantest"
@@ -89,4 +95,45 @@ func addObjects(t *testing.T, dyn dynamic.Interface, out map[string]*unstructure
 func normalized(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// seedDeployment creates a Deployment of n replicas as its controller leaves it after two
+// rollouts: with status, and owning two ReplicaSets (revision 1 at 0 replicas, revision 2 at n,
+// with status), whose pods are pod with the revision's image in its first container.
+func seedDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, n int32, pod corev1.PodSpec) error {
+	labels := map[string]string{"app": name}
+	tmpl := func(image string) corev1.PodTemplateSpec {
+		spec := *pod.DeepCopy()
+		spec.Containers[0].Image = image
+		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec}
+	}
+	d, err := cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: map[string]string{"deployment.kubernetes.io/revision": "2"}},
+		Spec:       appsv1.DeploymentSpec{Replicas: &n, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl("registry.example.com/" + name + ":2")},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: n, ReadyReplicas: n, AvailableReplicas: n, UpdatedReplicas: n,
+		Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable", Message: "Deployment has minimum availability."}}}
+	if d, err = cs.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	for rev, replicas := range []int32{0, n} {
+		r := replicas
+		rs, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", name, rev+1), Labels: labels,
+				Annotations:     map[string]string{"deployment.kubernetes.io/revision": fmt.Sprint(rev + 1)},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: new(true), BlockOwnerDeletion: new(true)}}},
+			Spec: appsv1.ReplicaSetSpec{Replicas: &r, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl(fmt.Sprintf("registry.example.com/%s:%d", name, rev+1))},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		rs.Status = appsv1.ReplicaSetStatus{Replicas: r, ReadyReplicas: r, AvailableReplicas: r, FullyLabeledReplicas: r, ObservedGeneration: 1}
+		if _, err := cs.AppsV1().ReplicaSets(ns).UpdateStatus(ctx, rs, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -241,7 +240,9 @@ func seedTenant(t *testing.T, e *kjEnv) {
 			return err
 		}
 		for d := range 6 {
-			work <- func() error { return seedDeployment(ctx, e.tcs, ns, fmt.Sprintf("app-%d", d)) }
+			work <- func() error {
+				return seedDeployment(ctx, e.tcs, ns, fmt.Sprintf("app-%d", d), 3, corev1.PodSpec{Containers: []corev1.Container{{Name: fmt.Sprintf("app-%d", d)}}})
+			}
 		}
 	}
 	close(work)
@@ -253,44 +254,6 @@ func seedTenant(t *testing.T, e *kjEnv) {
 
 // seedDeployment creates a Deployment with status and its two ReplicaSets (the old one scaled to
 // 0), owned by it as the deployment controller would have made them.
-func seedDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string) error {
-	n := int32(3)
-	labels := map[string]string{"app": name}
-	tmpl := func(image string) corev1.PodTemplateSpec {
-		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: name, Image: image}}}}
-	}
-	d, err := cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: map[string]string{"deployment.kubernetes.io/revision": "2"}},
-		Spec:       appsv1.DeploymentSpec{Replicas: &n, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl("registry.example.com/" + name + ":2")},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	d.Status = appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 3, ReadyReplicas: 3, AvailableReplicas: 3, UpdatedReplicas: 3,
-		Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable", Message: "Deployment has minimum availability."}}}
-	if d, err = cs.AppsV1().Deployments(ns).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
-		return err
-	}
-	for rev, replicas := range []int32{0, 3} {
-		r := replicas
-		rs, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", name, rev+1), Labels: labels,
-				Annotations:     map[string]string{"deployment.kubernetes.io/revision": fmt.Sprint(rev + 1)},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: new(true), BlockOwnerDeletion: new(true)}}},
-			Spec: appsv1.ReplicaSetSpec{Replicas: &r, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl(fmt.Sprintf("registry.example.com/%s:%d", name, rev+1))},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		rs.Status = appsv1.ReplicaSetStatus{Replicas: r, ReadyReplicas: r, AvailableReplicas: r, ObservedGeneration: 1}
-		if _, err := cs.AppsV1().ReplicaSets(ns).UpdateStatus(ctx, rs, metav1.UpdateOptions{}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // kamajiStandIn stands in for Kamaji's controller: when a TenantControlPlane's spec.dataStore
 // differs from status.storage.dataStoreName, it restarts the tenant's API server on that
 // datastore's etcd (same prefix, same address and certificates, as Kamaji keeps the Service and
