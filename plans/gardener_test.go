@@ -535,27 +535,10 @@ func assertGardenerMigrated(t *testing.T, e *gdEnv, before map[string]*unstructu
 	// Every extension resource: migrated (annotation gone, Migrate Succeeded), spec as before,
 	// and its final state in the ShootState.
 	stateOf := map[string]any{}
-	for k, b := range before {
-		if !isExtensionKey(k) {
-			continue
-		}
-		a := after[k]
-		if a == nil {
-			t.Errorf("%s is gone", k)
-			continue
-		}
-		if _, ok := a.GetAnnotations()[gdOperation]; ok {
-			t.Errorf("%s still annotated %s", k, gdOperation)
-		}
-		if got := str(a, "status", "lastOperation", "type") + " " + str(a, "status", "lastOperation", "state"); got != "Migrate Succeeded" {
-			t.Errorf("%s lastOperation %s", k, got)
-		}
-		if normalized(a.Object["spec"]) != normalized(b.Object["spec"]) {
-			t.Errorf("%s spec changed: %s", k, normalized(a.Object["spec"]))
-		}
+	for _, a := range assertExtensions(t, before, after, "Migrate") {
 		if st, ok := a.Object["status"].(map[string]any)["state"]; ok {
 			if g := fmt.Sprint(st.(map[string]any)["generation"]); g != "2" {
-				t.Errorf("%s state generation %s, want 2 (advanced by the migration)", k, g)
+				t.Errorf("%s %s: state generation %s, want 2 (advanced by the migration)", a.GetKind(), a.GetName(), g)
 			}
 			stateOf[a.GetKind()+"/"+a.GetName()] = st
 		}
@@ -615,6 +598,34 @@ func assertGardenerMigrated(t *testing.T, e *gdEnv, before map[string]*unstructu
 	if e.etcdKeys < gdShootKeys*9/10 {
 		t.Errorf("only %d keys in the shoot's etcd", e.etcdKeys)
 	}
+}
+
+// assertExtensions checks every extension resource of before in after: there, no longer
+// annotated, its last operation op Succeeded, its spec unchanged; it returns them.
+func assertExtensions(t *testing.T, before, after map[string]*unstructured.Unstructured, op string) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	for k, b := range before {
+		if !isExtensionKey(k) {
+			continue
+		}
+		a := after[k]
+		if a == nil {
+			t.Errorf("%s is gone", k)
+			continue
+		}
+		if _, ok := a.GetAnnotations()[gdOperation]; ok {
+			t.Errorf("%s still annotated %s", k, gdOperation)
+		}
+		if got := str(a, "status", "lastOperation", "type") + " " + str(a, "status", "lastOperation", "state"); got != op+" Succeeded" {
+			t.Errorf("%s lastOperation %s, want %s Succeeded", k, got, op)
+		}
+		if normalized(a.Object["spec"]) != normalized(b.Object["spec"]) {
+			t.Errorf("%s spec changed: %s", k, normalized(a.Object["spec"]))
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 func isExtensionKey(k string) bool {
@@ -846,24 +857,7 @@ func TestGardenerRollsBack(t *testing.T) {
 				}
 			}
 			var restores []string
-			for k, b := range before {
-				if !isExtensionKey(k) {
-					continue
-				}
-				a := after[k]
-				if a == nil {
-					t.Errorf("%s is gone", k)
-					continue
-				}
-				if _, ok := a.GetAnnotations()[gdOperation]; ok {
-					t.Errorf("%s still annotated after the rollback", k)
-				}
-				if got := str(a, "status", "lastOperation", "type") + " " + str(a, "status", "lastOperation", "state"); got != "Restore Succeeded" {
-					t.Errorf("%s lastOperation %s after the rollback, want Restore Succeeded", k, got)
-				}
-				if normalized(a.Object["spec"]) != normalized(b.Object["spec"]) {
-					t.Errorf("%s spec changed", k)
-				}
+			for _, a := range assertExtensions(t, before, after, "Restore") {
 				restores = append(restores, fmt.Sprintf("restore %s %s (kube-apiserver replicas 0)", a.GetKind(), a.GetName()))
 			}
 			// Each extension migrated once, then restored once, before the kube-apiserver was
