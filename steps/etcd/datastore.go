@@ -246,6 +246,33 @@ func Connect(ctx context.Context, rc *engine.RunContext, name string) (*clientv3
 	return c.client, c.ds, nil
 }
 
+// ConnectMember returns a client of the plan's datastore name that talks to one of its
+// endpoints only (a snapshot must come from a chosen member: the balancer of a client with
+// several endpoints picks any). Shared and owned like Connect's.
+func ConnectMember(ctx context.Context, rc *engine.RunContext, name, endpoint string) (*clientv3.Client, error) {
+	ds, err := Lookup(rc, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(ds.Endpoints) == 1 {
+		cli, _, err := Connect(ctx, rc, name)
+		return cli, err
+	}
+	v, err := rc.Shared("etcd.member/"+name+"/"+endpoint, func() (any, error) {
+		one := *ds
+		one.Endpoints = []string{endpoint}
+		cli, err := dial(ctx, rc, &one)
+		if err != nil {
+			return nil, err
+		}
+		return &connection{client: cli, ds: ds}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*connection).client, nil
+}
+
 // clients are shared by the runs of one process: keyed by a digest of everything that makes a
 // connection (endpoints, TLS material, credentials), so a plan run many times in tests or a
 // long-lived process does not leak one gRPC connection per run.

@@ -36,11 +36,13 @@ type Manifest struct {
 	Revision int64  `json:"revision"`
 	// EtcdVersion is the version of the server that made the snapshot; StorageVersion the
 	// snapshot's storage version (etcd ≥ 3.6), which says what etcd can restore it.
-	EtcdVersion    string    `json:"etcdVersion,omitempty"`
-	StorageVersion string    `json:"storageVersion,omitempty"`
-	Datastore      string    `json:"datastore"`
-	Endpoints      []string  `json:"endpoints"`
-	Time           time.Time `json:"time"`
+	EtcdVersion    string   `json:"etcdVersion,omitempty"`
+	StorageVersion string   `json:"storageVersion,omitempty"`
+	Datastore      string   `json:"datastore"`
+	Endpoints      []string `json:"endpoints"`
+	// Member is the endpoint the snapshot was taken from: the leader when there are several.
+	Member string    `json:"member,omitempty"`
+	Time   time.Time `json:"time"`
 }
 
 // ManifestPath is where the manifest of the snapshot file path is.

@@ -32,7 +32,7 @@ func init() {
 
 // Snapshot saves a full snapshot of a datastore to a file.
 type Snapshot struct {
-	Datastore string `yaml:"datastore" plan:"required" doc:"Name of the plan's etcd datastore to snapshot. With several endpoints, the snapshot is the state of the member the client picks."`
+	Datastore string `yaml:"datastore" plan:"required" doc:"Name of the plan's etcd datastore to snapshot. With several endpoints, the snapshot is taken from the leader (a follower may lag behind the last writes); outputs.member says which."`
 	To        string `yaml:"to" plan:"required" doc:"Path of the snapshot file; its manifest is written beside it as <to>.manifest.json. The folder is created if absent."`
 	Overwrite bool   `yaml:"overwrite" doc:"Replace an existing file at to that is not a planrun snapshot (one with a manifest beside it is always replaced)."`
 }
@@ -65,7 +65,11 @@ func (s *Snapshot) Run(ctx context.Context, rc *engine.RunContext) (engine.Outpu
 	if err != nil {
 		return nil, err
 	}
-	status, err := memberStatus(ctx, cli, ds)
+	member, status, err := leaderStatus(ctx, cli, ds)
+	if err != nil {
+		return nil, err
+	}
+	mcli, err := etcd.ConnectMember(ctx, rc, s.Datastore, member)
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +85,7 @@ func (s *Snapshot) Run(ctx context.Context, rc *engine.RunContext) (engine.Outpu
 	if rc.DryRun {
 		return engine.Outputs{
 			"dryRun":      true,
+			"member":      member,
 			"to":          to,
 			"manifest":    ManifestPath(to),
 			"datastore":   ds.Name,
@@ -103,7 +108,7 @@ func (s *Snapshot) Run(ctx context.Context, rc *engine.RunContext) (engine.Outpu
 		return nil, fmt.Errorf("to: removing the old manifest: %w", err)
 	}
 	started := time.Now().UTC()
-	sum, size, storageVersion, err := s.save(ctx, rc, cli, ds, to, status.DbSize)
+	sum, size, storageVersion, err := s.save(ctx, rc, mcli, ds, to, status.DbSize)
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +125,7 @@ func (s *Snapshot) Run(ctx context.Context, rc *engine.RunContext) (engine.Outpu
 		StorageVersion: storageVersion,
 		Datastore:      ds.Name,
 		Endpoints:      ds.Endpoints,
+		Member:         member,
 		Time:           started,
 	}
 	b, err := json.MarshalIndent(m, "", "  ")
@@ -139,6 +145,7 @@ func (s *Snapshot) Run(ctx context.Context, rc *engine.RunContext) (engine.Outpu
 		"storageVersion": storageVersion,
 		"datastore":      ds.Name,
 		"endpoints":      ds.Endpoints,
+		"member":         member,
 		"time":           started.Format(time.RFC3339),
 	}, nil
 }
@@ -165,20 +172,28 @@ func (s *Snapshot) checkTarget(to string, ours bool) error {
 	return nil
 }
 
-// memberStatus asks the first endpoint that answers for its status: revision, database size,
-// version.
-func memberStatus(ctx context.Context, cli *clientv3.Client, ds *etcd.Datastore) (*clientv3.StatusResponse, error) {
-	var errs []error
+// leaderStatus returns the endpoint to snapshot and its status (revision, database size,
+// version): the only one, or, with several, the one whose member is the leader: a follower may
+// not have applied the last writes yet, and a final snapshot must hold them.
+func leaderStatus(ctx context.Context, cli *clientv3.Client, ds *etcd.Datastore) (string, *clientv3.StatusResponse, error) {
+	var problems, followers []string
 	for _, ep := range cli.Endpoints() {
 		rctx, cancel := ds.Request(ctx)
 		st, err := cli.Status(rctx, ep)
 		cancel()
-		if err == nil {
-			return st, nil
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", ep, err))
+			continue
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		if len(cli.Endpoints()) == 1 || st.Leader == st.Header.MemberId {
+			return ep, st, nil
+		}
+		followers = append(followers, fmt.Sprintf("%s is member %x, a follower of %x", ep, st.Header.MemberId, st.Leader))
 	}
-	return nil, ds.Error(errors.Join(errs...))
+	if len(followers) > 0 {
+		problems = append(problems, fmt.Sprintf("no endpoint is the leader (%s): give the leader's endpoint too", strings.Join(followers, ", ")))
+	}
+	return "", nil, ds.Error(errors.New(strings.Join(problems, "; ")))
 }
 
 // save streams the snapshot into a temporary file beside to, hashing it on the way, syncs it and
