@@ -2,6 +2,7 @@ package kuberestore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,12 +51,50 @@ func (x *restorer) openRecord() error {
 		return err
 	}
 	x.recordPath = filepath.Join(dir, RecordFile)
+	if err := dropTornLine(x.recordPath); err != nil {
+		return fmt.Errorf("undo record %s: %w", x.recordPath, err)
+	}
 	f, err := os.OpenFile(x.recordPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	x.record = &recordWriter{f: f, bw: bufio.NewWriterSize(f, 64<<10)}
 	return nil
+}
+
+// dropTornLine cuts a last line that a killed attempt left half-written, so that what this
+// attempt appends starts on a line of its own. The object of the torn line is not lost: the
+// attempt finds it on the server as one this step created and records it again.
+func dropTornLine(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	// Records are short: the last newline is within the last few KiB, else there is none.
+	tail := min(size, 64<<10)
+	buf := make([]byte, tail)
+	if _, err := f.ReadAt(buf, size-tail); err != nil {
+		return err
+	}
+	if tail == 0 || buf[tail-1] == '\n' {
+		return nil
+	}
+	keep := size - tail
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+		keep += int64(i) + 1
+	} else if size > tail {
+		return fmt.Errorf("last line longer than %d bytes", tail)
+	}
+	return f.Truncate(keep)
 }
 
 func (x *restorer) addRecord(r record) {
