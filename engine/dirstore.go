@@ -8,7 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
+
+	"planrun.dev/planrun/internal/safepath"
 )
 
 // DirStore keeps runs in a local folder, one sub-folder per run:
@@ -24,19 +25,40 @@ type DirStore struct {
 // NewDirStore returns a store rooted at root (created on first use).
 func NewDirStore(root string) *DirStore { return &DirStore{Root: root} }
 
-// RunDir is the folder of one run.
-func (s *DirStore) RunDir(runID string) string { return filepath.Join(s.Root, runID) }
+// RunDir is the folder of one run. The run id is checked first: no id names a folder outside
+// Root.
+func (s *DirStore) RunDir(runID string) (string, error) {
+	return safepath.Join(s.Root, "run id", runID)
+}
 
-func (s *DirStore) journalPath(runID string) string {
-	return filepath.Join(s.RunDir(runID), "journal.json")
+// existingRunDir is RunDir for a run that must exist: a real folder, not a symlink planted in
+// the state folder to send planrun's writes elsewhere (List does not show those either).
+func (s *DirStore) existingRunDir(runID string) (string, error) {
+	dir, err := s.RunDir(runID)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("%w: %s (looked in %s)", ErrRunNotFound, runID, s.Root)
+	case err != nil:
+		return "", err
+	case !fi.IsDir():
+		return "", fmt.Errorf("run %s: %s is not a run folder (%s)", runID, dir, fi.Mode().Type())
+	}
+	return dir, nil
 }
 
 // Create implements Store.
 func (s *DirStore) Create(ctx context.Context, j *Journal, planSource []byte) error {
+	dir, err := s.RunDir(j.RunID)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(s.Root, 0o755); err != nil {
 		return err
 	}
-	dir := s.RunDir(j.RunID)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("run %s already exists in %s", j.RunID, s.Root)
@@ -51,39 +73,57 @@ func (s *DirStore) Create(ctx context.Context, j *Journal, planSource []byte) er
 
 // Save implements Store.
 func (s *DirStore) Save(_ context.Context, j *Journal) error {
+	dir, err := s.RunDir(j.RunID)
+	if err != nil {
+		return err
+	}
 	data, err := j.Encode()
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(s.journalPath(j.RunID), data, 0o644)
+	return WriteFileAtomic(filepath.Join(dir, journalFile), data, 0o644)
 }
+
+// journalFile is the name of a run's journal in its folder.
+const journalFile = "journal.json"
 
 // Load implements Store.
 func (s *DirStore) Load(_ context.Context, runID string) (*Journal, error) {
-	if runID == "" || strings.ContainsAny(runID, `/\`) || runID == "." || runID == ".." {
-		return nil, fmt.Errorf("invalid run id %q", runID)
+	dir, err := s.existingRunDir(runID)
+	if err != nil {
+		return nil, err
 	}
-	data, err := os.ReadFile(s.journalPath(runID))
+	path := filepath.Join(dir, journalFile)
+	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s (looked in %s)", ErrRunNotFound, runID, s.Root)
+		return nil, fmt.Errorf("%w: %s (%s has no %s)", ErrRunNotFound, runID, dir, journalFile)
 	}
 	if err != nil {
 		return nil, err
 	}
 	j, err := DecodeJournal(data)
+	if err == nil && j.RunID != runID {
+		// A journal copied or forged from another run would make planrun write that run's folder.
+		err = fmt.Errorf("%w: it names run %q", ErrCorruptJournal, j.RunID)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.journalPath(runID), err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return j, nil
 }
 
 // PlanSource implements Store.
 func (s *DirStore) PlanSource(_ context.Context, runID string) ([]byte, error) {
-	return os.ReadFile(filepath.Join(s.RunDir(runID), "plan.yaml"))
+	dir, err := s.existingRunDir(runID)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(filepath.Join(dir, "plan.yaml"))
 }
 
-// List implements Store.
-func (s *DirStore) List(ctx context.Context) ([]*Journal, error) {
+// List implements Store. A folder is a run when it is a real folder with a journal file and a
+// usable name; any other entry (a stray file, a symlink, a folder of someone else) is not.
+func (s *DirStore) List(ctx context.Context) ([]RunEntry, error) {
 	entries, err := os.ReadDir(s.Root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -91,24 +131,47 @@ func (s *DirStore) List(ctx context.Context) ([]*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []*Journal
+	var out []RunEntry
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !e.IsDir() || safepath.Name("run id", e.Name()) != nil {
 			continue
 		}
-		j, err := s.Load(ctx, e.Name())
-		if err != nil {
+		fi, err := os.Lstat(filepath.Join(s.Root, e.Name(), journalFile))
+		if err != nil || !fi.Mode().IsRegular() {
 			continue // a half-created run folder or a foreign folder is not a run
 		}
-		out = append(out, j)
+		entry := RunEntry{RunID: e.Name(), Time: fi.ModTime()}
+		entry.Journal, entry.Err = s.Load(ctx, e.Name())
+		if entry.Journal != nil {
+			entry.Time = entry.Journal.Started
+		}
+		out = append(out, entry)
 	}
-	sort.SliceStable(out, func(i, k int) bool { return out[i].Started.Before(out[k].Started) })
+	sortEntries(out)
 	return out, nil
+}
+
+// sortEntries orders runs oldest first.
+func sortEntries(out []RunEntry) {
+	sort.SliceStable(out, func(i, k int) bool { return out[i].Time.Before(out[k].Time) })
 }
 
 // ArtifactDir implements Store.
 func (s *DirStore) ArtifactDir(runID, stepID string) (string, error) {
-	dir := filepath.Join(s.RunDir(runID), "steps", stepID)
+	dir, err := s.existingRunDir(runID)
+	if err != nil {
+		return "", err
+	}
+	return makeArtifactDir(dir, stepID)
+}
+
+// makeArtifactDir creates the artifact folder of a step in a run folder; the step id is checked
+// first, as it names the folder.
+func makeArtifactDir(runDir, stepID string) (string, error) {
+	dir, err := safepath.Join(filepath.Join(runDir, "steps"), "step id", stepID)
+	if err != nil {
+		return "", err
+	}
 	return dir, os.MkdirAll(dir, 0o755)
 }
 

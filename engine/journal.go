@@ -112,10 +112,13 @@ func DecodeJournal(data []byte) (*Journal, error) {
 	dec.UseNumber()
 	var j Journal
 	if err := dec.Decode(&j); err != nil {
-		return nil, fmt.Errorf("corrupt journal: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrCorruptJournal, err)
 	}
 	if j.Version != JournalVersion {
 		return nil, fmt.Errorf("journal version %d is not supported (want %d)", j.Version, JournalVersion)
+	}
+	if err := j.check(); err != nil {
+		return nil, err
 	}
 	j.Params = fixNumbers(j.Params).(map[string]any)
 	for _, r := range j.Steps {

@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
+
+	"planrun.dev/planrun/internal/safepath"
 )
 
 // MemStore keeps runs in memory. Dry runs use it, so that they leave nothing behind; artifacts go
@@ -25,6 +26,10 @@ func NewMemStore() *MemStore {
 
 // Create implements Store.
 func (m *MemStore) Create(ctx context.Context, j *Journal, planSource []byte) error {
+	// The id names the run's artifact folder: checked as a DirStore checks it.
+	if err := safepath.Name("run id", j.RunID); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	if _, ok := m.journals[j.RunID]; ok {
 		m.mu.Unlock()
@@ -67,21 +72,22 @@ func (m *MemStore) PlanSource(_ context.Context, runID string) ([]byte, error) {
 }
 
 // List implements Store.
-func (m *MemStore) List(ctx context.Context) ([]*Journal, error) {
+func (m *MemStore) List(ctx context.Context) ([]RunEntry, error) {
 	m.mu.Lock()
 	ids := make([]string, 0, len(m.journals))
 	for id := range m.journals {
 		ids = append(ids, id)
 	}
 	m.mu.Unlock()
-	var out []*Journal
+	var out []RunEntry
 	for _, id := range ids {
-		j, err := m.Load(ctx, id)
-		if err != nil {
-			return nil, err
+		e := RunEntry{RunID: id}
+		if e.Journal, e.Err = m.Load(ctx, id); e.Journal != nil {
+			e.Time = e.Journal.Started
 		}
-		out = append(out, j)
+		out = append(out, e)
 	}
+	sortEntries(out)
 	return out, nil
 }
 
@@ -95,10 +101,26 @@ func (m *MemStore) Lock(_ context.Context, runID string, _ LockOptions) (Lock, e
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.locked[runID] {
-		return nil, &LockedError{RunID: runID, Holder: LockHolder{PID: os.Getpid()}}
+		return nil, &LockedError{RunID: runID, State: m.heldState()}
 	}
 	m.locked[runID] = true
 	return &memLock{m: m, id: runID}, nil
+}
+
+// LockState implements Store.
+func (m *MemStore) LockState(_ context.Context, runID string) (LockState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.locked[runID] {
+		return m.heldState(), nil
+	}
+	return LockState{Status: LockFree}, nil
+}
+
+// heldState is the state of a lock held in this process: a MemStore lives in one.
+func (m *MemStore) heldState() LockState {
+	host, _ := os.Hostname()
+	return LockState{Status: LockHeld, Holder: LockHolder{PID: os.Getpid(), Host: host}}
 }
 
 func (l *memLock) Release() error {
@@ -119,7 +141,11 @@ func (m *MemStore) ArtifactDir(runID, stepID string) (string, error) {
 		}
 		m.tmp = dir
 	}
-	dir := filepath.Join(m.tmp, runID, "steps", stepID)
+	tmp := m.tmp
 	m.mu.Unlock()
-	return dir, os.MkdirAll(dir, 0o755)
+	runDir, err := safepath.Join(tmp, "run id", runID)
+	if err != nil {
+		return "", err
+	}
+	return makeArtifactDir(runDir, stepID)
 }

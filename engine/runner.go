@@ -111,12 +111,16 @@ func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journa
 func (r *Runner) Resume(ctx context.Context, runID string, loadPlan func(*Journal) (*Plan, error)) (*Journal, error) {
 	return r.withRun(ctx, runID, loadPlan, func(ctx context.Context, x *execution) error {
 		switch x.j.Status {
+		case RunRunning, RunInterrupted, RunFailed:
+			// Running: its runner died (we hold the lock now).
 		case RunSucceeded:
 			return fmt.Errorf("run %s already succeeded; nothing to resume", runID)
 		case RunRolledBack:
 			return fmt.Errorf("run %s was rolled back; start a new run with planrun apply", runID)
 		case RunRollingBack, RunRollbackFailed:
 			return fmt.Errorf("run %s is rolling back (%s); finish it with planrun rollback %s", runID, x.j.Status, runID)
+		default:
+			return fmt.Errorf("run %s has status %s, which cannot be resumed", runID, x.j.Status)
 		}
 		if err := x.adopt(); err != nil {
 			return err
@@ -158,6 +162,9 @@ func (r *Runner) withRun(ctx context.Context, runID string, loadPlan func(*Journ
 	}
 	p, err := loadPlan(j)
 	if err != nil {
+		return j, err
+	}
+	if err := j.checkMatches(p); err != nil {
 		return j, err
 	}
 	x := r.newExecution(p, j, r.Store)

@@ -446,7 +446,7 @@ func TestLockRefusesSecondRunner(t *testing.T) {
 	}
 	_, err = f.runner.Resume(context.Background(), "run-1", f.reload(body))
 	var le *engine.LockedError
-	if !errors.As(err, &le) || le.Stale || le.Holder.PID != os.Getpid() {
+	if !errors.As(err, &le) || le.State.Status != engine.LockHeld || le.State.Holder.PID != os.Getpid() {
 		t.Fatalf("want a live lock error naming this process, got %v", err)
 	}
 	if !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
@@ -463,13 +463,18 @@ func TestStaleLockIsReportedAndCanBeBroken(t *testing.T) {
 		t.Fatal("a should fail")
 	}
 	// A runner that died holding the lock leaves its record but no flock.
-	stale := `{"pid": 999999, "host": "gone", "started": "2026-01-01T00:00:00Z"}`
-	if err := os.WriteFile(filepath.Join(f.store.RunDir("run-1"), "lock"), []byte(stale), 0o644); err != nil {
+	host, _ := os.Hostname()
+	stale := fmt.Sprintf(`{"pid": 999999, "host": %q, "started": "2026-01-01T00:00:00Z"}`, host)
+	dir, err := f.store.RunDir("run-1")
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.runner.Resume(context.Background(), "run-1", f.reload(body))
+	if err := os.WriteFile(filepath.Join(dir, "lock"), []byte(stale), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.runner.Resume(context.Background(), "run-1", f.reload(body))
 	var le *engine.LockedError
-	if !errors.As(err, &le) || !le.Stale || le.Holder.PID != 999999 || !strings.Contains(err.Error(), "--break-lock") {
+	if !errors.As(err, &le) || le.State.Status != engine.LockStale || le.State.Holder.PID != 999999 || !strings.Contains(err.Error(), "--break-lock") {
 		t.Fatalf("want a stale lock error, got %v", err)
 	}
 	f.runner.BreakStaleLock = true

@@ -21,12 +21,28 @@ type Store interface {
 	Load(ctx context.Context, runID string) (*Journal, error)
 	// PlanSource returns the plan source recorded by Create.
 	PlanSource(ctx context.Context, runID string) ([]byte, error)
-	// List returns the journals of every run, oldest first.
-	List(ctx context.Context) ([]*Journal, error)
+	// List returns every run, oldest first. A run whose journal cannot be read is listed with
+	// the reason, never hidden; folders that are not runs are skipped.
+	List(ctx context.Context) ([]RunEntry, error)
 	// Lock takes the run's lock, or fails with a *LockedError saying who holds it.
 	Lock(ctx context.Context, runID string, opts LockOptions) (Lock, error)
+	// LockState says whether a runner holds the run's lock, without taking it: status and runs
+	// ask it to tell a live run from one whose runner died.
+	LockState(ctx context.Context, runID string) (LockState, error)
 	// ArtifactDir returns a local folder for the artifacts of one step of a run, creating it.
 	ArtifactDir(runID, stepID string) (string, error)
+}
+
+// RunEntry is one run as Store.List finds it.
+type RunEntry struct {
+	RunID string
+	// Journal is the run's checkpoint; nil when Err says why it cannot be read.
+	Journal *Journal
+	// Err is why the journal cannot be read (errors.Is ErrCorruptJournal for a damaged or
+	// forged one, which resume and rollback refuse too).
+	Err error
+	// Time orders the list: when the run started, or when an unreadable journal was written.
+	Time time.Time
 }
 
 // ErrRunNotFound is returned by Store.Load for an unknown run.
@@ -34,8 +50,9 @@ var ErrRunNotFound = errors.New("run not found")
 
 // LockOptions control taking a run lock.
 type LockOptions struct {
-	// BreakStale takes over a lock whose holder is gone (its process died without releasing it).
-	// A lock whose holder is alive is never broken.
+	// BreakStale takes over a lock whose holder is gone (its process died without releasing it),
+	// or was taken on another host (the operator vouches that it is gone). A lock whose holder
+	// is alive on this host is never broken.
 	BreakStale bool
 }
 
@@ -56,17 +73,57 @@ func (h LockHolder) String() string {
 	return fmt.Sprintf("pid %d on %s since %s", h.PID, h.Host, h.Started.Format(time.RFC3339))
 }
 
-// LockedError is returned when a run is locked by someone else, or by a holder that is gone.
-type LockedError struct {
-	RunID  string
+// LockStatus is what a run's lock says about its runner.
+type LockStatus string
+
+// Lock statuses.
+const (
+	// LockFree: no runner holds the run, and none died holding it.
+	LockFree LockStatus = "free"
+	// LockHeld: a live runner holds the run.
+	LockHeld LockStatus = "held"
+	// LockStale: the runner that took the lock is gone without releasing it (killed, crashed):
+	// the run was cut off.
+	LockStale LockStatus = "stale"
+	// LockForeign: the lock was taken on another host; whether that runner still runs cannot be
+	// checked from here.
+	LockForeign LockStatus = "foreign"
+)
+
+// LockState is the state of a run's lock.
+type LockState struct {
+	Status LockStatus
+	// Holder is the recorded holder; zero when there is none or Garbled.
 	Holder LockHolder
-	// Stale is true when the holder is gone: the lock can be broken with --break-lock.
-	Stale bool
+	// Garbled: a holder record is there but cannot be read (a runner died writing it, or the
+	// file was damaged). With the lock free it counts as stale: some runner took the lock.
+	Garbled bool
+}
+
+// LockedError is returned when a run is locked by someone else, by a holder that is gone, or by
+// a holder on another host.
+type LockedError struct {
+	RunID string
+	State LockState
 }
 
 func (e *LockedError) Error() string {
-	if e.Stale {
-		return fmt.Sprintf("run %s has a stale lock from %s: that process is gone; if you are sure nothing else runs this plan, retry with --break-lock", e.RunID, e.Holder)
+	h := e.State.Holder
+	who := h.String()
+	switch {
+	case e.State.Garbled:
+		who = "a runner whose holder record cannot be read"
+	case h.PID == 0:
+		who = "a runner that has not recorded itself yet"
 	}
-	return fmt.Sprintf("run %s is locked by %s (%s); wait for it or stop it", e.RunID, e.Holder, e.Holder.Command)
+	switch e.State.Status {
+	case LockStale:
+		return fmt.Sprintf("run %s has a stale lock from %s: that process is gone; if you are sure nothing else runs this plan, retry with --break-lock", e.RunID, who)
+	case LockForeign:
+		return fmt.Sprintf("run %s is locked by %s: held by %s (cannot check whether it still runs from here); if you are sure it does not, retry with --break-lock", e.RunID, who, h.Host)
+	}
+	if e.State.Garbled || h.PID == 0 {
+		return fmt.Sprintf("run %s is locked by %s; wait for it or stop it", e.RunID, who)
+	}
+	return fmt.Sprintf("run %s is locked by %s (%s); wait for it or stop it", e.RunID, who, h.Command)
 }

@@ -28,7 +28,7 @@ func runPlan(t *testing.T, with string, dryRun bool) (*engine.Journal, error, st
 	store := engine.NewDirStore(filepath.Join(dir, "runs"))
 	r := &engine.Runner{Store: store, NoRollback: true}
 	j, err := r.Apply(context.Background(), p, engine.ApplyOptions{RunID: "r", DryRun: dryRun})
-	return j, err, store.RunDir("r")
+	return j, err, filepath.Join(store.Root, "r")
 }
 
 func TestExec(t *testing.T) {
