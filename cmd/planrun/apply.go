@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 
 	"planrun.dev/planrun/engine"
 )
 
-// runFlags are shared by apply, resume and rollback.
+// runFlags are the flags of apply, resume and rollback (validate uses set and values). They live
+// in the app of one invocation, so that nothing carries over from one command to the next.
 type runFlags struct {
 	set        []string
 	values     []string
@@ -21,18 +23,16 @@ type runFlags struct {
 	planFile   string
 }
 
-var rf runFlags
-
 var applyCommand = &command{
 	name:    "apply",
 	usage:   "PLAN.yaml [--set name=value]... [--values FILE]... [--dry-run]",
 	summary: "Start a run of a plan.",
 	flags: func(fs *pflag.FlagSet, a *app) {
-		fs.StringArrayVar(&rf.set, "set", nil, "set a param: name=value (repeatable)")
-		fs.StringArrayVar(&rf.values, "values", nil, "YAML file of param values (repeatable; later wins, --set wins over all)")
-		fs.BoolVar(&rf.dryRun, "dry-run", false, "change nothing: steps use server-side dry run and say what they would do")
-		fs.StringVar(&rf.runID, "run-id", "", "name of the run (default: plan name, time and a random suffix)")
-		fs.BoolVar(&rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
+		fs.StringArrayVar(&a.rf.set, "set", nil, "set a param: name=value (repeatable)")
+		fs.StringArrayVar(&a.rf.values, "values", nil, "YAML file of param values (repeatable; later wins, --set wins over all)")
+		fs.BoolVar(&a.rf.dryRun, "dry-run", false, "change nothing: steps use server-side dry run and say what they would do")
+		fs.StringVar(&a.rf.runID, "run-id", "", "name of the run (default: plan name, time and a random suffix)")
+		fs.BoolVar(&a.rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
 	},
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) != 1 {
@@ -42,18 +42,18 @@ var applyCommand = &command{
 		if err != nil {
 			return err
 		}
-		sets := rf.set
+		sets := a.rf.set
 		if a.namespace != "" { // -n is a shorthand for --set namespace=..., as kubectl users expect
 			sets = append([]string{"namespace=" + a.namespace}, sets...)
 		}
-		p, err := engine.Load(args[0], engine.LoadOptions{Params: engine.ParamValues{Set: sets, Files: rf.values}})
+		p, err := engine.Load(args[0], engine.LoadOptions{Params: engine.ParamValues{Set: sets, Files: a.rf.values}})
 		if err != nil {
 			return err
 		}
 		a.applyClusterDefaults(p)
 		r := a.runner(jsonOut)
-		r.NoRollback = rf.noRollback
-		j, err := r.Apply(ctx, p, engine.ApplyOptions{RunID: rf.runID, DryRun: rf.dryRun})
+		r.NoRollback = a.rf.noRollback
+		j, err := r.Apply(ctx, p, engine.ApplyOptions{RunID: a.rf.runID, DryRun: a.rf.dryRun})
 		a.summary(j, jsonOut, err)
 		return err
 	},
@@ -65,7 +65,7 @@ func (a *app) runner(jsonOut bool) *engine.Runner {
 		Store:          a.store(),
 		Observer:       newRenderer(a.stdout, jsonOut),
 		Logger:         a.logger,
-		BreakStaleLock: rf.breakLock,
+		BreakStaleLock: a.rf.breakLock,
 	}
 }
 
@@ -74,12 +74,17 @@ func (a *app) summary(j *engine.Journal, jsonOut bool, err error) {
 	if j == nil || jsonOut {
 		return
 	}
+	if j.DryRun {
+		// A dry run keeps no journal: there is nothing to resume or roll back.
+		what := "finished"
+		if j.Status != engine.RunSucceeded {
+			what = strings.ToLower(string(j.Status)) + " (see above); fix the cause and dry-run again"
+		}
+		fmt.Fprintf(a.stdout, "dry run of %s %s: nothing was changed\n", j.Plan.Name, what)
+		return
+	}
 	switch j.Status {
 	case engine.RunSucceeded:
-		if j.DryRun {
-			fmt.Fprintf(a.stdout, "dry run of %s finished: nothing was changed\n", j.Plan.Name)
-			return
-		}
 		fmt.Fprintf(a.stdout, "run %s succeeded (planrun status %s)\n", j.RunID, j.RunID)
 	case engine.RunInterrupted:
 		fmt.Fprintf(a.stdout, "run %s interrupted: continue with planrun resume %s, or undo with planrun rollback %s\n", j.RunID, j.RunID, j.RunID)
@@ -97,8 +102,8 @@ func (a *app) summary(j *engine.Journal, jsonOut bool, err error) {
 func loadRunPlan(a *app) func(*engine.Journal) (*engine.Plan, error) {
 	return func(j *engine.Journal) (*engine.Plan, error) {
 		file := j.Plan.File
-		if rf.planFile != "" {
-			file = rf.planFile
+		if a.rf.planFile != "" {
+			file = a.rf.planFile
 		}
 		if _, err := os.Stat(file); err != nil {
 			return nil, fmt.Errorf("plan file of run %s: %v (give its new place with --plan FILE)", j.RunID, err)
@@ -117,9 +122,9 @@ var resumeCommand = &command{
 	usage:   "[RUN] [--plan FILE] [--break-lock]",
 	summary: "Continue a run that stopped (the latest run if none is named).",
 	flags: func(fs *pflag.FlagSet, a *app) {
-		fs.StringVar(&rf.planFile, "plan", "", "plan file to continue with (default: the file the run started from)")
-		fs.BoolVar(&rf.breakLock, "break-lock", false, "take over a stale lock left by a runner that died")
-		fs.BoolVar(&rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
+		fs.StringVar(&a.rf.planFile, "plan", "", "plan file to continue with (default: the file the run started from)")
+		fs.BoolVar(&a.rf.breakLock, "break-lock", false, "take over a stale lock left by a runner that died")
+		fs.BoolVar(&a.rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
 	},
 	run: func(ctx context.Context, a *app, args []string) error {
 		jsonOut, err := a.jsonOutput()
@@ -131,7 +136,7 @@ var resumeCommand = &command{
 			return err
 		}
 		r := a.runner(jsonOut)
-		r.NoRollback = rf.noRollback
+		r.NoRollback = a.rf.noRollback
 		j, err := r.Resume(ctx, runID, loadRunPlan(a))
 		a.summary(j, jsonOut, err)
 		return err
@@ -143,8 +148,8 @@ var rollbackCommand = &command{
 	usage:   "RUN [--plan FILE] [--break-lock]",
 	summary: "Undo the completed steps of a run, in reverse order.",
 	flags: func(fs *pflag.FlagSet, a *app) {
-		fs.StringVar(&rf.planFile, "plan", "", "plan file whose rollback blocks to use (default: the plan as the run started)")
-		fs.BoolVar(&rf.breakLock, "break-lock", false, "take over a stale lock left by a runner that died")
+		fs.StringVar(&a.rf.planFile, "plan", "", "plan file whose rollback blocks to use (default: the plan as the run started)")
+		fs.BoolVar(&a.rf.breakLock, "break-lock", false, "take over a stale lock left by a runner that died")
 	},
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) != 1 {
@@ -156,7 +161,7 @@ var rollbackCommand = &command{
 		}
 		store := a.store()
 		load := func(j *engine.Journal) (*engine.Plan, error) {
-			if rf.planFile != "" {
+			if a.rf.planFile != "" {
 				return loadRunPlan(a)(j)
 			}
 			src, err := store.PlanSource(ctx, j.RunID)
@@ -170,10 +175,34 @@ var rollbackCommand = &command{
 			a.applyClusterDefaults(p)
 			return p, nil
 		}
-		j, err := a.runner(jsonOut).Rollback(ctx, args[0], load)
+		var was engine.RunStatus // how the run stood before this rollback
+		j, err := a.runner(jsonOut).Rollback(ctx, args[0], func(j *engine.Journal) (*engine.Plan, error) {
+			was = j.Status
+			return load(j)
+		})
+		if j != nil && !jsonOut && err == nil && j.Status == engine.RunRolledBack {
+			fmt.Fprintf(a.stdout, "run %s %s\n", j.RunID, rolledBackFrom(was))
+			return nil
+		}
 		a.summary(j, jsonOut, err)
 		return err
 	},
+}
+
+// rolledBackFrom says what `planrun rollback` did, given how the run stood before: an
+// interrupted run was not a failed one.
+func rolledBackFrom(was engine.RunStatus) string {
+	switch was {
+	case engine.RunRolledBack:
+		return "was already rolled back"
+	case engine.RunRunning, engine.RunInterrupted:
+		return "was interrupted and has been rolled back"
+	case engine.RunFailed:
+		return "failed and has been rolled back"
+	case engine.RunRollingBack, engine.RunRollbackFailed:
+		return "has finished rolling back"
+	}
+	return "has been rolled back"
 }
 
 // runArg returns the run named on the command line, or the latest run.

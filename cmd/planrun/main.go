@@ -143,14 +143,20 @@ func exitCode(err error) int {
 	var le *engine.LockedError
 	var re *engine.RunError
 	switch {
+	case errors.Is(err, engine.ErrInterrupted):
+		return exitInterrupted
+	case errors.As(err, &re):
+		// The run started: whatever failed in it (a step, or a `when` or `${{ }}` that failed
+		// to evaluate, which carries a plan position like a load error) is a run failure. This
+		// comes before the load-error case for that reason.
+		if re.Status == engine.RunRollbackFailed {
+			return exitRollbackFailed
+		}
+		return exitRunFailed
 	case errors.As(err, &ue), engine.AsErrorList(err) != nil:
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked
-	case errors.Is(err, engine.ErrInterrupted):
-		return exitInterrupted
-	case errors.As(err, &re) && re.Status == engine.RunRollbackFailed:
-		return exitRollbackFailed
 	}
 	return exitRunFailed
 }
@@ -165,6 +171,7 @@ type app struct {
 	kubeContext    string
 	namespace      string
 	logger         *slog.Logger
+	rf             runFlags
 }
 
 func (a *app) globalFlags(fs *pflag.FlagSet) {

@@ -25,14 +25,20 @@ var statusCommand = &command{
 		if err != nil {
 			return err
 		}
-		j, err := a.store().Load(ctx, runID)
+		store := a.store()
+		j, err := store.Load(ctx, runID)
 		if err != nil {
 			return err
 		}
+		v := viewRun(ctx, store, j, time.Now())
 		if jsonOut {
-			return writeJSON(a.stdout, j)
+			j.Status = v.status
+			return writeJSON(a.stdout, struct {
+				*engine.Journal
+				Runner string `json:"runner,omitempty"`
+			}{j, v.runner})
 		}
-		printStatus(a.stdout, j, time.Now())
+		printStatus(a.stdout, v)
 		return nil
 	},
 }
@@ -44,18 +50,20 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // printStatus prints a run the way `argo get` prints a workflow: a header, then a table of steps.
-func printStatus(w io.Writer, j *engine.Journal, now time.Time) {
+func printStatus(w io.Writer, v runView) {
+	j := v.j
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "Run:\t%s\n", j.RunID)
 	fmt.Fprintf(tw, "Plan:\t%s v%d (%s)\n", j.Plan.Name, j.Plan.Version, j.Plan.File)
-	fmt.Fprintf(tw, "Status:\t%s\n", j.Status)
+	fmt.Fprintf(tw, "Status:\t%s\n", v.status)
+	if v.runner != "" {
+		fmt.Fprintf(tw, "Runner:\t%s\n", v.runner)
+	}
 	fmt.Fprintf(tw, "Started:\t%s\n", j.Started.Local().Format(time.RFC1123))
-	end := now
 	if j.Finished != nil {
-		end = *j.Finished
 		fmt.Fprintf(tw, "Finished:\t%s\n", j.Finished.Local().Format(time.RFC1123))
 	}
-	fmt.Fprintf(tw, "Duration:\t%s\n", roundDuration(end.Sub(j.Started)))
+	fmt.Fprintf(tw, "Duration:\t%s\n", roundDuration(v.end.Sub(j.Started)))
 	if len(j.Params) > 0 {
 		keys := sortedKeys(j.Params)
 		parts := make([]string, len(keys))
@@ -82,7 +90,7 @@ func printStatus(w io.Writer, j *engine.Journal, now time.Time) {
 		}
 		dur := "-"
 		if r.Started != nil {
-			e := now
+			e := v.end
 			if r.Finished != nil {
 				e = *r.Finished
 			}
@@ -133,36 +141,52 @@ var runsCommand = &command{
 		if err != nil {
 			return err
 		}
-		runs, err := a.store().List(ctx)
+		store := a.store()
+		runs, err := store.List(ctx)
 		if err != nil {
 			return err
 		}
+		type row struct {
+			RunID   string           `json:"runID"`
+			Plan    string           `json:"plan,omitempty"`
+			Version int              `json:"version,omitempty"`
+			Status  engine.RunStatus `json:"status"`
+			Started time.Time        `json:"started"`
+			Steps   int              `json:"steps"`
+			Done    int              `json:"done"`
+			Runner  string           `json:"runner,omitempty"`
+			Error   string           `json:"error,omitempty"`
+		}
+		now := time.Now()
+		rows := []row{}
+		for _, e := range runs {
+			if e.Err != nil {
+				// Listed, never hidden: the operator has to see a run that cannot be resumed.
+				rows = append(rows, row{RunID: e.RunID, Status: statusCorrupt, Started: e.Time, Error: e.Err.Error()})
+				continue
+			}
+			v := viewRun(ctx, store, e.Journal, now)
+			done, total := progress(e.Journal)
+			rows = append(rows, row{e.RunID, e.Journal.Plan.Name, e.Journal.Plan.Version, v.status, e.Journal.Started, total, done, v.runner, ""})
+		}
 		if jsonOut {
-			type row struct {
-				RunID   string           `json:"runID"`
-				Plan    string           `json:"plan"`
-				Version int              `json:"version"`
-				Status  engine.RunStatus `json:"status"`
-				Started time.Time        `json:"started"`
-				Steps   int              `json:"steps"`
-				Done    int              `json:"done"`
-			}
-			rows := []row{}
-			for _, j := range runs {
-				done, total := progress(j)
-				rows = append(rows, row{j.RunID, j.Plan.Name, j.Plan.Version, j.Status, j.Started, total, done})
-			}
 			return writeJSON(a.stdout, rows)
 		}
 		tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "RUN\tPLAN\tSTATUS\tSTEPS\tSTARTED")
-		for _, j := range runs {
-			done, total := progress(j)
-			fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%d/%d\t%s\n", j.RunID, j.Plan.Name, j.Plan.Version, j.Status, done, total, j.Started.Local().Format("2006-01-02 15:04:05"))
+		fmt.Fprintln(tw, "RUN\tPLAN\tSTATUS\tSTEPS\tSTARTED\tNOTE")
+		for _, r := range rows {
+			plan, note := fmt.Sprintf("%s v%d", r.Plan, r.Version), r.Runner
+			if r.Error != "" {
+				plan, note = "?", r.Error
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", r.RunID, plan, r.Status, r.Done, r.Steps, r.Started.Local().Format("2006-01-02 15:04:05"), truncate(firstLine(note), 100))
 		}
 		return tw.Flush()
 	},
 }
+
+// statusCorrupt is shown for a run whose journal cannot be read or trusted.
+const statusCorrupt engine.RunStatus = "Corrupt"
 
 func progress(j *engine.Journal) (done, total int) {
 	for _, r := range j.Steps {

@@ -17,21 +17,26 @@ var validateCommand = &command{
 	usage:   "PLAN.yaml... [--set name=value]... [--values FILE]...",
 	summary: "Check plan files without touching any cluster; every problem is reported as file:line:col.",
 	flags: func(fs *pflag.FlagSet, a *app) {
-		fs.StringArrayVar(&rf.set, "set", nil, "set a param: name=value (repeatable); required params are checked only when values are given")
-		fs.StringArrayVar(&rf.values, "values", nil, "YAML file of param values (repeatable)")
+		fs.StringArrayVar(&a.rf.set, "set", nil, "set a param: name=value (repeatable); required params are checked only when values are given")
+		fs.StringArrayVar(&a.rf.values, "values", nil, "YAML file of param values (repeatable)")
 	},
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) == 0 {
 			return usagef("validate takes one or more plan files")
 		}
-		withValues := len(rf.set) > 0 || len(rf.values) > 0
+		withValues := len(a.rf.set) > 0 || len(a.rf.values) > 0
 		var all engine.ErrorList
 		var other []error
 		for _, file := range args {
 			p, err := engine.Load(file, engine.LoadOptions{
-				Params:             engine.ParamValues{Set: rf.set, Files: rf.values},
+				Params:             engine.ParamValues{Set: a.rf.set, Files: a.rf.values},
 				SkipRequiredParams: !withValues,
 			})
+			if ctx.Err() != nil {
+				// Interrupted (SIGINT/SIGTERM): this file may have been cut off and the rest are
+				// unchecked, so no "ok" and no exit 0.
+				return engine.ErrInterrupted
+			}
 			if err != nil {
 				if l := engine.AsErrorList(err); l != nil {
 					all = append(all, l...)
