@@ -330,11 +330,7 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 		if err := x.openRecord(); err != nil {
 			return nil, err
 		}
-		defer func() {
-			if x.record != nil {
-				x.closeRecord()
-			}
-		}()
+		defer x.closeRecord() // after a panic; a no-op once closed below
 	}
 	workers := r.Workers
 	if workers == 0 {
@@ -342,6 +338,10 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	}
 	start := time.Now()
 	err = x.run(ctx, workers)
+	if rerr := x.closeRecord(); rerr != nil {
+		// Undo deletes what the record lists: the step fails rather than leave it incomplete.
+		err = errors.Join(err, rerr)
+	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -350,8 +350,6 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 		out, err = x.outputs(time.Since(start))
 	}
 	if err != nil && r.UndoOnFailure && !rc.DryRun && ctx.Err() == nil {
-		x.closeRecord()
-		x.record = nil
 		if uerr := r.Undo(ctx, rc, engine.Outputs{"createdFile": x.recordPath}); uerr != nil {
 			return nil, fmt.Errorf("%w; deleting what it created (undoOnFailure) failed too: %v", err, uerr)
 		}

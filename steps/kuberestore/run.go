@@ -66,6 +66,9 @@ func (x *restorer) run(ctx context.Context, workers int) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if err := x.flushRecord(); err != nil {
+			return err // what is created from here on could not be undone
+		}
 		if p.tier > 0 && !crdsWaited {
 			crdsWaited = true
 			if err := x.waitCRDs(ctx); err != nil {
@@ -161,7 +164,7 @@ func (x *restorer) startProgress() func() {
 				return
 			case <-t.C:
 				report()
-				x.flushRecord()
+				_ = x.flushRecord() // an error sticks: the next resource and the step's end report it
 			}
 		}
 	}()

@@ -38,9 +38,43 @@ type record struct {
 	UID       string `json:"uid"`
 }
 
+// recordWriter appends to the undo record. Undo deletes only what the record lists, so a write
+// that fails (a full disk) must fail the step: the first error sticks and is returned by every
+// later flush and by close.
 type recordWriter struct {
-	f  *os.File
-	bw *bufio.Writer
+	f   *os.File
+	w   *bufio.Writer
+	err error
+}
+
+func newRecordWriter(f *os.File) *recordWriter {
+	return &recordWriter{f: f, w: bufio.NewWriterSize(f, 64<<10)}
+}
+
+func (w *recordWriter) write(line []byte) {
+	if w.err == nil {
+		_, w.err = w.w.Write(line)
+	}
+}
+
+func (w *recordWriter) flush() error {
+	if w.err == nil {
+		w.err = w.w.Flush()
+	}
+	return w.err
+}
+
+// close flushes, fsyncs (the record must survive the crash that resume recovers from) and
+// closes the file, returning the first error of all the writes.
+func (w *recordWriter) close() error {
+	err := w.flush()
+	if err == nil {
+		err = w.f.Sync()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // openRecord opens the list of created objects for appending: a run that resumes after a crash
@@ -58,7 +92,7 @@ func (x *restorer) openRecord() error {
 	if err != nil {
 		return err
 	}
-	x.record = &recordWriter{f: f, bw: bufio.NewWriterSize(f, 64<<10)}
+	x.record = newRecordWriter(f)
 	return nil
 }
 
@@ -103,26 +137,37 @@ func (x *restorer) addRecord(r record) {
 	}
 	b, _ := json.Marshal(r)
 	x.recMu.Lock()
-	x.record.bw.Write(append(b, '\n'))
+	x.record.write(append(b, '\n'))
 	x.recMu.Unlock()
 	x.recorded.Add(1)
 }
 
-func (x *restorer) flushRecord() {
+// flushRecord writes what is buffered, and returns the record's first write error.
+func (x *restorer) flushRecord() error {
 	if x.record == nil {
-		return
+		return nil
 	}
 	x.recMu.Lock()
-	x.record.bw.Flush()
-	x.recMu.Unlock()
+	defer x.recMu.Unlock()
+	if err := x.record.flush(); err != nil {
+		return fmt.Errorf("writing the undo record %s: %w", x.recordPath, err)
+	}
+	return nil
 }
 
-func (x *restorer) closeRecord() {
-	x.flushRecord()
+// closeRecord closes the record; an error means undo would miss objects this step created.
+func (x *restorer) closeRecord() error {
+	if x.record == nil {
+		return nil
+	}
 	x.recMu.Lock()
-	x.record.f.Sync()
-	x.record.f.Close()
-	x.recMu.Unlock()
+	defer x.recMu.Unlock()
+	err := x.record.close()
+	x.record = nil
+	if err != nil {
+		return fmt.Errorf("writing the undo record %s: %w", x.recordPath, err)
+	}
+	return nil
 }
 
 // Undo implements engine.Undoer: it deletes the objects the restore created (each only if it is
