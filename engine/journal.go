@@ -115,7 +115,7 @@ func DecodeJournal(data []byte) (*Journal, error) {
 		return nil, fmt.Errorf("%w: %w", ErrCorruptJournal, err)
 	}
 	if j.Version != JournalVersion {
-		return nil, fmt.Errorf("journal version %d is not supported (want %d)", j.Version, JournalVersion)
+		return nil, fmt.Errorf("%w %d (this planrun reads version %d)", ErrJournalVersion, j.Version, JournalVersion)
 	}
 	if err := j.check(); err != nil {
 		return nil, err

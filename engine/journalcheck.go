@@ -16,6 +16,10 @@ import (
 // ErrCorruptJournal is matched (errors.Is) by the errors of journals that cannot be trusted.
 var ErrCorruptJournal = errors.New("corrupt journal")
 
+// ErrJournalVersion is matched by the error of a journal of another layout version (written by
+// another planrun release).
+var ErrJournalVersion = errors.New("unsupported journal version")
+
 var (
 	runStatuses  = []RunStatus{RunRunning, RunSucceeded, RunFailed, RunInterrupted, RunRollingBack, RunRolledBack, RunRollbackFailed}
 	stepStatuses = []StepStatus{StepPending, StepRunning, StepSucceeded, StepFailed, StepSkipped, StepRolledBack}
