@@ -12,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/go-multierror"
 )
 
 // Runner executes plans and keeps their checkpoints in a Store.
@@ -343,7 +341,13 @@ func (x *execution) finish(err error) error {
 		x.j.Finished = &now
 	}
 	if serr := x.save(context.Background()); serr != nil {
-		err = multierror.Append(err, serr).ErrorOrNil()
+		// One line, and still a RunError for callers: the final checkpoint is lost (a full
+		// disk), and the journal on disk is the last one written.
+		if err == nil {
+			err = serr
+		} else {
+			err = fmt.Errorf("%w; and %w", err, serr)
+		}
 	}
 	x.emit(Event{Type: EventRunFinished, Status: string(x.j.Status), Error: errString(err)})
 	return err

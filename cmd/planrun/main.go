@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/safepath"
 	_ "planrun.dev/planrun/steps" // registers every step type
 )
 
@@ -153,7 +154,8 @@ func exitCode(err error) int {
 			return exitRollbackFailed
 		}
 		return exitRunFailed
-	case errors.As(err, &ue), engine.AsErrorList(err) != nil:
+	case errors.As(err, &ue), engine.AsErrorList(err) != nil, errors.Is(err, safepath.ErrUnsafe):
+		// A run id that cannot name a folder is a bad argument, not a failed run.
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked
