@@ -191,6 +191,7 @@ func TestCorruptAndForgedJournals(t *testing.T) {
 			})
 		}
 	}
+	writeFile(t, filepath.Join(state, "newer", "journal.json"), forge("newer", func(d map[string]any) { d["version"] = 2 }))
 	writeFile(t, filepath.Join(state, "foreign", "notes.txt"), "not a run")
 	writeFile(t, filepath.Join(state, "stray-file"), "x")
 	_, stdout, _ := runCLI(t, "runs", "--state-dir", state)
@@ -198,6 +199,9 @@ func TestCorruptAndForgedJournals(t *testing.T) {
 		if !strings.Contains(stdout, id+" ") || !strings.Contains(stdout, "Corrupt") {
 			t.Errorf("runs does not list %s as corrupt:\n%s", id, stdout)
 		}
+	}
+	if !strings.Contains(stdout, "Unreadable") || !strings.Contains(stdout, "unsupported journal version 2") {
+		t.Errorf("runs does not list the journal of another version:\n%s", stdout)
 	}
 	if strings.Contains(stdout, "foreign") || strings.Contains(stdout, "stray") {
 		t.Errorf("runs lists a folder that is not a run:\n%s", stdout)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -162,7 +163,11 @@ var runsCommand = &command{
 		for _, e := range runs {
 			if e.Err != nil {
 				// Listed, never hidden: the operator has to see a run that cannot be resumed.
-				rows = append(rows, row{RunID: e.RunID, Status: statusCorrupt, Started: e.Time, Error: e.Err.Error()})
+				status := statusUnreadable // e.g. a journal of another planrun release
+				if errors.Is(e.Err, engine.ErrCorruptJournal) {
+					status = statusCorrupt
+				}
+				rows = append(rows, row{RunID: e.RunID, Status: status, Started: e.Time, Error: e.Err.Error()})
 				continue
 			}
 			v := viewRun(ctx, store, e.Journal, now)
@@ -179,14 +184,17 @@ var runsCommand = &command{
 			if r.Error != "" {
 				plan, note = "?", r.Error
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", r.RunID, plan, r.Status, r.Done, r.Steps, r.Started.Local().Format("2006-01-02 15:04:05"), truncate(firstLine(note), 100))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", r.RunID, plan, r.Status, r.Done, r.Steps, r.Started.Local().Format("2006-01-02 15:04:05"), firstLine(note))
 		}
 		return tw.Flush()
 	},
 }
 
-// statusCorrupt is shown for a run whose journal cannot be read or trusted.
-const statusCorrupt engine.RunStatus = "Corrupt"
+// Shown for a run whose journal cannot be trusted, or cannot be read by this planrun.
+const (
+	statusCorrupt    engine.RunStatus = "Corrupt"
+	statusUnreadable engine.RunStatus = "Unreadable"
+)
 
 func progress(j *engine.Journal) (done, total int) {
 	for _, r := range j.Steps {
