@@ -263,3 +263,22 @@ func TestDryRunFailureSuggestsNoResume(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, stdout)
 	}
 }
+
+// TestJournalWriteFailureFailsTheRun: when the journal cannot be written (a file size limit
+// stands in for a full disk), the run fails loudly: exit 1, the checkpoint named, one line.
+func TestJournalWriteFailureFailsTheRun(t *testing.T) {
+	dir := t.TempDir()
+	out := `{"x": "` + strings.Repeat("a", 400) + `"}`
+	plan := writePlan(t, dir, "p.yaml", stateHeader+"steps:\n"+
+		"  - {id: a, type: exec, with: {command: [echo, '"+out+"']}}\n"+
+		"  - {id: b, type: exec, with: {command: [echo, '"+out+"']}}\n")
+	// ulimit -f counts 512-byte blocks: the plan and the first checkpoints fit, the later do not.
+	cmd := exec.Command("sh", "-c", `ulimit -f 2 && exec "$0" "$@"`, planrunBin, "apply", plan, "--run-id", "r", "--state-dir", filepath.Join(dir, "runs"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.Run()
+	msg := strings.TrimSpace(stderr.String())
+	if code := cmd.ProcessState.ExitCode(); code != exitRunFailed || !strings.HasPrefix(msg, "planrun apply: ") || !strings.Contains(msg, "checkpoint of run r") || strings.Contains(msg, "\n") {
+		t.Fatalf("exit %d, want %d with one line naming the checkpoint:\n%s", cmd.ProcessState.ExitCode(), exitRunFailed, msg)
+	}
+}
