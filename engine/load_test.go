@@ -72,7 +72,7 @@ func TestLoadErrors(t *testing.T) {
 			body: `steps:
   - id: a: b
 `,
-			want: `plan.yaml:5:1: invalid YAML: mapping values are not allowed in this context`,
+			want: `plan.yaml:5:10: invalid YAML: mapping values are not allowed in this context`,
 		},
 		{
 			name: "unknown top-level field",
@@ -158,7 +158,7 @@ steps:
     type: exec
     with: {command: [echo, true]}
 `,
-			want: `plan.yaml:7:28: step "a": with: expected a string, got bool true (quote it to make it a string)`,
+			want: `plan.yaml:7:28: step "a": with: expected a string, got boolean true (quote it to make it a string)`,
 		},
 		{
 			name: "step without id",
