@@ -18,7 +18,8 @@ import (
 //	<root>/<run-id>/lock           the run lock (flock) and its holder
 //	<root>/<run-id>/steps/<id>/    artifacts of each step (logs, output)
 type DirStore struct {
-	Root string
+	Root     string
+	steplogs dirStepLogs // see steplog.go
 }
 
 // NewDirStore returns a store rooted at root (created on first use).
@@ -55,7 +56,11 @@ func (s *DirStore) Save(_ context.Context, j *Journal) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(s.journalPath(j.RunID), data, 0o644)
+	if err := WriteFileAtomic(s.journalPath(j.RunID), data, 0o644); err != nil {
+		return err
+	}
+	s.journalWritten(j.RunID, data)
+	return nil
 }
 
 // Load implements Store.
@@ -73,6 +78,9 @@ func (s *DirStore) Load(_ context.Context, runID string) (*Journal, error) {
 	j, err := DecodeJournal(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.journalPath(runID), err)
+	}
+	if err := s.applyStepLog(runID, data, j); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.stepLogPath(runID), err)
 	}
 	return j, nil
 }
@@ -139,6 +147,11 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
+	return syncDir(dir)
+}
+
+// syncDir makes the names in dir durable (a rename, a new file).
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

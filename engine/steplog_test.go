@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+)
+
+func stepLogJournal() *Journal {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	return &Journal{Version: JournalVersion, RunID: "r1", Status: RunRunning, Started: now, Updated: now,
+		Plan:  PlanRecord{Name: "t", File: "plan.yaml"},
+		Steps: []*StepRecord{{ID: "a", Status: StepPending}, {ID: "b", Status: StepPending}}}
+}
+
+// TestStepLog: a step checkpoint survives a new process (a fresh store reading the folder), a
+// line cut short by a crash is ignored, and the log of an older journal is not applied over a
+// newer journal.
+func TestStepLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := NewDirStore(dir)
+	j := stepLogJournal()
+	if err := s.Create(ctx, j, []byte("plan")); err != nil {
+		t.Fatal(err)
+	}
+	j.Steps[0].Status, j.Steps[0].Outputs = StepSucceeded, Outputs{"n": 1}
+	if err := s.saveStep(ctx, j, j.Steps[0]); err != nil {
+		t.Fatal(err)
+	}
+	rb := &StepRecord{ID: "a-undo", RollbackOf: "a", Status: StepRunning}
+	j.Steps = append(j.Steps, rb)
+	if err := s.saveStep(ctx, j, rb); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, want map[string]StepStatus) {
+		t.Helper()
+		got, err := NewDirStore(dir).Load(ctx, "r1")
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if len(got.Steps) != len(want) {
+			t.Fatalf("%s: %d records, want %d", what, len(got.Steps), len(want))
+		}
+		for _, r := range got.Steps {
+			if r.Status != want[r.ID] {
+				t.Errorf("%s: %s is %s, want %s", what, r.ID, r.Status, want[r.ID])
+			}
+		}
+		if n := got.Step("a").Outputs["n"]; n != 1 {
+			t.Errorf("%s: outputs.n = %#v, want int 1", what, n)
+		}
+	}
+	check("after step checkpoints", map[string]StepStatus{"a": StepSucceeded, "b": StepPending, "a-undo": StepRunning})
+
+	// A crash in the middle of the next line: that checkpoint never happened.
+	f, err := os.OpenFile(s.stepLogPath("r1"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"updated":"2026-01-02T03:04:06Z","step":{"id":"b","sta`)
+	f.Close()
+	check("after a torn line", map[string]StepStatus{"a": StepSucceeded, "b": StepPending, "a-undo": StepRunning})
+
+	// The journal written whole; the old log is left behind, as by a crash before its removal.
+	stale, err := os.ReadFile(s.stepLogPath("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Steps[2].Status = StepSucceeded
+	if err := s.Save(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.stepLogPath("r1"), stale, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check("with a stale log", map[string]StepStatus{"a": StepSucceeded, "b": StepPending, "a-undo": StepSucceeded})
+
+	// A new process does not append to a log it did not start: it writes the journal whole.
+	s2 := NewDirStore(dir)
+	j2, err := s2.Load(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2.Steps[1].Status = StepSucceeded
+	if err := s2.saveStep(ctx, j2, j2.Steps[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.stepLogPath("r1")); !os.IsNotExist(err) {
+		t.Errorf("step log still there after the journal was written whole: %v", err)
+	}
+	check("after a new process", map[string]StepStatus{"a": StepSucceeded, "b": StepSucceeded, "a-undo": StepSucceeded})
+}
+
+func TestMemStoreStepLog(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemStore()
+	j := stepLogJournal()
+	if err := m.Create(ctx, j, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < maxStepLines(j)+3; i++ { // past the limit: the journal is written whole
+		j.Steps[1].Attempts = i + 1
+		if err := m.saveStep(ctx, j, j.Steps[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := m.Load(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := got.Step("b").Attempts; a != maxStepLines(j)+3 {
+		t.Errorf("attempts = %d, want %d", a, maxStepLines(j)+3)
+	}
+	if n := len(m.steplogs["r1"]); n > maxStepLines(j) {
+		t.Errorf("%d lines in the log, more than %d", n, maxStepLines(j))
+	}
+}
