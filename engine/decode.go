@@ -20,7 +20,9 @@ import (
 //   - scalars holding ${{ }} expressions can be set aside at load time and filled in at run time,
 //   - a field's Go type can take over its own decoding (Duration, Expr, raw yaml.Node).
 //
-// Field names come from `yaml:"name"` tags; `plan:"required"` marks a field that must be present.
+// Field names come from `yaml:"name"` tags; `plan:"required"` marks a field that must be present;
+// `plan:"cluster"` and `plan:"datastore"` mark a string field that names one of the plan's
+// clusters or datastores, which the loader checks (see refs.go).
 
 // nodeDecoder is implemented by types that decode themselves from a node (see Duration, Expr).
 type nodeDecoder interface {
@@ -47,6 +49,9 @@ type decoder struct {
 	aliasRefused                 bool
 	outerAlias                   *yaml.Node
 	templateIn                   map[*yaml.Node]bool // see holdsTemplate
+	// refs are the cluster and datastore names found in fields tagged plan:"cluster" or
+	// plan:"datastore" (see refs.go).
+	refs []nameRef
 }
 
 func (d *decoder) pos(n *yaml.Node) Pos {
@@ -146,6 +151,10 @@ func (d *decoder) decodeFree(n *yaml.Node) any {
 		m := make(map[string]any, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i]
+			if k.Tag == "!!str" && isTemplate(k.Value) {
+				d.templateKey(k)
+				continue
+			}
 			if _, dup := m[k.Value]; dup {
 				d.errorf(k, "mapping key %q already defined", k.Value)
 				continue
@@ -246,6 +255,7 @@ type fieldInfo struct {
 	name     string
 	index    []int
 	required bool
+	ref      string // "cluster", "datastore" or empty
 }
 
 func structFields(t reflect.Type) []fieldInfo {
@@ -267,7 +277,8 @@ func structFields(t reflect.Type) []fieldInfo {
 		if name == "" {
 			name = strings.ToLower(f.Name[:1]) + f.Name[1:]
 		}
-		out = append(out, fieldInfo{name: name, index: f.Index, required: hasOpt(f.Tag.Get("plan"), "required")})
+		plan := f.Tag.Get("plan")
+		out = append(out, fieldInfo{name: name, index: f.Index, required: hasOpt(plan, "required"), ref: refKind(plan)})
 	}
 	return out
 }
@@ -305,6 +316,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 			continue
 		}
 		d.decode(val, v.FieldByIndex(f.index))
+		if f.ref != "" {
+			d.addRef(f.ref, val)
+		}
 	}
 	for _, f := range fields {
 		if f.required && !seen[f.name] {
@@ -352,6 +366,10 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value) {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
 			d.errorf(k, "expected a string key, got %s", kindName(k))
+			continue
+		}
+		if d.deferScalar != nil && k.Tag == "!!str" && isTemplate(k.Value) {
+			d.templateKey(k)
 			continue
 		}
 		if seen[k.Value] {

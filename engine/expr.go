@@ -119,6 +119,9 @@ type exprCompiler struct {
 	env     Env
 	stepIDs map[string]bool
 	self    string // id of the step whose expressions are being compiled
+	// readable says whether the expressions being compiled may read step id, and why not: a
+	// step that has not run yet has no status or outputs (see runsbefore.go). nil: any step.
+	readable func(id string) (bool, string)
 	// config is built once per plan: expr.Compile would rebuild it from the environment for
 	// each of a large plan's thousands of expressions, a quarter of the load time.
 	config *conf.Config
@@ -209,7 +212,7 @@ func (c *exprCompiler) explainNoField(err error) {
 // checkStepRefs rejects steps["x"] / steps.x for an x that is not a step of the plan, which the
 // type checker cannot see because steps is a map.
 func (c *exprCompiler) checkStepRefs(program *vm.Program, pos Pos) error {
-	v := &stepRefVisitor{known: c.stepIDs, self: c.self}
+	v := &stepRefVisitor{known: c.stepIDs, self: c.self, readable: c.readable}
 	node := program.Node()
 	ast.Walk(&node, v)
 	if v.bad != "" {
@@ -219,9 +222,10 @@ func (c *exprCompiler) checkStepRefs(program *vm.Program, pos Pos) error {
 }
 
 type stepRefVisitor struct {
-	known map[string]bool
-	self  string
-	bad   string
+	known    map[string]bool
+	self     string
+	readable func(id string) (bool, string)
+	bad      string
 }
 
 func (v *stepRefVisitor) Visit(node *ast.Node) {
@@ -242,6 +246,10 @@ func (v *stepRefVisitor) Visit(node *ast.Node) {
 		v.bad = fmt.Sprintf("unknown step %q in expression", prop.Value)
 	case prop.Value == v.self:
 		v.bad = fmt.Sprintf("step %q refers to itself in an expression", prop.Value)
+	case v.readable != nil:
+		if ok, why := v.readable(prop.Value); !ok {
+			v.bad = fmt.Sprintf("step %q %s: its status and outputs are not known here", prop.Value, why)
+		}
 	}
 }
 

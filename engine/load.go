@@ -88,6 +88,7 @@ func (l *loader) load(root *yaml.Node, opts LoadOptions) {
 	l.collectSteps(root)
 	l.compileSteps()
 	l.decodeDatastores()
+	l.checkRefs()
 }
 
 var (
@@ -238,8 +239,9 @@ func (l *loader) addStep(s *Step, n *yaml.Node, hook string, parent *Step) {
 	}
 	if r := s.Retry; r != nil {
 		rn := mappingValue(n, "retry")
-		if r.Attempts < 0 {
-			l.errs = append(l.errs, errorf(l.d.pos(mappingValue(rn, "attempts")), "step %q: retry.attempts must be at least 1", s.ID))
+		// attempts counts the first one: 0 and -1 are both meaningless, not "no retry" and "error".
+		if an := mappingValue(rn, "attempts"); an != nil && r.Attempts < 1 {
+			l.errs = append(l.errs, errorf(l.d.pos(an), "step %q: retry.attempts must be at least 1 (it counts the first attempt; 1 means no retry), not %d", s.ID, r.Attempts))
 		}
 		if r.On != "" && r.On != RetryOnTransient && r.On != RetryOnAny {
 			l.errs = append(l.errs, errorf(l.d.pos(mappingValue(rn, "on")), "step %q: retry.on must be transient or any, not %q", s.ID, r.On))
@@ -282,9 +284,10 @@ func (l *loader) compileSteps() {
 	}
 	l.exprs = &exprCompiler{env: Env{Params: p.paramValue, Steps: map[string]StepView{}}, stepIDs: ids}
 	l.d.exprs = l.exprs
+	readable := p.readableBy()
 	for _, s := range p.allSteps() {
 		before := len(l.errs)
-		l.exprs.self = s.ID
+		l.exprs.self, l.exprs.readable = s.ID, readable(s)
 		if s.When.Kind != 0 {
 			l.compileWhen(s)
 		}
