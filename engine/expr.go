@@ -163,7 +163,7 @@ func (c *exprCompiler) compile(src string, pos Pos, asBool bool) (*Expr, error) 
 		return nil, exprError(pos, src, err)
 	}
 	if t := program.Node().Type(); asBool && t != nil && t.Kind() != reflect.Interface && t.Kind() != reflect.Bool {
-		return nil, errorf(pos, "expression %q gives %s, not true or false", src, t)
+		return nil, errorf(pos, "expression %s gives %s, not true or false", quoteLong(src), t)
 	}
 	if err := c.checkStepRefs(program, pos); err != nil {
 		return nil, err
@@ -263,9 +263,9 @@ func exprError(pos Pos, src string, err error) *PosError {
 		} else {
 			p.Col += fe.Column
 		}
-		return &PosError{Pos: p, Msg: fmt.Sprintf("invalid expression %q: %s", src, fe.Message), Err: err}
+		return &PosError{Pos: p, Msg: fmt.Sprintf("invalid expression %s: %s", quoteLong(src), fe.Message), Err: err}
 	}
-	return &PosError{Pos: pos, Msg: fmt.Sprintf("invalid expression %q: %s", src, firstLine(err.Error())), Err: err}
+	return &PosError{Pos: pos, Msg: fmt.Sprintf("invalid expression %s: %s", quoteLong(src), firstLine(err.Error())), Err: err}
 }
 
 // scalarPos is the position of byte offset within a scalar's value, allowing for the opening

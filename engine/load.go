@@ -240,7 +240,7 @@ func (l *loader) addStep(s *Step, n *yaml.Node, hook string, parent *Step) {
 	if r := s.Retry; r != nil {
 		rn := mappingValue(n, "retry")
 		// attempts counts the first one: 0 and -1 are both meaningless, not "no retry" and "error".
-		if an := mappingValue(rn, "attempts"); an != nil && r.Attempts < 1 {
+		if an := mappingValue(rn, "attempts"); an != nil && an.Tag == "!!int" && r.Attempts < 1 {
 			l.errs = append(l.errs, errorf(l.d.pos(an), "step %q: retry.attempts must be at least 1 (it counts the first attempt; 1 means no retry), not %d", s.ID, r.Attempts))
 		}
 		if r.On != "" && r.On != RetryOnTransient && r.On != RetryOnAny {

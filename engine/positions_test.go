@@ -54,7 +54,7 @@ func TestInputPositions(t *testing.T) {
 		{
 			name: "retry attempts 0",
 			body: "steps:\n  - {id: a, type: test.op, retry: {attempts: 0}}\n",
-			want: `plan.yaml:5:45: step "a": retry.attempts must be at least 1 (it counts the first attempt; 1 means no retry), not 0`,
+			want: `plan.yaml:5:46: step "a": retry.attempts must be at least 1 (it counts the first attempt; 1 means no retry), not 0`,
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
