@@ -95,3 +95,40 @@ func BenchmarkAliasBombRefused(b *testing.B) {
 		}
 	}
 }
+
+// TestValuesFileChecks: a values file holds one document and sets each param once, and a bad
+// value is the only error reported (not also "param is required").
+func TestValuesFileChecks(t *testing.T) {
+	plan := ltHeader + "params:\n  n: {type: int, required: true}\n  s: {type: string}\nsteps: [{id: a, type: test.op}]\n"
+	for _, tc := range []struct {
+		name, values string
+		set          []string
+		want         []string
+	}{
+		{"duplicate param", "n: 1\ns: a\nn: 2\n", nil, []string{"values.yaml:3:1: param \"n\" is already set in this file (at 1:1)"}},
+		{"second document", "n: 1\n---\ns: a\n", nil, []string{"values.yaml:2:1: a second YAML document starts here; a values file holds one document"}},
+		{"duplicate key inside a value", "n: 1\ns: {a: 1, a: 2}\n", nil, []string{"values.yaml:2:4: param \"s\": expected a string, got a mapping"}},
+		{"bad value", "n: x\n", nil, []string{"values.yaml:1:4: param \"n\": expected an integer, got string \"x\""}},
+		{"bad --set", "", []string{"n=x"}, []string{`--set: --set n=x: expected an integer, got "x"`}},
+		{"syntax error", "n: [1\n", nil, []string{"values.yaml:1:5: invalid YAML: did not find expected ',' or ']'"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var files []string
+			if tc.values != "" {
+				files = []string{filepath.Join(dir, "values.yaml")}
+				if err := os.WriteFile(files[0], []byte(tc.values), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := engine.Parse("plan.yaml", []byte(plan), engine.LoadOptions{Params: engine.ParamValues{Files: files, Set: tc.set}})
+			lines := ltErrors(t, err)
+			for i := range lines {
+				lines[i] = strings.TrimPrefix(lines[i], dir+"/")
+			}
+			if strings.Join(lines, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("errors:\n  %s\nwant:\n  %s", strings.Join(lines, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
