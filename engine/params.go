@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"sort"
@@ -252,7 +253,12 @@ func (d *decoder) paramValue(n *yaml.Node, typ string) (any, error) {
 	if !ok {
 		return nil, errorf(d.pos(target), "expected %s, got %s", typeArticle(typ), kindName(target))
 	}
-	return d.value(n)
+	v, err := d.value(n)
+	if _, isInt := v.(int); typ == "int" && err == nil && !isInt {
+		// yaml.v3 gives int64 or uint64 for integers that do not fit an int.
+		return nil, errorf(d.pos(target), "integer %s is too large (at most %d)", target.Value, math.MaxInt)
+	}
+	return v, err
 }
 
 // parseParamString parses a --set value by the param's type. Lists and maps are YAML flow
