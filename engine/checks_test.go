@@ -55,9 +55,9 @@ func TestLoadTimeChecks(t *testing.T) {
 			want: `plan.yaml:6:35: step "undo" is a rollback step of "a", which runs only when the run is rolled back: its status and outputs are not known here`,
 		},
 		{
-			name: "rollback step reads a step after the one it undoes",
+			name: "rollback step reads outputs of a later step",
 			body: `steps:
-  - {id: a, type: test.op, rollback: [{id: undo, type: test.op, when: 'steps.b.status == "Succeeded"'}]}
+  - {id: a, type: test.op, rollback: [{id: undo, type: test.op, when: 'steps.b.outputs.n > 1'}]}
   - {id: b, type: test.op}
 `,
 			want: `plan.yaml:5:72: step "b" runs later`,
@@ -158,6 +158,10 @@ steps:
     rollback:
       - {id: u1, type: test.op, when: 'steps.a.status == "Succeeded" && steps.b.status == "Succeeded"'}
       - {id: u2, type: test.op, when: 'steps.u1.status == "Succeeded"'}
+`,
+		"rollback reads the status of a later step (how far the run got)": `steps:
+  - {id: a, type: test.op, rollback: [{id: undo, type: test.op, when: 'steps.b.status == "Pending"'}]}
+  - {id: b, type: test.op}
 `,
 		"declared and templated names": `params: {c: {type: string, default: main}}
 clusters: {main: {}}

@@ -61,7 +61,7 @@ func (l *loader) decodeDatastores() {
 	p.datastores = map[string]any{}
 	if l.exprs != nil {
 		// Datastores are set up before the first step runs.
-		l.exprs.self, l.exprs.readable = "", func(string) (bool, string) {
+		l.exprs.self, l.exprs.readable = "", func(string, bool) (bool, string) {
 			return false, "is read by a datastore, which is set up before any step runs"
 		}
 	}
