@@ -22,10 +22,9 @@ func (x *execution) runStep(ctx context.Context, s *Step, rec *StepRecord) error
 			if err != nil {
 				return x.fail(ctx, s, rec, ev, fmt.Errorf("when: %w", err))
 			}
+			// Recorded by the next checkpoint (Skipped, Running or Failed), which follows with
+			// nothing done in between: a checkpoint of its own would only cost a sync per step.
 			rec.When = &ok
-			if err := x.saveStep(ctx, rec); err != nil {
-				return err
-			}
 		}
 		if !*rec.When {
 			now := time.Now().UTC()
