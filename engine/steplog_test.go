@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -117,3 +118,29 @@ func TestMemStoreStepLog(t *testing.T) {
 		t.Errorf("%d lines in the log, more than %d", n, maxStepLines(j))
 	}
 }
+
+// benchStepCheckpoint measures one step checkpoint in a DirStore for a journal of n records: it
+// should not grow with n (a whole-journal write did), except for the rewrite every n lines.
+func benchStepCheckpoint(b *testing.B, n int) {
+	ctx := context.Background()
+	s := NewDirStore(b.TempDir())
+	j := stepLogJournal()
+	for i := len(j.Steps); i < n; i++ {
+		j.Steps = append(j.Steps, &StepRecord{ID: "s" + strconv.Itoa(i), Status: StepPending})
+	}
+	if err := s.Create(ctx, j, nil); err != nil {
+		b.Fatal(err)
+	}
+	i := 0
+	for b.Loop() {
+		rec := j.Steps[i%n]
+		rec.Attempts++
+		if err := s.saveStep(ctx, j, rec); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+func BenchmarkStepCheckpoint100(b *testing.B)   { benchStepCheckpoint(b, 100) }
+func BenchmarkStepCheckpoint10000(b *testing.B) { benchStepCheckpoint(b, 10_000) }
