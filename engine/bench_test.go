@@ -158,3 +158,84 @@ func BenchmarkJournalEncode500Steps(b *testing.B) {
 		}
 	}
 }
+
+// noopPlan is a plan of n no-op steps (test.op), each reading the step before it in `when:` and
+// in a ${{ }} value, so that both the load (compile, digests) and the run (env, checkpoints) see
+// a step per step.
+func noopPlan(n int) []byte {
+	var b strings.Builder
+	b.WriteString(ltHeader + "steps:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - id: s%05d\n    type: test.op\n", i)
+		if i > 0 {
+			fmt.Fprintf(&b, "    when: steps.s%05d.status == \"Succeeded\"\n    with: {out: {prev: \"${{ steps.s%05d.outputs.attempt }}\"}}\n", i-1, i-1)
+		}
+	}
+	return []byte(b.String())
+}
+
+// benchLoadRun loads and runs a plan of n no-op steps in the given store. Growth is linear when
+// ns/op of 10k steps is about ten times that of 1k steps.
+func benchLoadRun(b *testing.B, n int, store func(b *testing.B) engine.Store) {
+	data := noopPlan(n)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		resetOps()
+		p, err := engine.Parse("plan.yaml", data, engine.LoadOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		j, err := (&engine.Runner{Store: store(b)}).Apply(context.Background(), p, engine.ApplyOptions{RunID: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := j.Steps[n-1].Status; got != engine.StepSucceeded {
+			b.Fatalf("last step %s", got)
+		}
+	}
+}
+
+func memStore(*testing.B) engine.Store   { return engine.NewMemStore() }
+func dirStore(b *testing.B) engine.Store { return engine.NewDirStore(b.TempDir()) }
+
+func BenchmarkLoadRun1kStepsMem(b *testing.B)  { benchLoadRun(b, 1_000, memStore) }
+func BenchmarkLoadRun10kStepsMem(b *testing.B) { benchLoadRun(b, 10_000, memStore) }
+func BenchmarkLoadRun1kStepsDir(b *testing.B)  { benchLoadRun(b, 1_000, dirStore) }
+func BenchmarkLoadRun10kStepsDir(b *testing.B) { benchLoadRun(b, 10_000, dirStore) }
+
+// BenchmarkLoad1kSteps and BenchmarkLoad10kSteps are the load alone.
+func benchLoad(b *testing.B, n int) {
+	data := noopPlan(n)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := engine.Parse("plan.yaml", data, engine.LoadOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLoad1kSteps(b *testing.B)  { benchLoad(b, 1_000) }
+func BenchmarkLoad10kSteps(b *testing.B) { benchLoad(b, 10_000) }
+
+// wideWithPlan is one step whose with.env has n keys.
+func wideWithPlan(n int) []byte {
+	var b strings.Builder
+	b.WriteString(ltHeader + "steps:\n  - id: wide\n    type: exec\n    with:\n      command: [\"true\"]\n      env:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "        K%06d: v%d\n", i, i)
+	}
+	return []byte(b.String())
+}
+
+func BenchmarkLoadWideWith50k(b *testing.B) {
+	data := wideWithPlan(50_000)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := engine.Parse("plan.yaml", data, engine.LoadOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

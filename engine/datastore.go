@@ -59,6 +59,12 @@ func (l *loader) decodeDatastores() {
 	}
 	types := DatastoreTypes()
 	p.datastores = map[string]any{}
+	if l.exprs != nil {
+		// Datastores are set up before the first step runs.
+		l.exprs.self, l.exprs.readable = "", func(string, bool) (bool, string) {
+			return false, "is read by a datastore, which is set up before any step runs"
+		}
+	}
 	names := make([]string, 0, len(p.Datastores))
 	for name := range p.Datastores {
 		names = append(names, name)

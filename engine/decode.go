@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,7 +20,9 @@ import (
 //   - scalars holding ${{ }} expressions can be set aside at load time and filled in at run time,
 //   - a field's Go type can take over its own decoding (Duration, Expr, raw yaml.Node).
 //
-// Field names come from `yaml:"name"` tags; `plan:"required"` marks a field that must be present.
+// Field names come from `yaml:"name"` tags; `plan:"required"` marks a field that must be present;
+// `plan:"cluster"` and `plan:"datastore"` mark a string field that names one of the plan's
+// clusters or datastores, which the loader checks (see refs.go).
 
 // nodeDecoder is implemented by types that decode themselves from a node (see Duration, Expr).
 type nodeDecoder interface {
@@ -39,13 +43,16 @@ type decoder struct {
 	// rendered are scalars produced by ${{ }} at run time; a number or boolean among them may
 	// fill a string field (as its text), which a number written in the plan may not.
 	rendered map[*yaml.Node]bool
-	// aliased counts the nodes decoded through aliases. A few nested aliases make a small file
-	// expand to billions of nodes ("billion laughs"); past maxAliased, aliases are refused.
-	aliased, inAlias int
+	// aliased counts the nodes decoded through aliases, against maxAliased (0: the default);
+	// see nodevalue.go. aliasRefused: the error has been recorded.
+	aliased, inAlias, maxAliased int
+	aliasRefused                 bool
+	outerAlias                   *yaml.Node
+	templateIn                   map[*yaml.Node]bool // see holdsTemplate
+	// refs are the cluster and datastore names found in fields tagged plan:"cluster" or
+	// plan:"datastore" (see refs.go).
+	refs []nameRef
 }
-
-// maxAliased is far above what anchors shared by the steps of a real plan expand to.
-const maxAliased = 100_000
 
 func (d *decoder) pos(n *yaml.Node) Pos {
 	if n == nil {
@@ -69,20 +76,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 		n = n.Content[0]
 	}
 	if n.Kind == yaml.AliasNode {
-		if d.aliased >= maxAliased {
-			if d.aliased == maxAliased {
-				d.aliased++
-				d.errorf(n, "too many aliases: they expand to more than %d values", maxAliased)
-			}
+		if !d.enterAlias(n) {
 			return
 		}
-		d.inAlias++
-		defer func() { d.inAlias-- }()
+		defer d.leaveAlias()
 		n = n.Alias
 	}
-	if d.inAlias > 0 && d.aliased < maxAliased {
-		d.aliased++
-	}
+	d.countNode()
 	t := v.Type()
 	if t == nodeType {
 		v.Set(reflect.ValueOf(*n))
@@ -116,7 +116,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 	case reflect.Slice:
 		d.decodeSlice(n, v)
 	case reflect.Interface:
-		if d.deferScalar != nil && holdsTemplate(n) {
+		if d.deferScalar != nil && d.holdsTemplate(n) {
 			// A free-form value (a patch, a manifest) with ${{ }} somewhere inside: decode it
 			// piece by piece so that each template is found, type-checked and filled at run time.
 			if x := d.decodeFree(n); x != nil {
@@ -124,13 +124,15 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value) {
 			}
 			return
 		}
-		var x any
-		if err := n.Decode(&x); err != nil {
-			d.errorf(n, "%v", err)
+		x, err := d.value(n)
+		if err != nil {
+			if !errors.Is(err, ErrTooManyAliases) { // recorded once by enterAlias
+				d.errs = append(d.errs, asPosError(d.pos(n), err))
+			}
 			return
 		}
 		if x != nil {
-			v.Set(reflect.ValueOf(normalize(x)))
+			v.Set(reflect.ValueOf(x))
 		}
 	default:
 		d.decodeScalar(n, v)
@@ -149,6 +151,10 @@ func (d *decoder) decodeFree(n *yaml.Node) any {
 		m := make(map[string]any, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i]
+			if k.Tag == "!!str" && isTemplate(k.Value) {
+				d.templateKey(k)
+				continue
+			}
 			if _, dup := m[k.Value]; dup {
 				d.errorf(k, "mapping key %q already defined", k.Value)
 				continue
@@ -166,20 +172,36 @@ func (d *decoder) decodeFree(n *yaml.Node) any {
 	return elem(n)
 }
 
-// holdsTemplate reports whether a ${{ }} string is anywhere in n.
-func holdsTemplate(n *yaml.Node) bool {
+// holdsTemplate reports whether a ${{ }} string is anywhere in n. An anchored node is looked at
+// once however many aliases name it (memo), so that aliases cost nothing here: a few nested
+// ones would otherwise make this walk billions of nodes.
+func (d *decoder) holdsTemplate(n *yaml.Node) bool {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if n == nil {
+		return false
 	}
 	if n.Kind == yaml.ScalarNode {
 		return n.Tag == "!!str" && isTemplate(n.Value)
 	}
+	if held, ok := d.templateIn[n]; ok {
+		return held
+	}
+	held := false
 	for _, c := range n.Content {
-		if holdsTemplate(c) {
-			return true
+		if d.holdsTemplate(c) {
+			held = true
+			break
 		}
 	}
-	return false
+	if n.Anchor != "" {
+		if d.templateIn == nil {
+			d.templateIn = map[*yaml.Node]bool{}
+		}
+		d.templateIn[n] = held
+	}
+	return held
 }
 
 func asPosError(pos Pos, err error) *PosError {
@@ -201,20 +223,39 @@ func kindName(n *yaml.Node) string {
 	case yaml.ScalarNode:
 		switch n.Tag {
 		case "!!str":
-			return fmt.Sprintf("string %q", n.Value)
+			return fmt.Sprintf("string %s", quoteLong(n.Value))
 		case "!!null":
 			return "null"
+		case "!!int":
+			return "integer " + n.Value
+		case "!!float":
+			if integerRE.MatchString(n.Value) {
+				return "integer " + n.Value + " (too large)"
+			}
+			return "number " + n.Value
+		case "!!bool":
+			return "boolean " + n.Value
+		case "!!timestamp":
+			return "timestamp " + n.Value
+		case "!!binary":
+			return "binary data"
 		}
-		return fmt.Sprintf("%s %s", strings.TrimPrefix(n.Tag, "!!"), n.Value)
+		return fmt.Sprintf("%s %s", strings.TrimPrefix(n.Tag, "!!"), quoteLong(n.Value))
+	case yaml.AliasNode:
+		return "an alias"
 	}
 	return "a document"
 }
+
+// integerRE is YAML's integer syntax; yaml.v3 tags an integer that does not fit 64 bits !!float.
+var integerRE = regexp.MustCompile(`^[-+]?(0|[1-9][0-9_]*)$`)
 
 // fieldInfo describes one decodable struct field.
 type fieldInfo struct {
 	name     string
 	index    []int
 	required bool
+	ref      string // "cluster", "datastore" or empty
 }
 
 func structFields(t reflect.Type) []fieldInfo {
@@ -236,7 +277,8 @@ func structFields(t reflect.Type) []fieldInfo {
 		if name == "" {
 			name = strings.ToLower(f.Name[:1]) + f.Name[1:]
 		}
-		out = append(out, fieldInfo{name: name, index: f.Index, required: hasOpt(f.Tag.Get("plan"), "required")})
+		plan := f.Tag.Get("plan")
+		out = append(out, fieldInfo{name: name, index: f.Index, required: hasOpt(plan, "required"), ref: refKind(plan)})
 	}
 	return out
 }
@@ -274,6 +316,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 			continue
 		}
 		d.decode(val, v.FieldByIndex(f.index))
+		if f.ref != "" {
+			d.addRef(f.ref, val)
+		}
 	}
 	for _, f := range fields {
 		if f.required && !seen[f.name] {
@@ -321,6 +366,10 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value) {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
 			d.errorf(k, "expected a string key, got %s", kindName(k))
+			continue
+		}
+		if d.deferScalar != nil && k.Tag == "!!str" && isTemplate(k.Value) {
+			d.templateKey(k)
 			continue
 		}
 		if seen[k.Value] {
@@ -373,14 +422,22 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value) {
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
-		if n.Tag != "!!int" || err != nil || v.OverflowInt(i) {
+		if (n.Tag == "!!int" || n.Tag == "!!float" && integerRE.MatchString(n.Value)) && (err != nil || v.OverflowInt(i)) {
+			d.errorf(n, "integer %s is too large for this field (at most %d)", n.Value, maxInt(v.Type()))
+			return
+		}
+		if n.Tag != "!!int" || err != nil {
 			d.errorf(n, "expected an integer, got %s", kindName(n))
 			return
 		}
 		v.SetInt(i)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		u, err := strconv.ParseUint(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
-		if n.Tag != "!!int" || err != nil || v.OverflowUint(u) {
+		if (n.Tag == "!!int" || n.Tag == "!!float" && integerRE.MatchString(n.Value)) && !strings.HasPrefix(n.Value, "-") && (err != nil || v.OverflowUint(u)) {
+			d.errorf(n, "integer %s is too large for this field (at most %d)", n.Value, ^uint64(0)>>(64-v.Type().Bits()))
+			return
+		}
+		if n.Tag != "!!int" || err != nil {
 			d.errorf(n, "expected a non-negative integer, got %s", kindName(n))
 			return
 		}
@@ -396,6 +453,9 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value) {
 		d.errorf(n, "internal: cannot decode into %s", v.Type())
 	}
 }
+
+// maxInt is the largest value of a signed integer type.
+func maxInt(t reflect.Type) int64 { return 1<<(t.Bits()-1) - 1 }
 
 func goKindName(t reflect.Type) string {
 	if t == reflect.TypeOf(Duration(0)) {
@@ -417,30 +477,6 @@ func goKindName(t reflect.Type) string {
 		return "a mapping"
 	}
 	return t.String()
-}
-
-// normalize turns yaml.v3's generic values into the shapes expressions and JSON expect:
-// map[string]any instead of map[any]any, int instead of int64-or-int.
-func normalize(x any) any {
-	switch x := x.(type) {
-	case map[string]any:
-		for k, v := range x {
-			x[k] = normalize(v)
-		}
-		return x
-	case map[any]any:
-		m := make(map[string]any, len(x))
-		for k, v := range x {
-			m[fmt.Sprint(k)] = normalize(v)
-		}
-		return m
-	case []any:
-		for i, v := range x {
-			x[i] = normalize(v)
-		}
-		return x
-	}
-	return x
 }
 
 // Duration is a time.Duration written as "30s", "5m", "1h30m" in plans.

@@ -19,7 +19,8 @@ import (
 //	<root>/<run-id>/lock           the run lock (flock) and its holder
 //	<root>/<run-id>/steps/<id>/    artifacts of each step (logs, output)
 type DirStore struct {
-	Root string
+	Root     string
+	steplogs dirStepLogs // see steplog.go
 }
 
 // NewDirStore returns a store rooted at root (created on first use).
@@ -81,7 +82,11 @@ func (s *DirStore) Save(_ context.Context, j *Journal) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(dir, journalFile), data, 0o644)
+	if err := WriteFileAtomic(filepath.Join(dir, journalFile), data, 0o644); err != nil {
+		return err
+	}
+	s.journalWritten(dir, j.RunID, data)
+	return nil
 }
 
 // journalFile is the name of a run's journal in its folder.
@@ -108,6 +113,10 @@ func (s *DirStore) Load(_ context.Context, runID string) (*Journal, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	logPath := filepath.Join(dir, stepLogFile)
+	if err := applyStepLog(logPath, data, j); err != nil {
+		return nil, fmt.Errorf("%s: %w", logPath, err)
 	}
 	return j, nil
 }
@@ -202,6 +211,11 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
+	return syncDir(dir)
+}
+
+// syncDir makes the names in dir durable (a rename, a new file).
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Pos is a place in a plan file. Line and Col are 1-based, as editors count them.
@@ -70,6 +72,15 @@ func (l ErrorList) sort() {
 	})
 }
 
+// Unwrap lets errors.Is and errors.As see the causes of every entry (ErrTooManyAliases, ...).
+func (l ErrorList) Unwrap() []error {
+	out := make([]error, len(l))
+	for i, e := range l {
+		out[i] = e
+	}
+	return out
+}
+
 // Err returns nil for an empty list, so callers can `return list.Err()`.
 func (l ErrorList) Err() error {
 	if len(l) == 0 {
@@ -91,4 +102,21 @@ func AsErrorList(err error) ErrorList {
 		return ErrorList{p}
 	}
 	return nil
+}
+
+// maxQuoted is how much of a value an error message quotes: enough to recognise it, short
+// enough that a 100 KB expression does not become a 100 KB line.
+const maxQuoted = 120
+
+// quoteLong quotes s for an error message (control bytes escaped), cut after maxQuoted bytes
+// with the length of the whole.
+func quoteLong(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }

@@ -119,6 +119,9 @@ type exprCompiler struct {
 	env     Env
 	stepIDs map[string]bool
 	self    string // id of the step whose expressions are being compiled
+	// readable says whether the expressions being compiled may read step id, and why not: a
+	// step that has not run yet has no status or outputs (see runsbefore.go). nil: any step.
+	readable func(id string, statusOnly bool) (bool, string)
 	// config is built once per plan: expr.Compile would rebuild it from the environment for
 	// each of a large plan's thousands of expressions, a quarter of the load time.
 	config *conf.Config
@@ -160,7 +163,7 @@ func (c *exprCompiler) compile(src string, pos Pos, asBool bool) (*Expr, error) 
 		return nil, exprError(pos, src, err)
 	}
 	if t := program.Node().Type(); asBool && t != nil && t.Kind() != reflect.Interface && t.Kind() != reflect.Bool {
-		return nil, errorf(pos, "expression %q gives %s, not true or false", src, t)
+		return nil, errorf(pos, "expression %s gives %s, not true or false", quoteLong(src), t)
 	}
 	if err := c.checkStepRefs(program, pos); err != nil {
 		return nil, err
@@ -209,8 +212,10 @@ func (c *exprCompiler) explainNoField(err error) {
 // checkStepRefs rejects steps["x"] / steps.x for an x that is not a step of the plan, which the
 // type checker cannot see because steps is a map.
 func (c *exprCompiler) checkStepRefs(program *vm.Program, pos Pos) error {
-	v := &stepRefVisitor{known: c.stepIDs, self: c.self}
 	node := program.Node()
+	status := statusReads{}
+	ast.Walk(&node, status)
+	v := &stepRefVisitor{known: c.stepIDs, self: c.self, readable: c.readable, statusOnly: status}
 	ast.Walk(&node, v)
 	if v.bad != "" {
 		return errorf(pos, "%s", v.bad)
@@ -219,9 +224,29 @@ func (c *exprCompiler) checkStepRefs(program *vm.Program, pos Pos) error {
 }
 
 type stepRefVisitor struct {
-	known map[string]bool
-	self  string
-	bad   string
+	known    map[string]bool
+	self     string
+	readable func(id string, statusOnly bool) (bool, string)
+	// statusOnly are the steps["x"] nodes whose .status alone is read.
+	statusOnly statusReads
+	bad        string
+}
+
+// statusReads collects the steps["x"] nodes of steps["x"].status.
+type statusReads map[ast.Node]bool
+
+func (s statusReads) Visit(node *ast.Node) {
+	m, ok := (*node).(*ast.MemberNode)
+	if !ok {
+		return
+	}
+	if prop, ok := m.Property.(*ast.StringNode); ok && prop.Value == "status" {
+		if inner, ok := m.Node.(*ast.MemberNode); ok {
+			if id, ok := inner.Node.(*ast.IdentifierNode); ok && id.Value == "steps" {
+				s[inner] = true
+			}
+		}
+	}
 }
 
 func (v *stepRefVisitor) Visit(node *ast.Node) {
@@ -242,6 +267,10 @@ func (v *stepRefVisitor) Visit(node *ast.Node) {
 		v.bad = fmt.Sprintf("unknown step %q in expression", prop.Value)
 	case prop.Value == v.self:
 		v.bad = fmt.Sprintf("step %q refers to itself in an expression", prop.Value)
+	case v.readable != nil:
+		if ok, why := v.readable(prop.Value, v.statusOnly[m]); !ok {
+			v.bad = fmt.Sprintf("step %q %s: its status and outputs are not known here", prop.Value, why)
+		}
 	}
 }
 
@@ -255,9 +284,9 @@ func exprError(pos Pos, src string, err error) *PosError {
 		} else {
 			p.Col += fe.Column
 		}
-		return &PosError{Pos: p, Msg: fmt.Sprintf("invalid expression %q: %s", src, fe.Message), Err: err}
+		return &PosError{Pos: p, Msg: fmt.Sprintf("invalid expression %s: %s", quoteLong(src), fe.Message), Err: err}
 	}
-	return &PosError{Pos: pos, Msg: fmt.Sprintf("invalid expression %q: %s", src, firstLine(err.Error())), Err: err}
+	return &PosError{Pos: pos, Msg: fmt.Sprintf("invalid expression %s: %s", quoteLong(src), firstLine(err.Error())), Err: err}
 }
 
 // scalarPos is the position of byte offset within a scalar's value, allowing for the opening

@@ -2,6 +2,9 @@ package engine_test
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"planrun.dev/planrun/engine"
@@ -85,6 +88,66 @@ func FuzzParse(f *testing.F) {
 				if r == nil || r.Digest == "" || r.Parent != s {
 					t.Errorf("bad rollback step of %q: %+v", s.ID, r)
 				}
+			}
+		}
+	})
+}
+
+// valuesFuzzPlan declares a param of every type, so that a values file can set any of them.
+const valuesFuzzPlan = ltHeader + `params:
+  s: {type: string}
+  n: {type: int}
+  b: {type: bool}
+  l: {type: list}
+  m: {type: map}
+steps: [{id: a, type: test.op}]
+`
+
+// FuzzValues loads a plan with a fuzzed --values file: it must either load, with values of the
+// declared types, or fail with an ErrorList whose every entry has a position in a known file.
+func FuzzValues(f *testing.F) {
+	for _, s := range []string{
+		"s: x\nn: 1\nb: true\nl: [1, a]\nm: {k: v}\n",
+		"",
+		"---\n",
+		"n: 1\n---\nn: 2\n",
+		"n: 1\nn: 2\n",
+		"x: &a [1, 2]\nl: [*a, *a]\n",
+		"m: {<<: {a: 1}, b: 2}\n",
+		"m: {a: 1, a: 2}\n",
+		"l: *nope\n",
+		"n: 99999999999999999999\n",
+		"s: \"\x1b\"\n",
+		"s: caf\xe9\n",
+		"[1, 2]\n",
+		"n: [1\n",
+		"l: !!binary aGk=\n",
+		"m: {? [a]: 1}\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(ltValuesBomb()))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "values.yaml")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := engine.Parse("plan.yaml", []byte(valuesFuzzPlan), engine.LoadOptions{Params: engine.ParamValues{Files: []string{path}}})
+		if err != nil {
+			var list engine.ErrorList
+			if !errors.As(err, &list) || len(list) == 0 {
+				t.Fatalf("error is %T, not a non-empty ErrorList: %v", err, err)
+			}
+			for _, e := range list {
+				if e == nil || e.Pos.File != path || e.Pos.Line < 0 || e.Pos.Col < 0 {
+					t.Errorf("bad entry %+v", e)
+				}
+			}
+			return
+		}
+		for name, want := range map[string]string{"s": "string", "n": "int", "b": "bool", "l": "[]interface {}", "m": "map[string]interface {}"} {
+			if got := fmt.Sprintf("%T", p.Values[name]); got != want {
+				t.Errorf("param %s is %s (%v), want %s", name, got, p.Values[name], want)
 			}
 		}
 	})

@@ -99,8 +99,8 @@ func (j *Journal) Step(id string) *StepRecord {
 	return nil
 }
 
-// Encode writes the journal as compact JSON: it is rewritten twice per step, and indenting
-// doubles the encoding time of a large plan's journal. `planrun status -o json` pretty-prints it.
+// Encode writes the journal as compact JSON: it is rewritten whole every so often (see
+// steplog.go), and indenting doubles the encoding time of a large plan's journal. `planrun status -o json` pretty-prints it.
 func (j *Journal) Encode() ([]byte, error) {
 	return json.Marshal(j)
 }

@@ -3,12 +3,9 @@ package engine
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"os"
 	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -23,20 +20,21 @@ type LoadOptions struct {
 }
 
 // Load reads, decodes and validates a plan file. Every problem is reported, as an ErrorList of
-// "file:line:col: message" entries, before anything touches a cluster.
+// "file:line:col: message" entries, before anything touches a cluster. A path that is not a
+// regular file, or a file over MaxFileSize, is refused with one error, before it is read.
 func Load(path string, opts LoadOptions) (*Plan, error) {
-	data, err := os.ReadFile(path)
+	data, err := readInput(path, "plan")
 	if err != nil {
-		return nil, &PosError{Pos: Pos{File: path}, Msg: fmt.Sprintf("cannot read plan: %v", errors.Unwrap(err)), Err: err}
+		return nil, err
 	}
 	return Parse(path, data, opts)
 }
 
 // Parse is Load for a plan already in memory; file is used in error positions.
 func Parse(file string, data []byte, opts LoadOptions) (*Plan, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, ErrorList{yamlSyntaxError(file, err)}
+	doc, perr := parseYAML(file, "plan", data)
+	if perr != nil {
+		return nil, ErrorList{perr}
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, ErrorList{errorf(Pos{File: file, Line: 1, Col: 1}, "empty plan")}
@@ -44,32 +42,13 @@ func Parse(file string, data []byte, opts LoadOptions) (*Plan, error) {
 	sum := sha256.Sum256(data)
 	l := &loader{
 		plan: &Plan{File: file, Source: data, Digest: hex.EncodeToString(sum[:]), byID: map[string]*Step{}},
-		d:    &decoder{file: file},
+		d:    &decoder{file: file, maxAliased: aliasBudget(len(data))},
 	}
 	l.load(doc.Content[0], opts)
 	if err := l.errs.Err(); err != nil {
 		return nil, err
 	}
 	return l.plan, nil
-}
-
-var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
-
-// yamlSyntaxError turns yaml.v3's "yaml: line 3: mapping values are not allowed" into a PosError.
-func yamlSyntaxError(file string, err error) *PosError {
-	msg := err.Error()
-	if te, ok := err.(*yaml.TypeError); ok {
-		msg = strings.Join(te.Errors, "; ")
-	}
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		col := 0
-		if line > 0 {
-			col = 1
-		}
-		return &PosError{Pos: Pos{File: file, Line: line, Col: col}, Msg: "invalid YAML: " + m[2], Err: err}
-	}
-	return &PosError{Pos: Pos{File: file}, Msg: "invalid YAML: " + msg, Err: err}
 }
 
 type loader struct {
@@ -109,6 +88,7 @@ func (l *loader) load(root *yaml.Node, opts LoadOptions) {
 	l.collectSteps(root)
 	l.compileSteps()
 	l.decodeDatastores()
+	l.checkRefs()
 }
 
 var (
@@ -259,8 +239,9 @@ func (l *loader) addStep(s *Step, n *yaml.Node, hook string, parent *Step) {
 	}
 	if r := s.Retry; r != nil {
 		rn := mappingValue(n, "retry")
-		if r.Attempts < 0 {
-			l.errs = append(l.errs, errorf(l.d.pos(mappingValue(rn, "attempts")), "step %q: retry.attempts must be at least 1", s.ID))
+		// attempts counts the first one: 0 and -1 are both meaningless, not "no retry" and "error".
+		if an := mappingValue(rn, "attempts"); an != nil && an.Tag == "!!int" && r.Attempts < 1 {
+			l.errs = append(l.errs, errorf(l.d.pos(an), "step %q: retry.attempts must be at least 1 (it counts the first attempt; 1 means no retry), not %d", s.ID, r.Attempts))
 		}
 		if r.On != "" && r.On != RetryOnTransient && r.On != RetryOnAny {
 			l.errs = append(l.errs, errorf(l.d.pos(mappingValue(rn, "on")), "step %q: retry.on must be transient or any, not %q", s.ID, r.On))
@@ -303,15 +284,23 @@ func (l *loader) compileSteps() {
 	}
 	l.exprs = &exprCompiler{env: Env{Params: p.paramValue, Steps: map[string]StepView{}}, stepIDs: ids}
 	l.d.exprs = l.exprs
+	readable := p.readableBy()
 	for _, s := range p.allSteps() {
-		l.exprs.self = s.ID
+		before := len(l.errs)
+		l.exprs.self, l.exprs.readable = s.ID, readable(s)
 		if s.When.Kind != 0 {
 			l.compileWhen(s)
 		}
 		if s.stepType.New != nil {
 			l.decodeWith(s)
 		}
-		s.Digest = stepDigest(s)
+		digest, err := l.stepDigest(s)
+		l.errs = append(l.errs, l.d.errs...) // a refused alias, recorded once by the decoder
+		l.d.errs = nil
+		if err != nil && len(l.errs) == before {
+			l.errs = append(l.errs, asPosError(s.Pos, err))
+		}
+		s.Digest = digest
 	}
 }
 

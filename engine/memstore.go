@@ -16,6 +16,7 @@ type MemStore struct {
 	journals map[string][]byte
 	plans    map[string][]byte
 	locked   map[string]bool
+	steplogs map[string][][]byte // see steplog.go
 	tmp      string
 }
 
@@ -50,18 +51,19 @@ func (m *MemStore) Save(_ context.Context, j *Journal) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.journals[j.RunID] = data
+	delete(m.steplogs, j.RunID)
 	return nil
 }
 
 // Load implements Store.
 func (m *MemStore) Load(_ context.Context, runID string) (*Journal, error) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	data, ok := m.journals[runID]
-	m.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrRunNotFound, runID)
 	}
-	return DecodeJournal(data)
+	return m.decodeWithSteps(runID, data)
 }
 
 // PlanSource implements Store.

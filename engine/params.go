@@ -1,8 +1,9 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
-	"os"
+	"math"
 	"reflect"
 	"regexp"
 	"sort"
@@ -76,9 +77,12 @@ func (l *loader) resolveParams(root *yaml.Node, given ParamValues, requireAll bo
 			continue
 		}
 		if decl.Default.Kind != 0 && !isNull(&decl.Default) {
-			v, err := convertParamNode(&decl.Default, paramType(decl))
+			if decl.Required {
+				l.errs = append(l.errs, errorf(l.d.pos(&decl.Default), "param %q is required and has a default; a required param takes its value from --set or --values, so drop one of the two", name))
+			}
+			v, err := l.d.paramValue(&decl.Default, paramType(decl))
 			if err != nil {
-				l.errs = append(l.errs, errorf(l.d.pos(&decl.Default), "default of param %q: %v", name, err))
+				l.errs = append(l.errs, prefixed(l.d.pos(&decl.Default), fmt.Sprintf("default of param %q: ", name), err))
 				continue
 			}
 			values[name] = v
@@ -92,8 +96,11 @@ func (l *loader) resolveParams(root *yaml.Node, given ParamValues, requireAll bo
 			}
 		}
 	}
+	// bad: params whose given value was refused, and "*" when a values file could not be read:
+	// a missing required param is then a consequence, not a second problem to report.
+	bad := map[string]bool{}
 	for _, file := range given.Files {
-		l.readValuesFile(file, values)
+		l.readValuesFile(file, values, bad)
 	}
 	for _, kv := range given.Set {
 		name, raw, ok := strings.Cut(kv, "=")
@@ -101,6 +108,7 @@ func (l *loader) resolveParams(root *yaml.Node, given ParamValues, requireAll bo
 		switch {
 		case !ok:
 			l.errs = append(l.errs, errorf(Pos{File: "--set"}, "--set %s: expected name=value", kv))
+			bad["*"] = true
 			continue
 		case decl == nil:
 			l.errs = append(l.errs, errorf(Pos{File: "--set"}, "--set %s: the plan has no param %q (params: %s)", kv, name, strings.Join(names, ", ")))
@@ -108,7 +116,8 @@ func (l *loader) resolveParams(root *yaml.Node, given ParamValues, requireAll bo
 		}
 		v, err := parseParamString(raw, paramType(decl))
 		if err != nil {
-			l.errs = append(l.errs, errorf(Pos{File: "--set"}, "--set %s: %v", kv, err))
+			l.errs = append(l.errs, errorf(Pos{File: "--set"}, "--set %s: %s", setLabel(kv, name), messageOf(err)))
+			bad[name] = true
 			continue
 		}
 		values[name] = v
@@ -120,7 +129,7 @@ func (l *loader) resolveParams(root *yaml.Node, given ParamValues, requireAll bo
 			continue
 		}
 		if _, ok := values[name]; !ok {
-			if decl.Required && requireAll {
+			if decl.Required && requireAll && !bad[name] && !bad["*"] {
 				l.errs = append(l.errs, errorf(l.d.pos(declared[name]), "param %q is required: give it with --set %s=... or --values FILE", name, name))
 			}
 			l.paramsMissing = l.paramsMissing || decl.Required
@@ -143,65 +152,117 @@ func zeroParam(t reflect.Type) any {
 	return reflect.Zero(t).Interface()
 }
 
-func (l *loader) readValuesFile(file string, values map[string]any) {
-	data, err := os.ReadFile(file)
+// readValuesFile adds the values of a --values file. Its aliases count against a budget of its
+// own (see nodevalue.go), and a key written twice is an error, not a silent override.
+func (l *loader) readValuesFile(file string, values map[string]any, bad map[string]bool) {
+	data, err := readInput(file, "values file")
 	if err != nil {
-		l.errs = append(l.errs, errorf(Pos{File: file}, "cannot read values file: %v", err))
+		l.errs = append(l.errs, asPosError(Pos{File: file}, err))
+		bad["*"] = true
 		return
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		l.errs = append(l.errs, yamlSyntaxError(file, err))
+	doc, perr := parseYAML(file, "values file", data)
+	if perr != nil {
+		l.errs = append(l.errs, perr)
+		bad["*"] = true
 		return
 	}
-	if doc.Kind == 0 {
+	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return
 	}
+	d := &decoder{file: file, maxAliased: aliasBudget(len(data))}
+	defer func() { l.errs = append(l.errs, d.errs...) }() // a refused alias, recorded once
 	root := doc.Content[0]
+	if root.Kind == yaml.AliasNode {
+		root = root.Alias
+	}
 	if root.Kind != yaml.MappingNode {
-		l.errs = append(l.errs, errorf(Pos{File: file, Line: root.Line, Col: root.Column}, "values file must be a mapping of param names to values"))
+		l.errs = append(l.errs, errorf(d.pos(root), "values file must be a mapping of param names to values, not %s", kindName(root)))
+		bad["*"] = true
 		return
 	}
+	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
-		pos := Pos{File: file, Line: k.Line, Col: k.Column}
-		decl := l.plan.Params[k.Value]
-		if decl == nil {
-			l.errs = append(l.errs, errorf(pos, "the plan has no param %q", k.Value))
+		if first := seen[k.Value]; first != nil {
+			l.errs = append(l.errs, errorf(d.pos(k), "param %q is already set in this file (at %d:%d)", k.Value, first.Line, first.Column))
+			bad[k.Value] = true
 			continue
 		}
-		val, err := convertParamNode(v, paramType(decl))
+		seen[k.Value] = k
+		decl := l.plan.Params[k.Value]
+		if decl == nil {
+			l.errs = append(l.errs, errorf(d.pos(k), "the plan has no param %q", k.Value))
+			continue
+		}
+		val, err := d.paramValue(v, paramType(decl))
 		if err != nil {
-			l.errs = append(l.errs, errorf(Pos{File: file, Line: v.Line, Col: v.Column}, "param %q: %v", k.Value, err))
+			if !errors.Is(err, ErrTooManyAliases) {
+				l.errs = append(l.errs, prefixed(d.pos(v), fmt.Sprintf("param %q: ", k.Value), err))
+			}
+			bad[k.Value] = true
 			continue
 		}
 		values[k.Value] = val
 	}
 }
 
-// convertParamNode decodes a YAML value as a param of the given type.
-func convertParamNode(n *yaml.Node, typ string) (any, error) {
-	if n.Kind == yaml.AliasNode {
-		n = n.Alias
+// setLabel is how a --set argument is named in a message: as given, unless it is long or holds
+// control bytes (the value is quoted in the message anyway).
+func setLabel(kv, name string) string {
+	if q := strconv.Quote(kv); len(kv) <= maxQuoted && q[1:len(q)-1] == kv {
+		return kv
 	}
-	want := map[string]func() bool{
-		"string": func() bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!str" },
-		"int":    func() bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!int" },
-		"bool":   func() bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!bool" },
-		"list":   func() bool { return n.Kind == yaml.SequenceNode },
-		"map":    func() bool { return n.Kind == yaml.MappingNode },
-	}[typ]
-	if want == nil || !want() {
-		return nil, fmt.Errorf("expected %s, got %s", typeArticle(typ), kindName(n))
-	}
-	var v any
-	if err := n.Decode(&v); err != nil {
-		return nil, err
-	}
-	return normalize(v), nil
+	return name + "=..."
 }
 
-// parseParamString parses a --set value by the param's type.
+// prefixed is err at its own position (or at pos) with prefix before its message.
+func prefixed(pos Pos, prefix string, err error) *PosError {
+	pe := asPosError(pos, err)
+	return &PosError{Pos: pe.Pos, Msg: prefix + pe.Msg, Err: err}
+}
+
+// messageOf is an error's message without its position.
+func messageOf(err error) string {
+	var pe *PosError
+	if errors.As(err, &pe) {
+		return pe.Msg
+	}
+	return err.Error()
+}
+
+// paramValue decodes a YAML value as a param of the given type.
+func (d *decoder) paramValue(n *yaml.Node, typ string) (any, error) {
+	target := n
+	if target.Kind == yaml.AliasNode {
+		target = target.Alias
+	}
+	var ok bool
+	switch typ {
+	case "string":
+		ok = target.Kind == yaml.ScalarNode && target.Tag == "!!str"
+	case "int":
+		ok = target.Kind == yaml.ScalarNode && target.Tag == "!!int"
+	case "bool":
+		ok = target.Kind == yaml.ScalarNode && target.Tag == "!!bool"
+	case "list":
+		ok = target.Kind == yaml.SequenceNode
+	case "map":
+		ok = target.Kind == yaml.MappingNode
+	}
+	if !ok {
+		return nil, errorf(d.pos(target), "expected %s, got %s", typeArticle(typ), kindName(target))
+	}
+	v, err := d.value(n)
+	if _, isInt := v.(int); typ == "int" && err == nil && !isInt {
+		// yaml.v3 gives int64 or uint64 for integers that do not fit an int.
+		return nil, errorf(d.pos(target), "integer %s is too large (at most %d)", target.Value, math.MaxInt)
+	}
+	return v, err
+}
+
+// parseParamString parses a --set value by the param's type. Lists and maps are YAML flow
+// syntax, parsed as any YAML from outside: bounded aliases, one document.
 func parseParamString(raw, typ string) (any, error) {
 	switch typ {
 	case "string":
@@ -209,21 +270,26 @@ func parseParamString(raw, typ string) (any, error) {
 	case "int":
 		i, err := strconv.Atoi(raw)
 		if err != nil {
-			return nil, fmt.Errorf("expected an integer, got %q", raw)
+			return nil, fmt.Errorf("expected an integer, got %s", quoteLong(raw))
 		}
 		return i, nil
 	case "bool":
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
-			return nil, fmt.Errorf("expected true or false, got %q", raw)
+			return nil, fmt.Errorf("expected true or false, got %s", quoteLong(raw))
 		}
 		return b, nil
 	}
-	var n yaml.Node
-	if err := yaml.Unmarshal([]byte(raw), &n); err != nil || n.Kind == 0 {
-		return nil, fmt.Errorf("expected %s in YAML flow syntax, got %q", typeArticle(typ), raw)
+	doc, perr := parseYAML("--set", "--set value", []byte(raw))
+	if perr != nil || doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil, fmt.Errorf("expected %s in YAML flow syntax, got %s", typeArticle(typ), quoteLong(raw))
 	}
-	return convertParamNode(n.Content[0], typ)
+	d := &decoder{file: "--set", maxAliased: aliasBudget(len(raw))}
+	v, err := d.paramValue(doc.Content[0], typ)
+	if err != nil {
+		return nil, errors.New(messageOf(err))
+	}
+	return v, nil
 }
 
 func typeArticle(typ string) string {

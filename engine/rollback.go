@@ -81,7 +81,7 @@ func (x *execution) undo(ctx context.Context, s *Step, rec *StepRecord) error {
 			}
 			x.mu.Lock()
 			rec.RollbackError = fmt.Sprintf("rollback step %q: %v", rb.ID, err)
-			serr := x.saveLocked(ctx)
+			serr := x.saveStepLocked(ctx, rec)
 			x.mu.Unlock()
 			return errors.Join(fmt.Errorf("undo %q: rollback step %q failed: %w", s.ID, rb.ID, err), serr)
 		}
@@ -89,7 +89,7 @@ func (x *execution) undo(ctx context.Context, s *Step, rec *StepRecord) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	rec.Status, rec.RollbackError = StepRolledBack, ""
-	return x.saveLocked(ctx)
+	return x.saveStepLocked(ctx, rec)
 }
 
 func listErrors(errs []error) string {

@@ -69,7 +69,7 @@ func (rc *RunContext) SaveState(ctx context.Context, state any) error {
 	rc.run.mu.Lock()
 	defer rc.run.mu.Unlock()
 	rc.record.State = b
-	return rc.run.saveLocked(ctx)
+	return rc.run.saveStepLocked(ctx, rc.record)
 }
 
 // LoadState fills state from the last SaveState of this step in this run, and reports whether

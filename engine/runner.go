@@ -187,6 +187,7 @@ type execution struct {
 	log    *slog.Logger
 	mu     sync.Mutex // guards j while a step saves its state from its own goroutines
 	shared sharedValues
+	views  stepViews // see steplog.go
 }
 
 func (r *Runner) newExecution(p *Plan, j *Journal, store Store) *execution {
@@ -215,6 +216,11 @@ func (x *execution) save(ctx context.Context) error {
 // saveLocked writes the checkpoint. It ignores ctx's cancellation: the checkpoint after an
 // interrupt is the one that matters most.
 func (x *execution) saveLocked(ctx context.Context) error {
+	x.views.invalidate() // any record may have changed
+	return x.writeJournal(ctx)
+}
+
+func (x *execution) writeJournal(ctx context.Context) error {
 	x.j.Updated = time.Now().UTC()
 	if err := x.store.Save(context.WithoutCancel(ctx), x.j); err != nil {
 		return fmt.Errorf("checkpoint of run %s: %w", x.j.RunID, err)
@@ -279,17 +285,17 @@ func (x *execution) continued(rec *StepRecord) bool {
 func (x *execution) env() Env {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	steps := make(map[string]StepView, len(x.j.Steps))
-	for _, rec := range x.j.Steps {
-		steps[rec.ID] = StepView{Status: string(rec.Status), Outputs: rec.Outputs}
-	}
-	return Env{Params: x.p.paramValue, Steps: steps, Run: RunInfo{ID: x.j.RunID, DryRun: x.j.DryRun}}
+	return Env{Params: x.p.paramValue, Steps: x.views.current(x.j), Run: RunInfo{ID: x.j.RunID, DryRun: x.j.DryRun}}
 }
 
 // execute runs the plan's steps in order, skipping those an earlier attempt finished.
 func (x *execution) execute(ctx context.Context) error {
+	recs := make(map[string]*StepRecord, len(x.j.Steps)) // j.Step is a linear search
+	for _, rec := range x.j.Steps {
+		recs[rec.ID] = rec
+	}
 	for _, s := range x.p.order {
-		rec := x.j.Step(s.ID)
+		rec := recs[s.ID]
 		if rec.Status.done() || rec.Status == StepFailed && s.OnError == OnErrorContinue {
 			x.emit(Event{Type: EventStepReused, StepID: s.ID, StepType: s.Type, Hook: s.Hook, Status: string(rec.Status)})
 			continue

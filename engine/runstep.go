@@ -22,17 +22,16 @@ func (x *execution) runStep(ctx context.Context, s *Step, rec *StepRecord) error
 			if err != nil {
 				return x.fail(ctx, s, rec, ev, fmt.Errorf("when: %w", err))
 			}
+			// Recorded by the next checkpoint (Skipped, Running or Failed), which follows with
+			// nothing done in between: a checkpoint of its own would only cost a sync per step.
 			rec.When = &ok
-			if err := x.save(ctx); err != nil {
-				return err
-			}
 		}
 		if !*rec.When {
 			now := time.Now().UTC()
 			rec.Status, rec.Finished = StepSkipped, &now
 			ev.Type, ev.Message = EventStepSkipped, "when: "+s.when.Source
 			x.emit(ev)
-			return x.save(ctx)
+			return x.saveStep(ctx, rec)
 		}
 	}
 	action, err := s.prepare(env, x.p.File)
@@ -48,7 +47,7 @@ func (x *execution) runStep(ctx context.Context, s *Step, rec *StepRecord) error
 		if rec.Started == nil {
 			rec.Started = &now
 		}
-		err := x.saveLocked(ctx)
+		err := x.saveStepLocked(ctx, rec)
 		x.mu.Unlock()
 		if err != nil {
 			return err
@@ -62,7 +61,7 @@ func (x *execution) runStep(ctx context.Context, s *Step, rec *StepRecord) error
 				done := time.Now().UTC()
 				x.mu.Lock()
 				rec.Status, rec.Outputs, rec.Finished = StepSucceeded, outputs, &done
-				err = x.saveLocked(ctx)
+				err = x.saveStepLocked(ctx, rec)
 				x.mu.Unlock()
 				if err != nil {
 					return err
@@ -76,7 +75,7 @@ func (x *execution) runStep(ctx context.Context, s *Step, rec *StepRecord) error
 			// Interrupted: the step stays Running and runs again on resume.
 			x.mu.Lock()
 			rec.Error = "interrupted: " + err.Error()
-			serr := x.saveLocked(ctx)
+			serr := x.saveStepLocked(ctx, rec)
 			x.mu.Unlock()
 			return errors.Join(ErrInterrupted, serr)
 		}
@@ -142,7 +141,7 @@ func (x *execution) fail(ctx context.Context, s *Step, rec *StepRecord, ev Event
 	now := time.Now().UTC()
 	x.mu.Lock()
 	rec.Status, rec.Error, rec.Finished = StepFailed, err.Error(), &now
-	serr := x.saveLocked(ctx)
+	serr := x.saveStepLocked(ctx, rec)
 	x.mu.Unlock()
 	ev.Type, ev.Error = EventStepFailed, err.Error()
 	x.emit(ev)

@@ -90,7 +90,7 @@ type TLS struct {
 type TLSSecret struct {
 	Name      string `yaml:"name" plan:"required" doc:"Name of the Secret."`
 	Namespace string `yaml:"namespace" plan:"required" doc:"Namespace of the Secret."`
-	Cluster   string `yaml:"cluster" doc:"The plan cluster holding the Secret; may be left out when the plan has at most one."`
+	Cluster   string `yaml:"cluster" plan:"cluster" doc:"The plan cluster holding the Secret; may be left out when the plan has at most one."`
 	CAKey     string `yaml:"caKey" doc:"Key of the CA certificate in the Secret (default ca.crt; empty value: system roots)."`
 	CertKey   string `yaml:"certKey" doc:"Key of the client certificate (default tls.crt)."`
 	KeyKey    string `yaml:"keyKey" doc:"Key of the client private key (default tls.key)."`
@@ -100,7 +100,7 @@ type TLSSecret struct {
 type SecretKey struct {
 	Name      string `yaml:"name" plan:"required" doc:"Name of the Secret."`
 	Namespace string `yaml:"namespace" plan:"required" doc:"Namespace of the Secret."`
-	Cluster   string `yaml:"cluster" doc:"The plan cluster holding the Secret; may be left out when the plan has at most one."`
+	Cluster   string `yaml:"cluster" plan:"cluster" doc:"The plan cluster holding the Secret; may be left out when the plan has at most one."`
 	Key       string `yaml:"key" plan:"required" doc:"Key in the Secret."`
 }
 

@@ -52,8 +52,8 @@ const (
 
 // Copy is etcd.copy.
 type Copy struct {
-	Source       string `yaml:"source" plan:"required" doc:"Name of the datastore to copy from (the plan's datastores)."`
-	Target       string `yaml:"target" plan:"required" doc:"Name of the datastore to copy to."`
+	Source       string `yaml:"source" plan:"required,datastore" doc:"Name of the datastore to copy from (the plan's datastores)."`
+	Target       string `yaml:"target" plan:"required,datastore" doc:"Name of the datastore to copy to."`
 	Prefix       string `yaml:"prefix" plan:"required" doc:"Copy every key that starts with this prefix, e.g. /registry/."`
 	TargetPrefix string `yaml:"targetPrefix" doc:"Write the keys under this prefix instead (prefix rewrite: prefix is replaced by targetPrefix); default: prefix."`
 	Leases       string `yaml:"leases" doc:"keep (default): attach the keys to a target lease with the source lease's remaining TTL, one per source lease; drop: write keys without lease."`

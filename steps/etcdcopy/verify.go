@@ -20,8 +20,8 @@ import (
 
 // Verify is etcd.verify.
 type Verify struct {
-	Source       string `yaml:"source" plan:"required" doc:"Name of the source datastore."`
-	Target       string `yaml:"target" plan:"required" doc:"Name of the target datastore."`
+	Source       string `yaml:"source" plan:"required,datastore" doc:"Name of the source datastore."`
+	Target       string `yaml:"target" plan:"required,datastore" doc:"Name of the target datastore."`
 	Prefix       string `yaml:"prefix" plan:"required" doc:"Prefix of the keys on the source."`
 	TargetPrefix string `yaml:"targetPrefix" doc:"Prefix of the same keys on the target (default: prefix)."`
 	Revision     int64  `yaml:"revision" doc:"Source revision to compare, usually ${{ steps.<copy>.outputs.revision }}; default: the current revision."`

@@ -32,7 +32,7 @@ func init() {
 
 // Snapshot saves a full snapshot of a datastore to a file.
 type Snapshot struct {
-	Datastore string `yaml:"datastore" plan:"required" doc:"Name of the plan's etcd datastore to snapshot. With several endpoints, the snapshot is taken from the leader (a follower may lag behind the last writes); outputs.member says which."`
+	Datastore string `yaml:"datastore" plan:"required,datastore" doc:"Name of the plan's etcd datastore to snapshot. With several endpoints, the snapshot is taken from the leader (a follower may lag behind the last writes); outputs.member says which."`
 	To        string `yaml:"to" plan:"required" doc:"Path of the snapshot file; its manifest is written beside it as <to>.manifest.json. The folder is created if absent."`
 	Overwrite bool   `yaml:"overwrite" doc:"Replace an existing file at to that is not a planrun snapshot (one with a manifest beside it is always replaced)."`
 }

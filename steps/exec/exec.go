@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"planrun.dev/planrun/engine"
 )
@@ -66,6 +69,9 @@ func (e *Exec) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(e.Timeout))
 		defer cancel()
 	}
+	if err := checkDir(e.Dir); err != nil {
+		return nil, err
+	}
 	dir, err := rc.ArtifactDir()
 	if err != nil {
 		return nil, err
@@ -92,7 +98,7 @@ func (e *Exec) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 	if e.Stdin != "" {
 		cmd.Stdin = strings.NewReader(e.Stdin)
 	}
-	out := &tail{max: 64 << 10}
+	out := &tail{max: maxOutputsLine}
 	errTail := &tail{max: 4 << 10}
 	cmd.Stdout = io.MultiWriter(stdout, out)
 	cmd.Stderr = io.MultiWriter(stderr, errTail)
@@ -110,11 +116,37 @@ func (e *Exec) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 	if err != nil {
 		return nil, e.commandError(ctx, err, errTail.String())
 	}
+	if out.cutLine() {
+		return nil, fmt.Errorf("the last line of stdout is longer than %d KiB, the most read for outputs; write large data to a file in $PLANRUN_ARTIFACT_DIR and its name to stdout", maxOutputsLine>>10)
+	}
 	return parseOutputs(out.Bytes())
 }
 
+// maxOutputsLine is the longest last line of stdout read for outputs.
+const maxOutputsLine = 64 << 10
+
+// checkDir names a working directory that is missing: exec would otherwise report the program
+// as not found ("fork/exec ./x: no such file or directory").
+func checkDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("dir %q does not exist", dir)
+	case err != nil:
+		return fmt.Errorf("dir %q: %w", dir, errors.Unwrap(err))
+	case !fi.IsDir():
+		return fmt.Errorf("dir %q is not a directory", dir)
+	}
+	return nil
+}
+
 func (e *Exec) commandError(ctx context.Context, err error, stderr string) error {
-	last := lastLine(stderr)
+	// The command's last words go into an error message, a journal and a terminal: control
+	// bytes (colours, carriage returns, a terminal title) are written as escapes.
+	last := printable(lastLine(stderr), maxErrorLine)
 	if last != "" {
 		last = ": " + last
 	}
@@ -175,16 +207,58 @@ func openLogs(dir string, attempt int) (*os.File, *os.File, error) {
 	return files[0], files[1], nil
 }
 
+// maxErrorLine is the most of the last line of stderr an error message quotes.
+const maxErrorLine = 512
+
+// printable escapes control bytes and invalid UTF-8 in s, cut to max bytes.
+func printable(s string, max int) string {
+	cut := false
+	if len(s) > max {
+		s, cut = s[len(s)-max:], true // the end of a line says the most
+		for len(s) > 0 && !utf8.RuneStart(s[0]) {
+			s = s[1:]
+		}
+	}
+	var b strings.Builder
+	if cut {
+		b.WriteString("...")
+	}
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[0])
+		case r == '\t' || unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			b.WriteString(strings.Trim(strconv.QuoteRune(r), "'"))
+		}
+		s = s[size:]
+	}
+	return b.String()
+}
+
 // tail keeps the last max bytes written to it.
 type tail struct {
-	max int
-	buf bytes.Buffer
+	max     int
+	buf     bytes.Buffer
+	dropped bool // bytes were dropped from the front
+}
+
+// cutLine reports whether the last line is longer than the tail: its start was dropped.
+func (t *tail) cutLine() bool {
+	if !t.dropped {
+		return false
+	}
+	b := bytes.TrimRight(t.buf.Bytes(), "\r\n\t ")
+	return len(b) > 0 && bytes.IndexByte(b, '\n') < 0
 }
 
 func (t *tail) Write(p []byte) (int, error) {
 	t.buf.Write(p)
 	if extra := t.buf.Len() - t.max; extra > 0 {
 		t.buf.Next(extra)
+		t.dropped = true
 	}
 	return len(p), nil
 }

@@ -44,7 +44,7 @@ type Client struct {
 // ClusterRef is embedded in the config of every Kubernetes step: which of the plan's clusters
 // the step works on.
 type ClusterRef struct {
-	Cluster string `yaml:"cluster" doc:"Name of one of the plan's clusters; may be left out when the plan has at most one."`
+	Cluster string `yaml:"cluster" plan:"cluster" doc:"Name of one of the plan's clusters; may be left out when the plan has at most one."`
 }
 
 // Client returns the shared client of the step's cluster, making it on first use in the run.
