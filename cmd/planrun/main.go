@@ -120,10 +120,16 @@ func printUsage(w io.Writer) {
 func interruptContext(stderr io.Writer) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
+	done := make(chan struct{})
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		n := 0
-		for range sigs {
+		for {
+			select {
+			case <-done: // the command returned: nothing left to stop
+				return
+			case <-sigs:
+			}
 			n++
 			if n == 1 {
 				fmt.Fprintln(stderr, "planrun: stopping at a safe point (signal again to exit now)")
@@ -133,7 +139,7 @@ func interruptContext(stderr io.Writer) (context.Context, func()) {
 			os.Exit(exitInterrupted)
 		}
 	}()
-	return ctx, func() { signal.Stop(sigs); cancel() }
+	return ctx, func() { signal.Stop(sigs); close(done); cancel() }
 }
 
 func exitCode(err error) int {
