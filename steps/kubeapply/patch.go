@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/expr-lang/expr/vm"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -35,19 +34,17 @@ func init() {
 // absent. Undo skips objects that are gone or were replaced (another UID).
 type Patch struct {
 	kube.ClusterRef `yaml:",inline"`
-	APIVersion      string        `yaml:"apiVersion" plan:"required" doc:"API version of the objects, such as apps/v1."`
-	Kind            string        `yaml:"kind" plan:"required" doc:"Kind of the objects, such as Deployment."`
-	Namespace       string        `yaml:"namespace" doc:"Namespace; with labelSelector, empty means every namespace; with objects, the namespace of entries that give none."`
-	Name            string        `yaml:"name" doc:"Name of the object to patch; give name or labelSelector."`
-	LabelSelector   string        `yaml:"labelSelector" doc:"Patch every object matching this label selector, such as app=web."`
-	Type            string        `yaml:"type" doc:"merge (JSON merge patch, the default), strategic (strategic merge patch, built-in kinds only) or json (JSON patch)."`
-	All             bool          `yaml:"all" doc:"Patch every object of the kind (in namespace, or in every namespace when it is empty), instead of name, labelSelector or objects."`
-	Objects         []PatchTarget `yaml:"objects" doc:"Patch these objects instead of name or labelSelector: a list of {namespace, name}, each with an optional patch of its own, often built with ${{ }} from kube.list outputs. Objects that do not exist are skipped and listed in outputs.missing; an empty list patches nothing."`
-	Patch           any           `yaml:"patch" doc:"The patch: a mapping for merge and strategic, a list of operations for json; or the same as YAML or JSON text. Required unless every entry of objects has its own."`
-	Subresource     string        `yaml:"subresource" doc:"status: patch the status subresource (a CRD's status is not changed through the object itself); undo restores it there too."`
-	Where           string        `yaml:"where" doc:"expr-lang condition over object (each chosen object as it is now): only those for which it holds are patched, e.g. !(object.status?.phase == 'Done') so that a step run again after a crash leaves alone what a controller has finished since."`
-
-	where *vm.Program
+	APIVersion      string                       `yaml:"apiVersion" plan:"required" doc:"API version of the objects, such as apps/v1."`
+	Kind            string                       `yaml:"kind" plan:"required" doc:"Kind of the objects, such as Deployment."`
+	Namespace       string                       `yaml:"namespace" doc:"Namespace; with labelSelector, empty means every namespace; with objects, the namespace of entries that give none."`
+	Name            string                       `yaml:"name" doc:"Name of the object to patch; give name or labelSelector."`
+	LabelSelector   string                       `yaml:"labelSelector" doc:"Patch every object matching this label selector, such as app=web."`
+	Type            string                       `yaml:"type" doc:"merge (JSON merge patch, the default), strategic (strategic merge patch, built-in kinds only) or json (JSON patch)."`
+	All             bool                         `yaml:"all" doc:"Patch every object of the kind (in namespace, or in every namespace when it is empty), instead of name, labelSelector or objects."`
+	Objects         []PatchTarget                `yaml:"objects" doc:"Patch these objects instead of name or labelSelector: a list of {namespace, name}, each with an optional patch of its own, often built with ${{ }} from kube.list outputs. Objects that do not exist are skipped and listed in outputs.missing; an empty list patches nothing."`
+	Patch           any                          `yaml:"patch" doc:"The patch: a mapping for merge and strategic, a list of operations for json; or the same as YAML or JSON text. Required unless every entry of objects has its own."`
+	Subresource     string                       `yaml:"subresource" doc:"status: patch the status subresource (a CRD's status is not changed through the object itself); undo restores it there too."`
+	Where           engine.ObjectExpr[WhereVars] `yaml:"where" doc:"expr-lang condition over object (each chosen object as it is now; params, steps and run too): only those for which it holds are patched, e.g. !(object.status?.phase == 'Done') so that a step run again after a crash leaves alone what a controller has finished since. Anything but true or false fails the step."`
 }
 
 // PatchTarget is one object of a patch step's objects list.
@@ -105,11 +102,6 @@ func (p *Patch) Validate() error {
 	if p.Subresource != "" && p.Subresource != "status" {
 		return fmt.Errorf("subresource: %q is not status", p.Subresource)
 	}
-	where, err := compileWhere(p.Where)
-	if err != nil {
-		return err
-	}
-	p.where = where
 	switch p.patchType() {
 	case "merge", "strategic", "json":
 	default:
@@ -133,7 +125,7 @@ func (p *Patch) Validate() error {
 	if p.Patch == nil {
 		return nil
 	}
-	_, err = p.value()
+	_, err := p.value()
 	return err
 }
 
@@ -507,15 +499,10 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 			targets = append(targets, patchTarget{obj: obj, value: value})
 		}
 	}
-	if p.Where != "" {
-		if p.where == nil {
-			if p.where, err = compileWhere(p.Where); err != nil {
-				return nil, err
-			}
-		}
+	if p.Where.Compiled() {
 		kept := targets[:0]
 		for _, t := range targets {
-			ok, err := matchesWhere(p.where, p.Where, p.Kind, t.obj)
+			ok, err := p.matchesWhere(rc, t.obj)
 			if err != nil {
 				return nil, err
 			}
