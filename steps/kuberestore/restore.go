@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,8 +21,6 @@ import (
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
-	"github.com/expr-lang/expr"
-	"github.com/expr-lang/expr/vm"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -40,12 +39,15 @@ func init() {
 	})
 }
 
-// Priority is the order in which resources are restored after CRDs and namespaces, as group
+// Priority returns the order in which resources are restored after CRDs and namespaces, as group
 // resources ("resource" for the core group, "resource.group" otherwise): what others refer to
 // comes before what refers to it, and workloads come last so their pods find their service
 // accounts, secrets, config maps and claims. Resources not listed follow, sorted by name.
-// A restore's `order:` replaces this list.
-var Priority = []string{
+// A restore's `order:` replaces this list. Each call returns a new slice, so no caller can
+// change the order of every other restore in the process.
+func Priority() []string { return slices.Clone(priority) }
+
+var priority = []string{
 	"storageclasses.storage.k8s.io",
 	"priorityclasses.scheduling.k8s.io",
 	"clusterroles.rbac.authorization.k8s.io",
@@ -112,9 +114,9 @@ type Restore struct {
 
 // Transform changes matching objects before they are restored.
 type Transform struct {
-	Match TransformMatch   `yaml:"match" doc:"Which objects the transform applies to (all when empty)."`
-	When  string           `yaml:"when" doc:"expr-lang condition over object (the object as in the backup, after stripping); the transform applies when true."`
-	Patch []map[string]any `yaml:"patch" plan:"required" doc:"JSON patch operations (RFC 6902), such as {op: replace, path: /spec/replicas, value: 0}."`
+	Match TransformMatch                   `yaml:"match" doc:"Which objects the transform applies to (all when empty)."`
+	When  engine.ObjectExpr[TransformVars] `yaml:"when" doc:"expr-lang condition over object (the object as in the backup, after stripping; params, steps and run too); the transform applies when true. Anything but true or false fails the restore of that object."`
+	Patch []map[string]any                 `yaml:"patch" plan:"required" doc:"JSON patch operations (RFC 6902), such as {op: replace, path: /spec/replicas, value: 0}."`
 }
 
 // TransformMatch selects objects for a transform.
@@ -134,13 +136,18 @@ type transform struct {
 	resources map[string]bool
 	ns        map[string]bool
 	selector  labels.Selector
-	when      *vm.Program
-	whenSrc   string
+	when      *engine.ObjectExpr[TransformVars] // nil: always
 	patch     jsonpatch.Patch
 }
 
-// Validate implements engine.Validator.
-func (r *Restore) Validate() error {
+// TransformVars are what a transform's when sees besides params, steps and run.
+type TransformVars struct {
+	Object map[string]any `expr:"object"`
+}
+
+// Provision implements engine.Provisioner: it checks the config and derives the selectors, sets
+// and compiled transforms Run uses.
+func (r *Restore) Provision() error {
 	switch r.OnConflict {
 	case "", "skip", "update", "recreate":
 	default:
@@ -172,12 +179,8 @@ func (r *Restore) Validate() error {
 		if ct.selector, err = parseSelector(t.Match.LabelSelector); err != nil {
 			return fmt.Errorf("transforms[%d].match.labelSelector: %v", i, err)
 		}
-		if t.When != "" {
-			ct.whenSrc = t.When
-			ct.when, err = expr.Compile(t.When, expr.Env(map[string]any{"object": map[string]any{}}), expr.AsBool())
-			if err != nil {
-				return fmt.Errorf("transforms[%d].when: %s", i, strings.ReplaceAll(err.Error(), "\n", " "))
-			}
+		if t.When.Compiled() {
+			ct.when = &r.Transforms[i].When
 		}
 		for j, op := range t.Patch {
 			switch op["op"] {
@@ -374,7 +377,7 @@ func restClientFor(cfg *rest.Config) (*rest.RESTClient, error) {
 
 // plan sorts the backup's resources into tiers: CRDs, namespaces, the priority list, the rest.
 func (x *restorer) plan(m *archive.Manifest) {
-	order := Priority
+	order := priority
 	if len(x.cfg.Order) > 0 {
 		order = x.cfg.Order
 	}
