@@ -12,6 +12,24 @@ import (
 	"planrun.dev/planrun/engine"
 )
 
+// ErrUnknownKind is matched (errors.Is) by Client.Mapping's error for a kind the cluster does not
+// serve (its CRD is not installed, or is gone).
+var ErrUnknownKind = errors.New("unknown kind")
+
+// ErrUnknownResource is matched (errors.Is) by Client.ResourceFor's error for a resource the
+// cluster does not serve.
+var ErrUnknownResource = errors.New("unknown resource")
+
+// notServedError says what the cluster does not serve; it matches its sentinel and keeps
+// discovery's own error as the cause.
+type notServedError struct {
+	sentinel, cause error
+	msg             string
+}
+
+func (e *notServedError) Error() string   { return e.msg }
+func (e *notServedError) Unwrap() []error { return []error{e.sentinel, e.cause} }
+
 // Classify marks the API errors worth retrying as transient: conflicts, throttling, server
 // timeouts, unavailable servers and dropped connections. Others (forbidden, invalid, not found)
 // fail at once; retrying them only hides the real problem.
