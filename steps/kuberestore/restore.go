@@ -297,11 +297,7 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	if err != nil {
 		return nil, err
 	}
-	m, err := archive.ReadManifest(r.From)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := os.ReadFile(filepath.Join(r.From, archive.ManifestFile))
+	m, raw, err := archive.ReadManifestFile(r.From)
 	if err != nil {
 		return nil, err
 	}
