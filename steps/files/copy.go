@@ -16,6 +16,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/parallel"
+	"planrun.dev/planrun/internal/safepath"
 )
 
 func init() {
@@ -59,6 +60,11 @@ func (c *Copy) Validate() error {
 	}
 	return nil
 }
+
+var (
+	_ engine.Validator = (*Copy)(nil)
+	_ engine.Describer = (*Copy)(nil)
+)
 
 // Describe implements engine.Describer.
 func (c *Copy) Describe() string { return fmt.Sprintf("copy %s to %s", c.From, c.To) }
@@ -170,6 +176,9 @@ func (c *Copy) plan(ctx context.Context, from Location) ([]Entry, []*item, error
 	}
 	if !root.Dir {
 		name := path.Base(strings.ReplaceAll(from.String(), "\\", "/"))
+		if err := safepath.Name("files.copy entry", name); err != nil {
+			return nil, nil, fmt.Errorf("from: %w", err)
+		}
 		if !c.included(name) {
 			return nil, nil, fmt.Errorf("from: %s is a file that include excludes", from)
 		}
@@ -182,6 +191,11 @@ func (c *Copy) plan(ctx context.Context, from Location) ([]Entry, []*item, error
 	dirs := []Entry{{Path: "", Mode: dirMode(root.Mode), Dir: true}}
 	var items []*item
 	for _, e := range entries {
+		// A location lists its own names; one that is not a safe relative path (an object
+		// store key such as "../x") must not become a path in the destination.
+		if err := safepath.Rel("files.copy entry", e.Path); err != nil {
+			return nil, nil, fmt.Errorf("from: %s: %w", from, err)
+		}
 		if e.Dir {
 			e.Mode = dirMode(e.Mode)
 			dirs = append(dirs, e)
