@@ -225,7 +225,7 @@ func TestWaitTimeout(t *testing.T) {
 		{"condition false", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, condition: 'object.data.k == "w"', timeout: 1s}`,
 			`step "s" failed: ConfigMap ` + ns + `/a: timed out after 1s waiting until object.data.k == "w"; last seen: {"data":{"k":"v"}}`},
 		{"missing object", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: nope, condition: 'object.data.k == "v"', timeout: 1s}`,
-			`step "s" failed: ConfigMap ` + ns + `/nope: timed out after 1s waiting until object.data.k == "v"; last seen: not found (condition: cannot fetch data from <nil> (1:8))`},
+			`step "s" failed: ConfigMap ` + ns + `/nope: timed out after 1s waiting until object.data.k == "v"; last seen: not found (condition: cannot fetch k from <nil> (1:13))`},
 		{"list", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, labelSelector: app=x, condition: "count == 3", timeout: 1s}`,
 			`step "s" failed: ConfigMap in namespace ` + ns + ` matching app=x: timed out after 1s waiting until count == 3; last seen: 2 objects: ` + ns + `/a, ` + ns + `/b`},
 		{"not gone", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, for: gone, timeout: 1s}`,
@@ -290,9 +290,9 @@ func TestWaitErrors(t *testing.T) {
 		{Name: "forbidden", Clusters: map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, Plan: plan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, for: gone}`),
 			Want: `step "s" failed: ConfigMap ` + ns + `/a: configmaps "a" is forbidden: User "nobody" cannot list resource "configmaps" in API group "" in the namespace "` + ns + `"`},
 		{Name: "condition that can never work", Plan: plan(`{condition: "object.metadata.name > 3", apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a}`),
-			Want: `step "s" failed: condition: plan.yaml:5:49: object.metadata.name > 3: invalid operation: string > int (1:22)`},
+			Want: `plan.yaml:5:49: object.metadata.name > 3: invalid operation: string > int (1:22)`},
 		{Name: "condition that is not a boolean", Plan: plan(`{condition: "object.data.k", apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a}`),
-			Want: `step "s" failed: condition: plan.yaml:5:49: object.data.k: expected true or false, got string v`},
+			Want: `plan.yaml:5:49: object.data.k: expected true or false, got string v`},
 	})
 }
 
