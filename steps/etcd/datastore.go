@@ -70,6 +70,10 @@ type Datastore struct {
 	RequestTimeout engine.Duration `yaml:"requestTimeout" doc:"Limit of one request to etcd (default 30s)."`
 }
 
+// The engine checks a datastore's config through Validator (Describe is for messages, not
+// engine.Describer, which only steps use).
+var _ engine.Validator = (*Datastore)(nil)
+
 // TLS is where the client certificates come from: files, or one Kubernetes Secret.
 type TLS struct {
 	CA         string     `yaml:"ca" doc:"Path of the PEM CA bundle that signed the etcd server certificates (default: system roots)."`

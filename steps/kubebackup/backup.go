@@ -62,6 +62,13 @@ type Backup struct {
 	refs []resourceRef
 }
 
+var (
+	_ engine.Action      = (*Backup)(nil)
+	_ engine.Provisioner = (*Backup)(nil)
+	_ engine.Validator   = (*Backup)(nil)
+	_ engine.Describer   = (*Backup)(nil)
+)
+
 // resourceRef is one entry of resources:, parsed.
 type resourceRef struct {
 	name             string // "configmaps", "deployments.apps"

@@ -112,6 +112,13 @@ type Restore struct {
 	exNS       map[string]bool
 }
 
+var (
+	_ engine.Action      = (*Restore)(nil)
+	_ engine.Provisioner = (*Restore)(nil)
+	_ engine.Undoer      = (*Restore)(nil)
+	_ engine.Describer   = (*Restore)(nil)
+)
+
 // Transform changes matching objects before they are restored.
 type Transform struct {
 	Match TransformMatch                   `yaml:"match" doc:"Which objects the transform applies to (all when empty)."`
