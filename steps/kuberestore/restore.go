@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -468,12 +467,16 @@ func (x *restorer) outputs(elapsed time.Duration) (engine.Outputs, error) {
 		out["created"] = x.recorded.Load()
 	}
 	x.mu.Lock()
-	failures := append([]string(nil), x.failures...)
+	objs := append([]failure(nil), x.failures...)
 	x.mu.Unlock()
-	if len(failures) == 0 {
+	if len(objs) == 0 {
 		return out, nil
 	}
-	sort.Strings(failures)
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].line < objs[j].line })
+	failures := make([]string, len(objs))
+	for i, f := range objs {
+		failures[i] = f.line
+	}
 	summary := failures
 	if len(summary) > 10 {
 		summary = summary[:10]
@@ -487,12 +490,33 @@ func (x *restorer) outputs(elapsed time.Duration) (engine.Outputs, error) {
 			msg += fmt.Sprintf("; … %d more", len(failures)-10)
 		}
 	}
-	err := errors.New(msg)
+	fe := &failedError{msg: msg}
+	for _, f := range objs[:len(summary)] {
+		fe.errs = append(fe.errs, f.err)
+	}
+	var err error = fe
 	if x.transient.Load() {
 		err = engine.Transient(err)
 	}
 	return nil, err
 }
+
+// failure is an object that could not be restored: its line of the summary and its error.
+type failure struct {
+	line string
+	err  error
+}
+
+// failedError is the step's error when objects failed: the summary, wrapping the errors of the
+// objects it names, so that errors.Is and errors.As see them (kube.ErrUnknownResource, an API
+// status).
+type failedError struct {
+	msg  string
+	errs []error
+}
+
+func (e *failedError) Error() string   { return e.msg }
+func (e *failedError) Unwrap() []error { return e.errs }
 
 func (x *restorer) writeFailures(failures []string) (string, error) {
 	dir, err := x.rc.ArtifactDir()
@@ -541,7 +565,7 @@ func (x *restorer) fail(p *resPlan, kind, ns, name string, err error) {
 	}
 	line := kube.ObjectName(kind, ns, name) + ": " + strings.ReplaceAll(kube.Reason(err), "\n", " ")
 	x.mu.Lock()
-	x.failures = append(x.failures, line)
+	x.failures = append(x.failures, failure{line: line, err: err})
 	x.mu.Unlock()
 }
 
@@ -567,7 +591,7 @@ type restorer struct {
 	uids  map[string]string // old UID → new UID
 
 	mu        sync.Mutex
-	failures  []string
+	failures  []failure
 	warnings  []string
 	warnCount int
 	warnSeen  map[string]bool
