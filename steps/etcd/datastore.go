@@ -363,9 +363,7 @@ func handshake(ctx context.Context, endpoint string, cfg *tls.Config) error {
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", host)
 	if err != nil {
-		var tlsErr *tls.CertificateVerificationError
-		var alert tls.AlertError
-		if errors.As(err, &tlsErr) || errors.As(err, &alert) || strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") {
+		if isTLSFailure(err) {
 			return fmt.Errorf("TLS handshake: %v", err)
 		}
 		return nil
@@ -375,10 +373,29 @@ func handshake(ctx context.Context, endpoint string, cfg *tls.Config) error {
 	// arrives as an alert on the first read.
 	_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	_, err = conn.Read(make([]byte, 1))
-	if err != nil && strings.Contains(err.Error(), "tls:") {
+	if err != nil && isTLSFailure(err) {
 		return fmt.Errorf("TLS handshake: %v", err)
 	}
 	return nil
+}
+
+// isTLSFailure reports whether err is the TLS layer refusing the connection (rather than the
+// network failing): a certificate that does not verify (x509's errors come wrapped in
+// tls.CertificateVerificationError), a peer that does not speak TLS, or a TLS alert. On a TCP
+// connection crypto/tls reports an alert, received or sent, as a *net.OpError with Op "remote
+// error" or "local error" around its unexported alert type; tls.AlertError is QUIC's.
+func isTLSFailure(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var header tls.RecordHeaderError
+	var alert tls.AlertError
+	var op *net.OpError
+	if errors.As(err, &verify) || errors.As(err, &header) || errors.As(err, &alert) ||
+		errors.As(err, &op) && (op.Op == "remote error" || op.Op == "local error") {
+		return true
+	}
+	// No type: crypto/tls returns its other handshake failures (a version or cipher suite it
+	// does not support, a certificate it cannot parse) as errors.New/fmt.Errorf text.
+	return strings.HasPrefix(err.Error(), "tls: ")
 }
 
 // tlsConfig builds the client TLS config; nil for plain http endpoints without a tls block.
