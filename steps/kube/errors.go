@@ -40,11 +40,15 @@ func Classify(err error) error {
 	switch {
 	case apierrors.IsConflict(err), apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err),
 		apierrors.IsTimeout(err), apierrors.IsServiceUnavailable(err), apierrors.IsUnexpectedServerError(err),
+		// No type: the API server passes an etcd failure on as a plain InternalError whose only
+		// trace of etcd is the text of its message and cause ("etcdserver: request timed out").
 		apierrors.IsInternalError(err) && strings.Contains(err.Error(), "etcdserver"):
 		return engine.Transient(err)
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		// No type: discovery's ErrGroupDiscoveryFailed keeps each group's error in a map it does
+		// not unwrap, and http2 makes "client connection lost" with errors.New where it occurs.
 		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "http2: client connection lost") {
 		return engine.Transient(err)
 	}

@@ -484,6 +484,8 @@ func (a *Apply) Undo(ctx context.Context, rc *engine.RunContext, outputs engine.
 	return nil
 }
 
+// No type: the API server reports a failed precondition as a plain Conflict (storage's
+// InvalidObj) whose only trace of the precondition is the text of its message.
 func isPreconditionFailure(err error) bool {
 	var status apierrors.APIStatus
 	return errors.As(err, &status) && containsFold(status.Status().Message, "precondition")

@@ -346,6 +346,8 @@ func (w *Wait) eval(st *state) (bool, error) {
 // notYet tells the errors of a condition over fields not set yet: expr-lang reports a missing
 // map key as nil ("cannot fetch status from <nil>", "invalid operation: <nil> >= int",
 // "invalid argument for len (type <nil>)") and an index past the end as out of range.
+// No type: expr-lang panics with these as formatted strings, which its VM turns into a
+// file.Error holding only the message.
 func notYet(msg string) bool {
 	return strings.Contains(msg, "<nil>") || strings.Contains(msg, "out of range")
 }
