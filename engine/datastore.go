@@ -125,11 +125,9 @@ func (l *loader) decodeDatastore(name string, body *yaml.Node, t DatastoreType) 
 	if !ok || unchecked {
 		return nil
 	}
-	if v, isV := cfg.(Validator); isV {
-		if err := v.Validate(); err != nil {
-			l.errs = append(l.errs, errorf(l.d.pos(body), "datastores.%s: %v", name, err))
-			return nil
-		}
+	if err := checkConfig(cfg); err != nil {
+		l.errs = append(l.errs, errorf(l.d.pos(body), "datastores.%s: %v", name, err))
+		return nil
 	}
 	return cfg
 }

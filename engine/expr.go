@@ -28,34 +28,50 @@ type Expr struct {
 }
 
 func (e *Expr) decodeNode(d *decoder, n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
-		return fmt.Errorf("expected an expression, got %s", kindName(n))
-	}
-	if c, ok := d.compiled[n]; ok {
-		*e = *c
-		return nil
-	}
-	if d.exprs == nil {
-		return errors.New("internal: expression outside of a plan")
-	}
-	src, offset := unwrapTemplate(n.Value)
-	compiled, err := d.exprs.compile(src, scalarPos(d.pos(n), n, offset), false)
+	compiled, err := d.decodeExpr(n, func(src string, pos Pos) (*Expr, error) {
+		return d.exprs.compile(src, pos, false)
+	})
 	if err != nil {
 		return err
+	}
+	*e = *compiled
+	return nil
+}
+
+// decodeExpr compiles the bare expression in scalar n with compile, once: decoding the same
+// node again at run time finds the program compiled at load time.
+func (d *decoder) decodeExpr(n *yaml.Node, compile func(src string, pos Pos) (*Expr, error)) (*Expr, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+		return nil, fmt.Errorf("expected an expression, got %s", kindName(n))
+	}
+	if c, ok := d.compiled[n]; ok {
+		return c, nil
+	}
+	if d.exprs == nil {
+		return nil, errors.New("internal: expression outside of a plan")
+	}
+	src, offset := unwrapTemplate(n.Value)
+	if i := strings.Index(src, openDelim); i >= 0 {
+		return nil, errorf(scalarPos(d.pos(n), n, offset+i), "%s inside an expression: params, steps and run are variables here (write params.x, not %s params.x %s)", openDelim, openDelim, closeDelim)
+	}
+	compiled, err := compile(src, scalarPos(d.pos(n), n, offset))
+	if err != nil {
+		return nil, err
 	}
 	if d.compiled != nil {
 		d.compiled[n] = compiled
 	}
-	*e = *compiled
-	return nil
+	return compiled, nil
 }
 
 // Compiled reports whether the expression was compiled (an optional field left empty was not).
 func (e *Expr) Compiled() bool { return e != nil && e.program != nil }
 
 // Eval runs the expression against env.
-func (e *Expr) Eval(env Env) (any, error) {
-	out, err := expr.Run(e.program, env.vars())
+func (e *Expr) Eval(env Env) (any, error) { return e.evalVars(env.vars()) }
+
+func (e *Expr) evalVars(vars map[string]any) (any, error) {
+	out, err := expr.Run(e.program, vars)
 	if err != nil {
 		return nil, &PosError{Pos: e.Pos, Msg: fmt.Sprintf("%s: %s", e.Source, firstLine(err.Error())), Err: err}
 	}
@@ -64,8 +80,10 @@ func (e *Expr) Eval(env Env) (any, error) {
 
 // EvalBool runs the expression and insists on a boolean: a `when` that yields nil or a string
 // is an error, never silently false.
-func (e *Expr) EvalBool(env Env) (bool, error) {
-	out, err := e.Eval(env)
+func (e *Expr) EvalBool(env Env) (bool, error) { return e.evalBoolVars(env.vars()) }
+
+func (e *Expr) evalBoolVars(vars map[string]any) (bool, error) {
+	out, err := e.evalVars(vars)
 	if err != nil {
 		return false, err
 	}
@@ -125,21 +143,25 @@ type exprCompiler struct {
 	// config is built once per plan: expr.Compile would rebuild it from the environment for
 	// each of a large plan's thousands of expressions, a quarter of the load time.
 	config *conf.Config
+	// objConfigs are the configurations of ObjectExpr, one per set of object variables.
+	objConfigs map[reflect.Type]*conf.Config
 }
 
-// compileProgram is expr.Compile with the plan's shared configuration.
-func (c *exprCompiler) compileProgram(src string) (*vm.Program, error) {
-	if c.config == nil {
-		c.config = conf.CreateNew()
-		expr.Env(c.env.vars())(c.config)
-		c.config.Check()
-	}
-	tree, err := checker.ParseCheck(src, c.config)
+func newConfig(vars map[string]any) *conf.Config {
+	cfg := conf.CreateNew()
+	expr.Env(vars)(cfg)
+	cfg.Check()
+	return cfg
+}
+
+// compileProgram is expr.Compile with a shared configuration.
+func (c *exprCompiler) compileProgram(cfg *conf.Config, src string) (*vm.Program, error) {
+	tree, err := checker.ParseCheck(src, cfg)
 	if err != nil {
 		return nil, err
 	}
-	if c.config.Optimize {
-		if err := optimizer.Optimize(&tree.Node, c.config); err != nil {
+	if cfg.Optimize {
+		if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
 			var fe *file.Error
 			if errors.As(err, &fe) {
 				return nil, fe.Bind(tree.Source)
@@ -147,17 +169,25 @@ func (c *exprCompiler) compileProgram(src string) (*vm.Program, error) {
 			return nil, err
 		}
 	}
-	return compiler.Compile(tree, c.config)
+	return compiler.Compile(tree, cfg)
 }
 
 // compile compiles src. With asBool, an expression whose type is known and is not bool is an
 // error; expr's own AsBool option is not used because it turns nil into false at run time, and a
 // misspelled output name must fail the step, not skip it.
 func (c *exprCompiler) compile(src string, pos Pos, asBool bool) (*Expr, error) {
+	if c.config == nil {
+		c.config = newConfig(c.env.vars())
+	}
+	return c.compileIn(c.config, src, pos, asBool)
+}
+
+// compileIn is compile against the configuration cfg.
+func (c *exprCompiler) compileIn(cfg *conf.Config, src string, pos Pos, asBool bool) (*Expr, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, errorf(pos, "empty expression")
 	}
-	program, err := c.compileProgram(src)
+	program, err := c.compileProgram(cfg, src)
 	if err != nil {
 		c.explainNoField(err)
 		return nil, exprError(pos, src, err)

@@ -330,8 +330,8 @@ func (l *loader) deferTemplates(templates map[*yaml.Node]*Template) func(n *yaml
 		if n.Tag != "!!str" || !isTemplate(n.Value) {
 			return false
 		}
-		if t == reflect.TypeOf(Expr{}) {
-			return false // a bare expression field; Expr decodes it itself
+		if isExprField(t) {
+			return false // a bare expression field; Expr and ObjectExpr decode it themselves
 		}
 		tmpl, err := l.exprs.compileTemplate(n, l.d.pos(n))
 		if err != nil {
@@ -368,10 +368,8 @@ func (l *loader) decodeWith(s *Step) {
 	l.errs = append(l.errs, l.d.errs...)
 	l.d.errs = nil
 	if len(stepErrs) == 0 && len(s.templates) == 0 {
-		if v, ok := action.(Validator); ok {
-			if err := v.Validate(); err != nil {
-				l.errs = append(l.errs, errorf(l.d.pos(with), "step %q: with: %v", s.ID, err))
-			}
+		if err := checkConfig(action); err != nil {
+			l.errs = append(l.errs, errorf(l.d.pos(with), "step %q: with: %v", s.ID, err))
 		}
 	}
 	s.action = action

@@ -24,10 +24,8 @@ func (s *Step) prepare(env Env, file string) (Action, error) {
 	if err := d.errs.Err(); err != nil {
 		return nil, fmt.Errorf("with: %w", err)
 	}
-	if v, ok := action.(Validator); ok {
-		if err := v.Validate(); err != nil {
-			return nil, &PosError{Pos: s.Pos, Msg: fmt.Sprintf("with: %v", err), Err: err}
-		}
+	if err := checkConfig(action); err != nil {
+		return nil, &PosError{Pos: s.Pos, Msg: fmt.Sprintf("with: %v", err), Err: err}
 	}
 	return action, nil
 }

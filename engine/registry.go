@@ -19,8 +19,23 @@ type Action interface {
 // They must survive a JSON round trip (they are kept in the checkpoint).
 type Outputs map[string]any
 
-// Validator is implemented by actions that check their config beyond types, after expressions
-// are filled in. A returned error names the field: "command: must not be empty".
+// The contract of a step's config, in the order the engine calls it. A config is decoded from
+// `with:` into a fresh value of StepType.New; then Provision (if implemented) derives what Run
+// needs from the fields, then Validate (if implemented) checks the result. Both run once per
+// decoded value: at load time for a step without ${{ }}, at run time after the values are filled
+// in otherwise (and again for its undo). Run, Undo and Describe are only ever called on a value
+// that passed both, so they never provision or validate again defensively.
+
+// Provisioner is implemented by actions that derive state from their config: parse a selector,
+// compile a pattern, resolve a location. Provision may change the action (unexported fields);
+// a returned error names the field, like Validate's.
+type Provisioner interface {
+	Provision() error
+}
+
+// Validator is implemented by actions that check their config beyond types, after Provision.
+// Validate is read-only: it changes nothing, so calling it twice is harmless and it may be
+// called on its own. A returned error names the field: "command: must not be empty".
 type Validator interface {
 	Validate() error
 }

@@ -19,7 +19,6 @@ const durationPattern = `^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|
 
 var (
 	durationType   = reflect.TypeOf(Duration(0))
-	exprType       = reflect.TypeOf(Expr{})
 	stepStructType = reflect.TypeOf(Step{})
 )
 
@@ -128,13 +127,14 @@ func (g *schemaGen) schema(t reflect.Type, templated bool) (map[string]any, erro
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if isExprField(t) {
+		return map[string]any{"type": "string"}, nil // Expr and ObjectExpr decode ${{ }} themselves
+	}
 	switch t {
 	case stepStructType:
 		return map[string]any{"$ref": "#/$defs/step"}, nil
 	case nodeType:
 		return map[string]any{}, nil // any YAML value
-	case exprType:
-		return map[string]any{"type": "string"}, nil // Expr decodes ${{ }} itself
 	case durationType:
 		s := map[string]any{"type": "string", "pattern": durationPattern}
 		if templated {

@@ -815,7 +815,7 @@ func TestKamajiRollsBackAfterSwitch(t *testing.T) {
 	if j.Status != engine.RunRolledBack {
 		t.Fatalf("run %s, want RolledBack\n%s", j.Status, r)
 	}
-	if rec := j.Step("switched"); rec.Status != engine.StepFailed || !strings.Contains(rec.Error, `timed out after 5s waiting until object.status.storage.dataStoreName == "dedicated"`) {
+	if rec := j.Step("switched"); rec.Status != engine.StepFailed || !strings.Contains(rec.Error, `timed out after 5s waiting until object.status.storage.dataStoreName == params.to`) {
 		t.Errorf("switched %s: %s", rec.Status, rec.Error)
 	}
 	for _, id := range []string{"switch-back", "switched-back"} {

@@ -24,6 +24,11 @@ type Assert struct {
 	Warn    bool        `yaml:"warn" doc:"A false expression does not fail the step: the message is logged as a warning and kept in outputs.warning (outputs.ok is false), and the run goes on."`
 }
 
+var (
+	_ engine.Action    = (*Assert)(nil)
+	_ engine.Describer = (*Assert)(nil)
+)
+
 // Describe implements engine.Describer.
 func (a *Assert) Describe() string {
 	if a.Warn {

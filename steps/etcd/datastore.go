@@ -16,9 +16,9 @@
 //
 //   - Connect(ctx, rc, name) returns the datastore's *clientv3.Client and its *Datastore config.
 //     The client is made on first use in a run (reading TLS material from files or a Kubernetes
-//     Secret, then checking that an endpoint answers within dialTimeout) and shared by every step
-//     of the run; clients are also shared between runs of the same process when their
-//     connection settings are identical. Callers must not Close it.
+//     Secret, then checking that an endpoint answers within dialTimeout), shared by every step
+//     of the run and closed by the engine when the run ends (a run-scoped shared value: no
+//     client outlives its run, none is shared between runs). Callers must not Close it.
 //   - (*Datastore).Name is the plan's name of the datastore; Endpoints, RequestTimeout... are
 //     its decoded config.
 //   - (*Datastore).Request(ctx) bounds one request by requestTimeout (default 30s).
@@ -30,19 +30,15 @@ package etcd
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -73,6 +69,10 @@ type Datastore struct {
 	DialTimeout    engine.Duration `yaml:"dialTimeout" doc:"How long to wait for an endpoint to answer when connecting (default 5s)."`
 	RequestTimeout engine.Duration `yaml:"requestTimeout" doc:"Limit of one request to etcd (default 30s)."`
 }
+
+// The engine checks a datastore's config through Validator (Describe is for messages, not
+// engine.Describer, which only steps use).
+var _ engine.Validator = (*Datastore)(nil)
 
 // TLS is where the client certificates come from: files, or one Kubernetes Secret.
 type TLS struct {
@@ -220,13 +220,16 @@ func Lookup(rc *engine.RunContext, name string) (*Datastore, error) {
 	return &cp, nil
 }
 
+// connection is a run's client of one datastore; the engine closes it when the run ends.
 type connection struct {
 	client *clientv3.Client
 	ds     *Datastore
 }
 
+func (c *connection) Close() error { return c.client.Close() }
+
 // Connect returns the shared client of the plan's datastore name, connecting on first use in
-// the run. The client belongs to the package: do not Close it.
+// the run. The client belongs to the run: do not Close it.
 func Connect(ctx context.Context, rc *engine.RunContext, name string) (*clientv3.Client, *Datastore, error) {
 	ds, err := Lookup(rc, name)
 	if err != nil {
@@ -273,16 +276,8 @@ func ConnectMember(ctx context.Context, rc *engine.RunContext, name, endpoint st
 	return v.(*connection).client, nil
 }
 
-// clients are shared by the runs of one process: keyed by a digest of everything that makes a
-// connection (endpoints, TLS material, credentials), so a plan run many times in tests or a
-// long-lived process does not leak one gRPC connection per run.
-var clients = struct {
-	sync.Mutex
-	m map[string]*clientv3.Client
-}{m: map[string]*clientv3.Client{}}
-
 func dial(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*clientv3.Client, error) {
-	tlsCfg, material, err := tlsConfig(ctx, rc, ds)
+	tlsCfg, err := tlsConfig(ctx, rc, ds)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ds.Describe(), err)
 	}
@@ -301,40 +296,25 @@ func dial(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*clientv3.
 		}
 		endpoints[i] = e
 	}
-	key := digest(endpoints, material, ds.Username, password, ds.Dial())
-	clients.Lock()
-	cli := clients.m[key]
-	clients.Unlock()
-	if cli == nil {
-		cli, err = clientv3.New(clientv3.Config{
-			Endpoints:            endpoints,
-			TLS:                  tlsCfg,
-			Username:             ds.Username,
-			Password:             password,
-			DialTimeout:          ds.Dial(),
-			DialKeepAliveTime:    30 * time.Second,
-			DialKeepAliveTimeout: 10 * time.Second,
-			// Pages of 1,000 keys of up to 1.5 MiB each can be big.
-			MaxCallRecvMsgSize: 1 << 30,
-			Logger:             zap.NewNop(),
-		})
-		if err != nil {
-			return nil, Classify(fmt.Errorf("%s: %w", ds.Describe(), err))
-		}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            endpoints,
+		TLS:                  tlsCfg,
+		Username:             ds.Username,
+		Password:             password,
+		DialTimeout:          ds.Dial(),
+		DialKeepAliveTime:    30 * time.Second,
+		DialKeepAliveTimeout: 10 * time.Second,
+		// Pages of 1,000 keys of up to 1.5 MiB each can be big.
+		MaxCallRecvMsgSize: 1 << 30,
+		Logger:             zap.NewNop(),
+	})
+	if err != nil {
+		return nil, Classify(fmt.Errorf("%s: %w", ds.Describe(), err))
 	}
 	if err := probe(ctx, cli, ds, tlsCfg); err != nil {
-		if clients.m[key] != cli {
-			_ = cli.Close()
-		}
+		_ = cli.Close()
 		return nil, err
 	}
-	clients.Lock()
-	if old := clients.m[key]; old != nil && old != cli {
-		_ = cli.Close()
-		cli = old
-	}
-	clients.m[key] = cli
-	clients.Unlock()
 	return cli, nil
 }
 
@@ -383,9 +363,7 @@ func handshake(ctx context.Context, endpoint string, cfg *tls.Config) error {
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", host)
 	if err != nil {
-		var tlsErr *tls.CertificateVerificationError
-		var alert tls.AlertError
-		if errors.As(err, &tlsErr) || errors.As(err, &alert) || strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") {
+		if isTLSFailure(err) {
 			return fmt.Errorf("TLS handshake: %v", err)
 		}
 		return nil
@@ -395,28 +373,33 @@ func handshake(ctx context.Context, endpoint string, cfg *tls.Config) error {
 	// arrives as an alert on the first read.
 	_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	_, err = conn.Read(make([]byte, 1))
-	if err != nil && strings.Contains(err.Error(), "tls:") {
+	if err != nil && isTLSFailure(err) {
 		return fmt.Errorf("TLS handshake: %v", err)
 	}
 	return nil
 }
 
-func digest(endpoints []string, material [][]byte, user, password string, dial time.Duration) string {
-	h := sha256.New()
-	b, _ := json.Marshal(struct {
-		E []string
-		M [][]byte
-		U string
-		P string
-		D time.Duration
-	}{endpoints, material, user, password, dial})
-	h.Write(b)
-	return hex.EncodeToString(h.Sum(nil))
+// isTLSFailure reports whether err is the TLS layer refusing the connection (rather than the
+// network failing): a certificate that does not verify (x509's errors come wrapped in
+// tls.CertificateVerificationError), a peer that does not speak TLS, or a TLS alert. On a TCP
+// connection crypto/tls reports an alert, received or sent, as a *net.OpError with Op "remote
+// error" or "local error" around its unexported alert type; tls.AlertError is QUIC's.
+func isTLSFailure(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var header tls.RecordHeaderError
+	var alert tls.AlertError
+	var op *net.OpError
+	if errors.As(err, &verify) || errors.As(err, &header) || errors.As(err, &alert) ||
+		errors.As(err, &op) && (op.Op == "remote error" || op.Op == "local error") {
+		return true
+	}
+	// No type: crypto/tls returns its other handshake failures (a version or cipher suite it
+	// does not support, a certificate it cannot parse) as errors.New/fmt.Errorf text.
+	return strings.HasPrefix(err.Error(), "tls: ")
 }
 
-// tlsConfig builds the client TLS config, and returns the material it was built from (for the
-// client cache key). nil for plain http endpoints without a tls block.
-func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.Config, [][]byte, error) {
+// tlsConfig builds the client TLS config; nil for plain http endpoints without a tls block.
+func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.Config, error) {
 	https := false
 	for _, e := range ds.Endpoints {
 		if s, _, _ := splitEndpoint(e); s == "https" {
@@ -424,7 +407,7 @@ func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.
 		}
 	}
 	if ds.TLS == nil && !https {
-		return nil, nil, nil
+		return nil, nil
 	}
 	var ca, cert, key []byte
 	var caWhere, certWhere string
@@ -437,13 +420,13 @@ func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.
 		s := t.Secret
 		data, err := secretData(ctx, rc, s.Cluster, s.Namespace, s.Name)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tls.secret: %w", err)
+			return nil, fmt.Errorf("tls.secret: %w", err)
 		}
 		caKey, certKey, keyKey := cmp.Or(s.CAKey, "ca.crt"), cmp.Or(s.CertKey, "tls.crt"), cmp.Or(s.KeyKey, "tls.key")
 		where := fmt.Sprintf("Secret %s/%s", s.Namespace, s.Name)
 		ca = data[caKey]
 		if s.CAKey != "" && ca == nil {
-			return nil, nil, fmt.Errorf("tls.secret: %s has no key %q", where, caKey)
+			return nil, fmt.Errorf("tls.secret: %s has no key %q", where, caKey)
 		}
 		cert, key = data[certKey], data[keyKey]
 		if (cert == nil) != (key == nil) {
@@ -451,7 +434,7 @@ func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.
 			if key == nil {
 				missing = keyKey
 			}
-			return nil, nil, fmt.Errorf("tls.secret: %s has no key %q", where, missing)
+			return nil, fmt.Errorf("tls.secret: %s has no key %q", where, missing)
 		}
 		caWhere = fmt.Sprintf("%s key %s", where, caKey)
 		certWhere = fmt.Sprintf("%s keys %s/%s", where, certKey, keyKey)
@@ -459,17 +442,17 @@ func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.
 		var err error
 		if r := t.CAFrom; r != nil {
 			if ca, err = secretValue(ctx, rc, r.Cluster, r.Namespace, r.Name, r.Key); err != nil {
-				return nil, nil, fmt.Errorf("tls.caFrom: %w", err)
+				return nil, fmt.Errorf("tls.caFrom: %w", err)
 			}
 			caWhere = fmt.Sprintf("Secret %s/%s key %s", r.Namespace, r.Name, r.Key)
 		}
 		if r := t.CertFrom; r != nil {
 			if cert, err = secretValue(ctx, rc, r.Cluster, r.Namespace, r.Name, r.Key); err != nil {
-				return nil, nil, fmt.Errorf("tls.certFrom: %w", err)
+				return nil, fmt.Errorf("tls.certFrom: %w", err)
 			}
 			k := t.KeyFrom
 			if key, err = secretValue(ctx, rc, k.Cluster, k.Namespace, k.Name, k.Key); err != nil {
-				return nil, nil, fmt.Errorf("tls.keyFrom: %w", err)
+				return nil, fmt.Errorf("tls.keyFrom: %w", err)
 			}
 			certWhere = fmt.Sprintf("Secret %s/%s key %s and Secret %s/%s key %s", r.Namespace, r.Name, r.Key, k.Namespace, k.Name, k.Key)
 		}
@@ -477,16 +460,16 @@ func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.
 		var err error
 		if t.CA != "" {
 			if ca, err = os.ReadFile(t.CA); err != nil {
-				return nil, nil, fmt.Errorf("tls.ca: %w", err)
+				return nil, fmt.Errorf("tls.ca: %w", err)
 			}
 			caWhere = t.CA
 		}
 		if t.Cert != "" {
 			if cert, err = os.ReadFile(t.Cert); err != nil {
-				return nil, nil, fmt.Errorf("tls.cert: %w", err)
+				return nil, fmt.Errorf("tls.cert: %w", err)
 			}
 			if key, err = os.ReadFile(t.Key); err != nil {
-				return nil, nil, fmt.Errorf("tls.key: %w", err)
+				return nil, fmt.Errorf("tls.key: %w", err)
 			}
 			certWhere = t.Cert + " and " + t.Key
 		}
@@ -495,18 +478,18 @@ func tlsConfig(ctx context.Context, rc *engine.RunContext, ds *Datastore) (*tls.
 	if ca != nil {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(ca) {
-			return nil, nil, fmt.Errorf("tls: %s holds no PEM certificate", caWhere)
+			return nil, fmt.Errorf("tls: %s holds no PEM certificate", caWhere)
 		}
 		cfg.RootCAs = pool
 	}
 	if cert != nil {
 		pair, err := tls.X509KeyPair(cert, key)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tls: client certificate %s: %v", certWhere, err)
+			return nil, fmt.Errorf("tls: client certificate %s: %v", certWhere, err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	return cfg, [][]byte{ca, cert, key, []byte(t.ServerName)}, nil
+	return cfg, nil
 }
 
 var secretsGVR = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}

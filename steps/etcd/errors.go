@@ -36,6 +36,8 @@ func Classify(err error) error {
 	if s, ok := status.FromError(unwrapAll(err)); ok {
 		switch s.Code() {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+			// No type: gRPC's picker turns the transport's handshake error into this status
+			// with its text (status.Error(codes.Unavailable, err.Error())), dropping the error.
 			if !strings.Contains(s.Message(), "certificate") && !strings.Contains(s.Message(), "tls:") {
 				return engine.Transient(err)
 			}
@@ -54,8 +56,8 @@ func unwrapAll(err error) error {
 	}
 }
 
-// IsCompacted reports whether err says the requested revision was compacted away.
+// IsCompacted reports whether err says the requested revision was compacted away: the client's
+// rpctypes.ErrCompacted (what KV calls and WatchResponse.Err return) or the server's gRPC status.
 func IsCompacted(err error) bool {
-	return errors.Is(err, rpctypes.ErrCompacted) || errors.Is(err, rpctypes.ErrGRPCCompacted) ||
-		err != nil && strings.Contains(err.Error(), rpctypes.ErrCompacted.Error())
+	return errors.Is(err, rpctypes.ErrCompacted) || errors.Is(err, rpctypes.ErrGRPCCompacted)
 }

@@ -64,6 +64,13 @@ type Copy struct {
 	Parallel     int    `yaml:"parallel" doc:"Transactions in flight (default 8)."`
 }
 
+var (
+	_ engine.Action    = (*Copy)(nil)
+	_ engine.Validator = (*Copy)(nil)
+	_ engine.Undoer    = (*Copy)(nil)
+	_ engine.Describer = (*Copy)(nil)
+)
+
 func init() {
 	engine.Register(engine.StepType{
 		Name: "etcd.copy",

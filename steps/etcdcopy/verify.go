@@ -28,6 +28,12 @@ type Verify struct {
 	PageSize     int    `yaml:"pageSize" doc:"Keys read per page (at most and by default 1000) from servers before etcd 3.7; newer servers stream the range in chunks under their request size limit."`
 }
 
+var (
+	_ engine.Action    = (*Verify)(nil)
+	_ engine.Validator = (*Verify)(nil)
+	_ engine.Describer = (*Verify)(nil)
+)
+
 // maxDiffs is how many differing keys the error names.
 const maxDiffs = 5
 

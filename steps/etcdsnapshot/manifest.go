@@ -17,6 +17,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"planrun.dev/planrun/internal/safepath"
 )
 
 // ManifestSuffix is appended to a snapshot's path to name its manifest.
@@ -57,6 +59,11 @@ func ReadManifest(snapshot string) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("manifest %s: %v", ManifestPath(snapshot), err)
+	}
+	// file is a base name beside the manifest; a crafted one ("../x", "/etc/x") is refused so
+	// that nothing ever joins it to a folder.
+	if err := safepath.Name("snapshot file", m.File); err != nil {
+		return nil, fmt.Errorf("manifest %s: file: %w", ManifestPath(snapshot), err)
 	}
 	return &m, nil
 }

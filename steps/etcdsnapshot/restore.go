@@ -47,6 +47,13 @@ type Restore struct {
 	SkipHashCheck            bool     `yaml:"skipHashCheck" doc:"Skip etcd's own integrity hash check: needed for a db file copied out of a data directory (it has none). The sha256 check still applies."`
 }
 
+var (
+	_ engine.Action    = (*Restore)(nil)
+	_ engine.Validator = (*Restore)(nil)
+	_ engine.Undoer    = (*Restore)(nil)
+	_ engine.Describer = (*Restore)(nil)
+)
+
 var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Validate implements engine.Validator.

@@ -37,6 +37,12 @@ type Snapshot struct {
 	Overwrite bool   `yaml:"overwrite" doc:"Replace an existing file at to that is not a planrun snapshot (one with a manifest beside it is always replaced)."`
 }
 
+var (
+	_ engine.Action    = (*Snapshot)(nil)
+	_ engine.Validator = (*Snapshot)(nil)
+	_ engine.Describer = (*Snapshot)(nil)
+)
+
 // Validate implements engine.Validator.
 func (s *Snapshot) Validate() error {
 	if s.To == "" {

@@ -44,6 +44,12 @@ type Exec struct {
 	DryRun bool `yaml:"dryRun" doc:"Run in dry runs too (the command only reads); it sees PLANRUN_DRY_RUN=1."`
 }
 
+var (
+	_ engine.Action    = (*Exec)(nil)
+	_ engine.Validator = (*Exec)(nil)
+	_ engine.Describer = (*Exec)(nil)
+)
+
 // Validate implements engine.Validator.
 func (e *Exec) Validate() error {
 	if len(e.Command) == 0 || e.Command[0] == "" {

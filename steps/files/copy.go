@@ -16,6 +16,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/parallel"
+	"planrun.dev/planrun/internal/safepath"
 )
 
 func init() {
@@ -39,16 +40,31 @@ type Copy struct {
 	To      string   `yaml:"to" plan:"required" doc:"Destination folder, created if absent: a plain path or a file:// URL (object stores such as s3:// are not supported yet)."`
 	Include []string `yaml:"include" doc:"Copy only files matching one of these glob patterns (path.Match): a pattern with a slash matches the path relative to from, one without matches the file name. Default: every file."`
 	Workers int      `yaml:"workers" doc:"Files copied in parallel (default 4)."`
+
+	from, to Location // opened by Provision
+}
+
+var (
+	_ engine.Action      = (*Copy)(nil)
+	_ engine.Provisioner = (*Copy)(nil)
+	_ engine.Validator   = (*Copy)(nil)
+	_ engine.Describer   = (*Copy)(nil)
+)
+
+// Provision implements engine.Provisioner: it resolves from and to into locations.
+func (c *Copy) Provision() error {
+	var err error
+	if c.from, err = OpenLocation(c.From); err != nil {
+		return fmt.Errorf("from: %w", err)
+	}
+	if c.to, err = OpenLocation(c.To); err != nil {
+		return fmt.Errorf("to: %w", err)
+	}
+	return nil
 }
 
 // Validate implements engine.Validator.
 func (c *Copy) Validate() error {
-	if _, err := OpenLocation(c.From); err != nil {
-		return fmt.Errorf("from: %w", err)
-	}
-	if _, err := OpenLocation(c.To); err != nil {
-		return fmt.Errorf("to: %w", err)
-	}
 	for i, p := range c.Include {
 		if _, err := path.Match(p, ""); err != nil {
 			return fmt.Errorf("include[%d]: bad pattern %q: %v", i, p, err)
@@ -75,14 +91,7 @@ type item struct {
 
 // Run implements engine.Action.
 func (c *Copy) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
-	from, err := OpenLocation(c.From)
-	if err != nil {
-		return nil, fmt.Errorf("from: %w", err)
-	}
-	to, err := OpenLocation(c.To)
-	if err != nil {
-		return nil, fmt.Errorf("to: %w", err)
-	}
+	from, to := c.from, c.to
 	dirs, items, err := c.plan(ctx, from)
 	if err != nil {
 		return nil, err
@@ -170,6 +179,9 @@ func (c *Copy) plan(ctx context.Context, from Location) ([]Entry, []*item, error
 	}
 	if !root.Dir {
 		name := path.Base(strings.ReplaceAll(from.String(), "\\", "/"))
+		if err := safepath.Name("files.copy entry", name); err != nil {
+			return nil, nil, fmt.Errorf("from: %w", err)
+		}
 		if !c.included(name) {
 			return nil, nil, fmt.Errorf("from: %s is a file that include excludes", from)
 		}
@@ -182,6 +194,11 @@ func (c *Copy) plan(ctx context.Context, from Location) ([]Entry, []*item, error
 	dirs := []Entry{{Path: "", Mode: dirMode(root.Mode), Dir: true}}
 	var items []*item
 	for _, e := range entries {
+		// A location lists its own names; one that is not a safe relative path (an object
+		// store key such as "../x") must not become a path in the destination.
+		if err := safepath.Rel("files.copy entry", e.Path); err != nil {
+			return nil, nil, fmt.Errorf("from: %s: %w", from, err)
+		}
 		if e.Dir {
 			e.Mode = dirMode(e.Mode)
 			dirs = append(dirs, e)

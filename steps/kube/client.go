@@ -150,7 +150,8 @@ func (c *Client) Mapping(apiVersion, kind string) (*meta.RESTMapping, error) {
 		m, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	}
 	if meta.IsNoMatchError(err) {
-		return nil, fmt.Errorf("unknown kind %s %s on cluster %s (is its CRD installed?)", apiVersion, kind, displayName(c.Name))
+		return nil, &notServedError{sentinel: ErrUnknownKind, cause: err,
+			msg: fmt.Sprintf("unknown kind %s %s on cluster %s (is its CRD installed?)", apiVersion, kind, displayName(c.Name))}
 	}
 	if err != nil {
 		return nil, Classify(err)
@@ -163,12 +164,16 @@ func (c *Client) Mapping(apiVersion, kind string) (*meta.RESTMapping, error) {
 func (c *Client) ResourceFor(resource string) (schema.GroupVersionResource, error) {
 	gr := schema.ParseGroupResource(resource)
 	gvr, err := c.mapper.ResourceFor(gr.WithVersion(""))
-	if meta.IsNoMatchError(err) || err != nil && strings.Contains(err.Error(), "no matches") {
+	if meta.IsNoMatchError(err) {
 		c.mapper.Reset()
 		gvr, err = c.mapper.ResourceFor(gr.WithVersion(""))
 	}
+	if meta.IsNoMatchError(err) {
+		return schema.GroupVersionResource{}, &notServedError{sentinel: ErrUnknownResource, cause: err,
+			msg: fmt.Sprintf("unknown resource %q on cluster %s", resource, displayName(c.Name))}
+	}
 	if err != nil {
-		return schema.GroupVersionResource{}, fmt.Errorf("unknown resource %q on cluster %s", resource, displayName(c.Name))
+		return schema.GroupVersionResource{}, fmt.Errorf("resource %q on cluster %s: %w", resource, displayName(c.Name), Classify(err))
 	}
 	return gvr, nil
 }

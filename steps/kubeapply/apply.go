@@ -38,7 +38,17 @@ type Apply struct {
 	Files           []string         `yaml:"files" doc:"Files of YAML or JSON objects (multi-document; Lists are expanded). Relative paths are relative to the working directory of planrun, not to the plan file."`
 	Namespace       string           `yaml:"namespace" doc:"Namespace for namespaced objects that name none."`
 	ForceConflicts  bool             `yaml:"forceConflicts" doc:"Take over fields owned by other field managers instead of failing on conflicts."`
+
+	inline []*item // manifests, then manifest, parsed by Provision; files are read by Run
 }
+
+var (
+	_ engine.Action      = (*Apply)(nil)
+	_ engine.Provisioner = (*Apply)(nil)
+	_ engine.Validator   = (*Apply)(nil)
+	_ engine.Undoer      = (*Apply)(nil)
+	_ engine.Describer   = (*Apply)(nil)
+)
 
 // item is one object to apply.
 type item struct {
@@ -68,7 +78,18 @@ func (a *Apply) Describe() string {
 	return s
 }
 
-// Validate implements engine.Validator: the inline manifests are checked at load time.
+// Provision implements engine.Provisioner: it parses the inline manifests (at load time when
+// they hold no ${{ }}). Files are read when the step runs: an earlier step may write them.
+func (a *Apply) Provision() error {
+	items, err := a.parseInline()
+	if err != nil {
+		return err
+	}
+	a.inline = items
+	return nil
+}
+
+// Validate implements engine.Validator.
 func (a *Apply) Validate() error {
 	if len(a.Manifests) == 0 && a.Manifest == "" && len(a.Files) == 0 {
 		return errors.New("manifests, manifest or files: give at least one")
@@ -78,11 +99,10 @@ func (a *Apply) Validate() error {
 			return fmt.Errorf("files[%d]: must not be empty", i)
 		}
 	}
-	_, err := a.inline()
-	return err
+	return nil
 }
 
-func (a *Apply) inline() ([]*item, error) {
+func (a *Apply) parseInline() ([]*item, error) {
 	var items []*item
 	for i, obj := range a.Manifests {
 		var err error
@@ -104,10 +124,13 @@ func (a *Apply) inline() ([]*item, error) {
 	return items, nil
 }
 
+// collect lists the objects to apply: copies of the provisioned inline items (a run resolves and
+// changes its own), then those of the files.
 func (a *Apply) collect() ([]*item, error) {
-	items, err := a.inline()
-	if err != nil {
-		return nil, err
+	items := make([]*item, 0, len(a.inline))
+	for _, it := range a.inline {
+		cp := *it
+		items = append(items, &cp)
 	}
 	for _, f := range a.Files {
 		data, err := os.ReadFile(f)
@@ -245,8 +268,7 @@ func (a *Apply) resolve(c *kube.Client, items []*item) error {
 				return fmt.Errorf("%s: %s is namespaced: set metadata.namespace or the step's namespace", it.src, name)
 			}
 			it.ref.Namespace = a.Namespace
-			md := it.obj["metadata"].(map[string]any)
-			md["namespace"] = a.Namespace
+			it.obj = withNamespace(it.obj, a.Namespace)
 		case !it.namespaced && it.ref.Namespace != "":
 			return fmt.Errorf("%s: %s is cluster-scoped; remove metadata.namespace", it.src, it.ref.Kind+" "+it.ref.Name)
 		}
@@ -256,6 +278,22 @@ func (a *Apply) resolve(c *kube.Client, items []*item) error {
 		seen[it.ref.key()] = it.src
 	}
 	return nil
+}
+
+// withNamespace returns a copy of obj (its top level and metadata) in namespace ns; obj, which
+// may be the step's own config, is left as it is.
+func withNamespace(obj map[string]any, ns string) map[string]any {
+	cp := make(map[string]any, len(obj))
+	for k, v := range obj {
+		cp[k] = v
+	}
+	md := map[string]any{}
+	for k, v := range obj["metadata"].(map[string]any) {
+		md[k] = v
+	}
+	md["namespace"] = ns
+	cp["metadata"] = md
+	return cp
 }
 
 type result int
@@ -446,6 +484,8 @@ func (a *Apply) Undo(ctx context.Context, rc *engine.RunContext, outputs engine.
 	return nil
 }
 
+// No type: the API server reports a failed precondition as a plain Conflict (storage's
+// InvalidObj) whose only trace of the precondition is the text of its message.
 func isPreconditionFailure(err error) bool {
 	var status apierrors.APIStatus
 	return errors.As(err, &status) && containsFold(status.Status().Message, "precondition")

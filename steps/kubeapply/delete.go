@@ -43,6 +43,12 @@ type Delete struct {
 	RemoveFinalizers  bool            `yaml:"removeFinalizers" doc:"Remove metadata.finalizers (except the garbage collector's own), so that objects whose controller is gone are deleted."`
 }
 
+var (
+	_ engine.Action    = (*Delete)(nil)
+	_ engine.Validator = (*Delete)(nil)
+	_ engine.Describer = (*Delete)(nil)
+)
+
 // defaultWait is how long wait waits when no timeout is given.
 const defaultWait = 5 * time.Minute
 

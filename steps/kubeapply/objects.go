@@ -194,9 +194,7 @@ func sameUID(obj *unstructured.Unstructured, uid string) bool {
 
 // isUnknownKind reports whether err is kube.Client.Mapping's answer for a kind the cluster does
 // not serve (its CRD is gone, for instance).
-func isUnknownKind(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "unknown kind ")
-}
+func isUnknownKind(err error) bool { return errors.Is(err, kube.ErrUnknownKind) }
 
 // targetDesc says which objects a patch or delete works on, for Describe.
 func targetDesc(kind, ns, name, selector string) string {

@@ -617,9 +617,15 @@ func TestPatchWhere(t *testing.T) {
 	wantCM(t, "b untouched", ns, "b", "data=map[k:b] labels=map[state:done]")
 
 	kubetest.RunErrorCases(t, mainCluster(), []kubetest.ErrorCase{
-		{Name: "where that fails on an object", Plan: oneStep("kube.patch", `{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, name: a, where: "object.data.k > 3", patch: {data: {op: x}}}`),
-			Want: `step "s" failed: ConfigMap ` + ns + `/a: where object.data.k > 3: invalid operation: string > int`},
+		{Name: "where that fails on an object", Plan: oneStep("kube.patch", `{where: "object.data.k > 3", apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, name: a, patch: {data: {op: x}}}`),
+			Want: `plan.yaml:7:20: object.data.k > 3: invalid operation: string > int`},
+		{Name: "where that is not a boolean", Plan: oneStep("kube.patch", `{where: "object.data.k", apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, name: a, patch: {data: {op: x}}}`),
+			Want: `plan.yaml:7:20: object.data.k: expected true or false, got string a`},
+		{Name: "where that is nil", Plan: oneStep("kube.patch", `{where: "object.data.nope", apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, name: a, patch: {data: {op: x}}}`),
+			Want: `plan.yaml:7:20: object.data.nope: expected true or false, got nil`},
 	})
-	wantLoadError(t, oneStep("kube.patch", `{apiVersion: v1, kind: ConfigMap, namespace: x, all: true, where: "object.metadata.name ==", patch: {data: {k: v}}}`),
-		`step "s": with: where: unexpected token EOF`)
+	wantLoadError(t, oneStep("kube.patch", `{where: "object.metadata.name ==", apiVersion: v1, kind: ConfigMap, namespace: x, all: true, patch: {data: {k: v}}}`),
+		`plan.yaml:7:42: step "s": with: invalid expression "object.metadata.name ==": unexpected token EOF`)
+	wantLoadError(t, oneStep("kube.patch", `{where: "object.metadata.name == params.nope", apiVersion: v1, kind: ConfigMap, namespace: x, all: true, patch: {data: {k: v}}}`),
+		`step "s": with: invalid expression "object.metadata.name == params.nope": unknown param "nope"`)
 }

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/expr-lang/expr/vm"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -35,19 +34,36 @@ func init() {
 // absent. Undo skips objects that are gone or were replaced (another UID).
 type Patch struct {
 	kube.ClusterRef `yaml:",inline"`
-	APIVersion      string        `yaml:"apiVersion" plan:"required" doc:"API version of the objects, such as apps/v1."`
-	Kind            string        `yaml:"kind" plan:"required" doc:"Kind of the objects, such as Deployment."`
-	Namespace       string        `yaml:"namespace" doc:"Namespace; with labelSelector, empty means every namespace; with objects, the namespace of entries that give none."`
-	Name            string        `yaml:"name" doc:"Name of the object to patch; give name or labelSelector."`
-	LabelSelector   string        `yaml:"labelSelector" doc:"Patch every object matching this label selector, such as app=web."`
-	Type            string        `yaml:"type" doc:"merge (JSON merge patch, the default), strategic (strategic merge patch, built-in kinds only) or json (JSON patch)."`
-	All             bool          `yaml:"all" doc:"Patch every object of the kind (in namespace, or in every namespace when it is empty), instead of name, labelSelector or objects."`
-	Objects         []PatchTarget `yaml:"objects" doc:"Patch these objects instead of name or labelSelector: a list of {namespace, name}, each with an optional patch of its own, often built with ${{ }} from kube.list outputs. Objects that do not exist are skipped and listed in outputs.missing; an empty list patches nothing."`
-	Patch           any           `yaml:"patch" doc:"The patch: a mapping for merge and strategic, a list of operations for json; or the same as YAML or JSON text. Required unless every entry of objects has its own."`
-	Subresource     string        `yaml:"subresource" doc:"status: patch the status subresource (a CRD's status is not changed through the object itself); undo restores it there too."`
-	Where           string        `yaml:"where" doc:"expr-lang condition over object (each chosen object as it is now): only those for which it holds are patched, e.g. !(object.status?.phase == 'Done') so that a step run again after a crash leaves alone what a controller has finished since."`
+	APIVersion      string                       `yaml:"apiVersion" plan:"required" doc:"API version of the objects, such as apps/v1."`
+	Kind            string                       `yaml:"kind" plan:"required" doc:"Kind of the objects, such as Deployment."`
+	Namespace       string                       `yaml:"namespace" doc:"Namespace; with labelSelector, empty means every namespace; with objects, the namespace of entries that give none."`
+	Name            string                       `yaml:"name" doc:"Name of the object to patch; give name or labelSelector."`
+	LabelSelector   string                       `yaml:"labelSelector" doc:"Patch every object matching this label selector, such as app=web."`
+	Type            string                       `yaml:"type" doc:"merge (JSON merge patch, the default), strategic (strategic merge patch, built-in kinds only) or json (JSON patch)."`
+	All             bool                         `yaml:"all" doc:"Patch every object of the kind (in namespace, or in every namespace when it is empty), instead of name, labelSelector or objects."`
+	Objects         []PatchTarget                `yaml:"objects" doc:"Patch these objects instead of name or labelSelector: a list of {namespace, name}, each with an optional patch of its own, often built with ${{ }} from kube.list outputs. Objects that do not exist are skipped and listed in outputs.missing; an empty list patches nothing."`
+	Patch           any                          `yaml:"patch" doc:"The patch: a mapping for merge and strategic, a list of operations for json; or the same as YAML or JSON text. Required unless every entry of objects has its own."`
+	Subresource     string                       `yaml:"subresource" doc:"status: patch the status subresource (a CRD's status is not changed through the object itself); undo restores it there too."`
+	Where           engine.ObjectExpr[WhereVars] `yaml:"where" doc:"expr-lang condition over object (each chosen object as it is now; params, steps and run too): only those for which it holds are patched, e.g. !(object.status?.phase == 'Done') so that a step run again after a crash leaves alone what a controller has finished since. Anything but true or false fails the step."`
 
-	where *vm.Program
+	// Parsed by Provision: the step's patch (nil without one) and each entry of objects' own
+	// (nil where it has none).
+	patch *parsedPatch
+	own   []*parsedPatch
+}
+
+var (
+	_ engine.Action      = (*Patch)(nil)
+	_ engine.Provisioner = (*Patch)(nil)
+	_ engine.Validator   = (*Patch)(nil)
+	_ engine.Undoer      = (*Patch)(nil)
+	_ engine.Describer   = (*Patch)(nil)
+)
+
+// parsedPatch is a patch as Run uses it: the body sent to the server and the paths it touches.
+type parsedPatch struct {
+	data    []byte
+	touched [][]string
 }
 
 // PatchTarget is one object of a patch step's objects list.
@@ -97,6 +113,34 @@ func (p *Patch) patchType() string {
 	return p.Type
 }
 
+// Provision implements engine.Provisioner: it parses the patches (the step's and each entry's
+// own) into what is sent to the server and the paths they touch.
+func (p *Patch) Provision() error {
+	p.patch, p.own = nil, nil
+	switch p.patchType() {
+	case "merge", "strategic", "json":
+	default:
+		return fmt.Errorf("type: %q is not merge, strategic or json", p.Type)
+	}
+	for i, o := range p.Objects {
+		var own *parsedPatch
+		if o.Patch != nil {
+			var err error
+			if own, err = parsePatch(p.patchType(), o.Patch); err != nil {
+				return fmt.Errorf("objects[%d].%v", i, err)
+			}
+		}
+		p.own = append(p.own, own)
+	}
+	if p.Patch != nil {
+		var err error
+		if p.patch, err = parsePatch(p.patchType(), p.Patch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Validate implements engine.Validator.
 func (p *Patch) Validate() error {
 	if err := validateTargets(p.Name, p.LabelSelector, alternative{"objects", p.Objects != nil}, alternative{"all", p.All}); err != nil {
@@ -105,36 +149,19 @@ func (p *Patch) Validate() error {
 	if p.Subresource != "" && p.Subresource != "status" {
 		return fmt.Errorf("subresource: %q is not status", p.Subresource)
 	}
-	where, err := compileWhere(p.Where)
-	if err != nil {
-		return err
-	}
-	p.where = where
-	switch p.patchType() {
-	case "merge", "strategic", "json":
-	default:
-		return fmt.Errorf("type: %q is not merge, strategic or json", p.Type)
-	}
 	own := 0
 	for i, o := range p.Objects {
 		if o.Name == "" {
 			return fmt.Errorf("objects[%d].name: required", i)
 		}
 		if o.Patch != nil {
-			if _, err := parsePatch(p.patchType(), o.Patch); err != nil {
-				return fmt.Errorf("objects[%d].%v", i, err)
-			}
 			own++
 		}
 	}
 	if p.Patch == nil && (p.Objects == nil || own < len(p.Objects)) {
 		return errors.New("patch: required (unless every entry of objects has its own)")
 	}
-	if p.Patch == nil {
-		return nil
-	}
-	_, err = p.value()
-	return err
+	return nil
 }
 
 func validateTarget(name, selector string) error {
@@ -176,39 +203,42 @@ func validateTargets(name, selector string, alts ...alternative) error {
 	return nil
 }
 
-// value returns the patch as a mapping (merge, strategic) or a list of operations (json).
-func (p *Patch) value() (any, error) {
-	return parsePatch(p.patchType(), p.Patch)
-}
-
-// parsePatch checks a patch of the given type and returns it as a mapping (merge, strategic) or
-// a list of operations (json).
-func parsePatch(patchType string, v any) (any, error) {
+// parsePatch checks a patch of the given type (a mapping for merge and strategic, a list of
+// operations for json, or either as text) and returns the body to send and the paths it touches.
+func parsePatch(patchType string, v any) (*parsedPatch, error) {
 	if s, ok := v.(string); ok {
 		if err := yaml.Unmarshal([]byte(s), &v); err != nil {
 			return nil, fmt.Errorf("patch: %s", oneLine(err.Error()))
 		}
 	}
+	var touched [][]string
 	if patchType == "json" {
 		ops, ok := v.([]any)
 		if !ok || len(ops) == 0 {
 			return nil, errors.New("patch: a json patch is a list of operations such as {op: replace, path: /spec/replicas, value: 2}")
 		}
 		for i, o := range ops {
-			if _, err := parseOp(o); err != nil {
+			op, err := parseOp(o)
+			if err != nil {
 				return nil, fmt.Errorf("patch[%d]: %v", i, err)
 			}
+			touched = append(touched, op.touched()...)
 		}
-		return ops, nil
+	} else {
+		m, ok := v.(map[string]any)
+		if !ok || len(m) == 0 {
+			return nil, fmt.Errorf("patch: a %s patch is a non-empty mapping", patchType)
+		}
+		if _, ok := m["$patch"]; ok {
+			return nil, errors.New("patch: $patch at the top level is not supported")
+		}
+		touched = touchedPaths(m)
 	}
-	m, ok := v.(map[string]any)
-	if !ok || len(m) == 0 {
-		return nil, fmt.Errorf("patch: a %s patch is a non-empty mapping", patchType)
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("patch: %v", err)
 	}
-	if _, ok := m["$patch"]; ok {
-		return nil, errors.New("patch: $patch at the top level is not supported")
-	}
-	return m, nil
+	return &parsedPatch{data: data, touched: touched}, nil
 }
 
 type jsonOp struct {
@@ -262,22 +292,20 @@ func pointer(path []string) string {
 	return b.String()
 }
 
-// touchedPaths lists the paths a patch changes, as written in the patch.
-func touchedPaths(patchType string, patch any) [][]string {
-	var out [][]string
-	if patchType == "json" {
-		for _, o := range patch.([]any) {
-			op, _ := parseOp(o)
-			switch op.op {
-			case "test":
-			case "move":
-				out = append(out, op.path, op.from)
-			default:
-				out = append(out, op.path)
-			}
-		}
-		return out
+// touched lists the paths a JSON patch operation changes.
+func (op jsonOp) touched() [][]string {
+	switch op.op {
+	case "test":
+		return nil
+	case "move":
+		return [][]string{op.path, op.from}
 	}
+	return [][]string{op.path}
+}
+
+// touchedPaths lists the paths a merge or strategic patch changes, as written in the patch.
+func touchedPaths(patch map[string]any) [][]string {
+	var out [][]string
 	var walk func(prefix []string, m map[string]any)
 	walk = func(prefix []string, m map[string]any) {
 		_, directive := m["$patch"]
@@ -302,7 +330,7 @@ func touchedPaths(patchType string, patch any) [][]string {
 			out = append(out, path)
 		}
 	}
-	walk(nil, patch.(map[string]any))
+	walk(nil, patch)
 	return out
 }
 
@@ -439,19 +467,11 @@ var patchTypes = map[string]types.PatchType{"merge": types.MergePatchType, "stra
 // patchTarget is an object to patch with its patch.
 type patchTarget struct {
 	obj   *unstructured.Unstructured
-	value any
-	data  []byte
+	patch *parsedPatch
 }
 
 // Run implements engine.Action.
 func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
-	var value any
-	if p.Patch != nil {
-		var err error
-		if value, err = p.value(); err != nil {
-			return nil, err
-		}
-	}
 	c, err := p.Client(rc)
 	if err != nil {
 		return nil, err
@@ -487,13 +507,11 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 				addMissing(ns, o.Name)
 				continue
 			}
-			v := value
-			if o.Patch != nil {
-				if v, err = parsePatch(p.patchType(), o.Patch); err != nil {
-					return nil, fmt.Errorf("objects[%d].%v", i, err)
-				}
+			patch := p.patch
+			if p.own[i] != nil {
+				patch = p.own[i]
 			}
-			targets = append(targets, patchTarget{obj: objs[0], value: v})
+			targets = append(targets, patchTarget{obj: objs[0], patch: patch})
 		}
 	} else {
 		objs, err := selectTargets(ctx, c, m, p.Kind, p.Namespace, p.Name, p.LabelSelector)
@@ -504,18 +522,13 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 			return nil, fmt.Errorf("%s not found", kube.ObjectName(p.Kind, p.Namespace, p.Name))
 		}
 		for _, obj := range objs {
-			targets = append(targets, patchTarget{obj: obj, value: value})
+			targets = append(targets, patchTarget{obj: obj, patch: p.patch})
 		}
 	}
-	if p.Where != "" {
-		if p.where == nil {
-			if p.where, err = compileWhere(p.Where); err != nil {
-				return nil, err
-			}
-		}
+	if p.Where.Compiled() {
 		kept := targets[:0]
 		for _, t := range targets {
-			ok, err := matchesWhere(p.where, p.Where, p.Kind, t.obj)
+			ok, err := p.matchesWhere(rc, t.obj)
 			if err != nil {
 				return nil, err
 			}
@@ -525,12 +538,6 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 		}
 		targets = kept
 	}
-	for i := range targets {
-		if targets[i].data, err = json.Marshal(targets[i].value); err != nil {
-			return nil, fmt.Errorf("patch: %v", err)
-		}
-	}
-
 	// Prior values are recorded once, before the first patch: after a crash the objects may be
 	// patched already, and their values now are not the prior ones.
 	var st patchState
@@ -546,7 +553,7 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 	// values are those of every field any of its patches touches.
 	touched := map[types.UID][][]string{}
 	for _, t := range targets {
-		touched[t.obj.GetUID()] = append(touched[t.obj.GetUID()], touchedPaths(p.patchType(), t.value)...)
+		touched[t.obj.GetUID()] = append(touched[t.obj.GetUID()], t.patch.touched...)
 	}
 	for _, t := range targets {
 		if _, ok := recorded[t.obj.GetUID()]; ok {
@@ -569,7 +576,7 @@ func (p *Patch) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 			// Patched by the attempt that crashed; a JSON patch may not apply twice (add to a list).
 			continue
 		}
-		_, err := c.Resource(m, obj.GetNamespace()).Patch(ctx, obj.GetName(), pt, t.data,
+		_, err := c.Resource(m, obj.GetNamespace()).Patch(ctx, obj.GetName(), pt, t.patch.data,
 			metav1.PatchOptions{FieldManager: kube.FieldManager, DryRun: kube.DryRun(rc)}, subresources(p.Subresource)...)
 		if apierrors.IsNotFound(err) && p.Name == "" {
 			if p.Objects != nil {

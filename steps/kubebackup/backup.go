@@ -62,6 +62,13 @@ type Backup struct {
 	refs []resourceRef
 }
 
+var (
+	_ engine.Action      = (*Backup)(nil)
+	_ engine.Provisioner = (*Backup)(nil)
+	_ engine.Validator   = (*Backup)(nil)
+	_ engine.Describer   = (*Backup)(nil)
+)
+
 // resourceRef is one entry of resources:, parsed.
 type resourceRef struct {
 	name             string // "configmaps", "deployments.apps"
@@ -85,19 +92,9 @@ const pageSize = 500
 // parallelLists is how many lists run at once (each holds at most one object in memory).
 const parallelLists = 4
 
-// Validate implements engine.Validator.
-func (b *Backup) Validate() error {
-	switch {
-	case b.AllResources && len(b.Resources) > 0:
-		return errors.New("resources: leave it out when allResources is true")
-	case !b.AllResources && len(b.Resources) == 0:
-		return errors.New("resources: required unless allResources is true")
-	case len(b.Namespaces) > 0 && len(b.ExcludeNamespaces) > 0:
-		return errors.New("excludeNamespaces: only applies when namespaces is empty (all namespaces)")
-	case b.IncludeBoundVolumes && len(b.Namespaces) == 0:
-		return errors.New("includeBoundVolumes: only applies with namespaces (a backup of all namespaces takes every PersistentVolume with the cluster-scoped resources)")
-	}
-	b.refs = b.refs[:0]
+// Provision implements engine.Provisioner: it parses resources into the references Run resolves.
+func (b *Backup) Provision() error {
+	b.refs = nil
 	for i, r := range b.Resources {
 		switch v := r.(type) {
 		case string:
@@ -115,6 +112,21 @@ func (b *Backup) Validate() error {
 		default:
 			return fmt.Errorf("resources[%d]: want a resource name or {apiVersion, kind}", i)
 		}
+	}
+	return nil
+}
+
+// Validate implements engine.Validator.
+func (b *Backup) Validate() error {
+	switch {
+	case b.AllResources && len(b.Resources) > 0:
+		return errors.New("resources: leave it out when allResources is true")
+	case !b.AllResources && len(b.Resources) == 0:
+		return errors.New("resources: required unless allResources is true")
+	case len(b.Namespaces) > 0 && len(b.ExcludeNamespaces) > 0:
+		return errors.New("excludeNamespaces: only applies when namespaces is empty (all namespaces)")
+	case b.IncludeBoundVolumes && len(b.Namespaces) == 0:
+		return errors.New("includeBoundVolumes: only applies with namespaces (a backup of all namespaces takes every PersistentVolume with the cluster-scoped resources)")
 	}
 	if _, err := labels.Parse(b.LabelSelector); err != nil {
 		return fmt.Errorf("labelSelector: %v", err)
@@ -218,9 +230,6 @@ func (t target) isNamespaces() bool { return t.gvr.Group == "" && t.gvr.Resource
 
 // Run implements engine.Action.
 func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
-	if err := b.Validate(); err != nil { // parses resources:
-		return nil, err
-	}
 	c, err := b.Client(rc)
 	if err != nil {
 		return nil, err

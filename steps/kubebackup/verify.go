@@ -20,6 +20,11 @@ type VerifyBackup struct {
 	Dir string `yaml:"dir" plan:"required" doc:"Backup folder, as written by kube.backup."`
 }
 
+var (
+	_ engine.Action    = (*VerifyBackup)(nil)
+	_ engine.Describer = (*VerifyBackup)(nil)
+)
+
 // Describe implements engine.Describer.
 func (v *VerifyBackup) Describe() string { return "verify the backup in " + v.Dir }
 

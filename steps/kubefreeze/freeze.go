@@ -70,6 +70,13 @@ type BlockWrites struct {
 	ProveTimeout    engine.Duration `yaml:"proveTimeout" doc:"How long to wait for the policy to take effect (default 30s)."`
 }
 
+var (
+	_ engine.Action    = (*BlockWrites)(nil)
+	_ engine.Validator = (*BlockWrites)(nil)
+	_ engine.Undoer    = (*BlockWrites)(nil)
+	_ engine.Describer = (*BlockWrites)(nil)
+)
+
 // Validate implements engine.Validator.
 func (b *BlockWrites) Validate() error {
 	if len(b.Groups) == 0 && len(b.Resources) == 0 {
@@ -376,6 +383,11 @@ type UnblockWrites struct {
 	Prove           bool            `yaml:"prove" doc:"Wait until a dry-run write the freeze refused is allowed again."`
 	ProveTimeout    engine.Duration `yaml:"proveTimeout" doc:"How long to wait for writes to be allowed again (default 30s)."`
 }
+
+var (
+	_ engine.Action    = (*UnblockWrites)(nil)
+	_ engine.Describer = (*UnblockWrites)(nil)
+)
 
 // Describe implements engine.Describer.
 func (u *UnblockWrites) Describe() string { return "unblock writes frozen by " + u.Name }

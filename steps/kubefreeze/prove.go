@@ -2,6 +2,7 @@ package kubefreeze
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -151,7 +152,7 @@ func classify(err error, policy string) (outcome, string, error) {
 	switch {
 	case err == nil:
 		return allowed, "", nil
-	case strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+policy+"'"):
+	case deniedBy(err, policy):
 		return denied, kube.Reason(err), nil
 	case apierrors.IsAlreadyExists(err):
 		// Admission ran before storage said the name is taken: the policy did not deny it.
@@ -161,6 +162,23 @@ func classify(err error, policy string) (outcome, string, error) {
 		return unusable, "", t
 	}
 	return unusable, kube.Reason(err), nil
+}
+
+// deniedBy reports whether err is policy's denial: the API server adds a cause of its own to the
+// status it returns, "ValidatingAdmissionPolicy 'name' [with binding 'name'] denied request: ...".
+// No type: that cause's message is the only place naming the policy (no field of the status or
+// cause carries it), so its start is matched.
+func deniedBy(err error, policy string) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	for _, c := range status.Status().Details.Causes {
+		if strings.HasPrefix(c.Message, "ValidatingAdmissionPolicy '"+policy+"' ") {
+			return true
+		}
+	}
+	return false
 }
 
 func transientOnly(err error) error {

@@ -33,6 +33,11 @@ type Get struct {
 	Optional        bool   `yaml:"optional" doc:"A missing object is not an error: outputs.found is false."`
 }
 
+var (
+	_ engine.Action    = (*Get)(nil)
+	_ engine.Describer = (*Get)(nil)
+)
+
 // Describe implements engine.Describer.
 func (g *Get) Describe() string {
 	return "get " + kube.ObjectName(g.Kind, g.Namespace, g.Name)

@@ -2,14 +2,17 @@ package kubeget_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	_ "planrun.dev/planrun/steps"
+	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/kube/kubetest"
 )
 
@@ -81,5 +84,31 @@ func TestGetErrors(t *testing.T) {
 			run := kubetest.Apply(t, main(), "steps:\n  - {id: s, type: "+typ+", with: "+tc.with+"}\n", kubetest.Options{})
 			kubetest.WantRunError(t, run, tc.want)
 		})
+	}
+}
+
+// What the cluster does not serve is told apart with errors.Is on kube's sentinels, never by
+// message text, and discovery's own error stays reachable as the cause.
+func TestNotServedSentinels(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c, err := kube.NewClientForConfig("main", clusters[0].CP.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var noKind *meta.NoKindMatchError
+	if _, err := c.Mapping("example.com/v1", "Widget"); !errors.Is(err, kube.ErrUnknownKind) || !errors.As(err, &noKind) || errors.Is(err, kube.ErrUnknownResource) {
+		t.Fatalf("Mapping of an unknown kind: %v", err)
+	}
+	if _, err := c.Mapping("v1", "ConfigMap"); err != nil {
+		t.Fatal(err)
+	}
+	var noResource *meta.NoResourceMatchError
+	if _, err := c.ResourceFor("widgets.example.com"); !errors.Is(err, kube.ErrUnknownResource) || !errors.As(err, &noResource) || errors.Is(err, kube.ErrUnknownKind) {
+		t.Fatalf("ResourceFor an unknown resource: %v", err)
+	}
+	// Through a step: the engine keeps the chain.
+	run := kubetest.Apply(t, main(), "steps:\n  - {id: s, type: kube.get, with: {apiVersion: example.com/v1, kind: Widget, namespace: x, name: y}}\n", kubetest.Options{})
+	if !errors.Is(run.Err, kube.ErrUnknownKind) {
+		t.Fatalf("run error %v does not match kube.ErrUnknownKind", run.Err)
 	}
 }

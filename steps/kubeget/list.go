@@ -34,6 +34,11 @@ type List struct {
 	Items           *bool    `yaml:"items" doc:"Put the objects in outputs.items (default true)."`
 }
 
+var (
+	_ engine.Action    = (*List)(nil)
+	_ engine.Describer = (*List)(nil)
+)
+
 // namespaces is namespace and namespaces together, without repeats.
 func (l *List) namespaces() []string {
 	var out []string

@@ -67,6 +67,13 @@ type Job struct {
 	Timeout               engine.Duration   `yaml:"timeout" doc:"How long to wait for the Job to finish (default 1h)."`
 }
 
+var (
+	_ engine.Action    = (*Job)(nil)
+	_ engine.Validator = (*Job)(nil)
+	_ engine.Undoer    = (*Job)(nil)
+	_ engine.Describer = (*Job)(nil)
+)
+
 // Validate implements engine.Validator.
 func (j *Job) Validate() error {
 	if j.Name != "" {

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/expr-lang/expr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -229,11 +227,11 @@ func (x *restorer) applyTransform(t *transform, o *object, srcNS string, lbls la
 		if err := json.Unmarshal(b, &plain); err != nil {
 			return err
 		}
-		out, err := expr.Run(t.when, map[string]any{"object": plain})
+		ok, err := t.when.EvalBool(x.rc, TransformVars{Object: plain})
 		if err != nil {
-			return fmt.Errorf("transform when %s: %s", t.whenSrc, strings.ReplaceAll(err.Error(), "\n", " "))
+			return fmt.Errorf("transform when: %w", err)
 		}
-		if ok, _ := out.(bool); !ok {
+		if !ok {
 			return nil
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,8 +21,6 @@ import (
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
-	"github.com/expr-lang/expr"
-	"github.com/expr-lang/expr/vm"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -40,12 +39,15 @@ func init() {
 	})
 }
 
-// Priority is the order in which resources are restored after CRDs and namespaces, as group
+// Priority returns the order in which resources are restored after CRDs and namespaces, as group
 // resources ("resource" for the core group, "resource.group" otherwise): what others refer to
 // comes before what refers to it, and workloads come last so their pods find their service
 // accounts, secrets, config maps and claims. Resources not listed follow, sorted by name.
-// A restore's `order:` replaces this list.
-var Priority = []string{
+// A restore's `order:` replaces this list. Each call returns a new slice, so no caller can
+// change the order of every other restore in the process.
+func Priority() []string { return slices.Clone(priority) }
+
+var priority = []string{
 	"storageclasses.storage.k8s.io",
 	"priorityclasses.scheduling.k8s.io",
 	"clusterroles.rbac.authorization.k8s.io",
@@ -110,11 +112,18 @@ type Restore struct {
 	exNS       map[string]bool
 }
 
+var (
+	_ engine.Action      = (*Restore)(nil)
+	_ engine.Provisioner = (*Restore)(nil)
+	_ engine.Undoer      = (*Restore)(nil)
+	_ engine.Describer   = (*Restore)(nil)
+)
+
 // Transform changes matching objects before they are restored.
 type Transform struct {
-	Match TransformMatch   `yaml:"match" doc:"Which objects the transform applies to (all when empty)."`
-	When  string           `yaml:"when" doc:"expr-lang condition over object (the object as in the backup, after stripping); the transform applies when true."`
-	Patch []map[string]any `yaml:"patch" plan:"required" doc:"JSON patch operations (RFC 6902), such as {op: replace, path: /spec/replicas, value: 0}."`
+	Match TransformMatch                   `yaml:"match" doc:"Which objects the transform applies to (all when empty)."`
+	When  engine.ObjectExpr[TransformVars] `yaml:"when" doc:"expr-lang condition over object (the object as in the backup, after stripping; params, steps and run too); the transform applies when true. Anything but true or false fails the restore of that object."`
+	Patch []map[string]any                 `yaml:"patch" plan:"required" doc:"JSON patch operations (RFC 6902), such as {op: replace, path: /spec/replicas, value: 0}."`
 }
 
 // TransformMatch selects objects for a transform.
@@ -134,13 +143,18 @@ type transform struct {
 	resources map[string]bool
 	ns        map[string]bool
 	selector  labels.Selector
-	when      *vm.Program
-	whenSrc   string
+	when      *engine.ObjectExpr[TransformVars] // nil: always
 	patch     jsonpatch.Patch
 }
 
-// Validate implements engine.Validator.
-func (r *Restore) Validate() error {
+// TransformVars are what a transform's when sees besides params, steps and run.
+type TransformVars struct {
+	Object map[string]any `expr:"object"`
+}
+
+// Provision implements engine.Provisioner: it checks the config and derives the selectors, sets
+// and compiled transforms Run uses.
+func (r *Restore) Provision() error {
 	switch r.OnConflict {
 	case "", "skip", "update", "recreate":
 	default:
@@ -172,12 +186,8 @@ func (r *Restore) Validate() error {
 		if ct.selector, err = parseSelector(t.Match.LabelSelector); err != nil {
 			return fmt.Errorf("transforms[%d].match.labelSelector: %v", i, err)
 		}
-		if t.When != "" {
-			ct.whenSrc = t.When
-			ct.when, err = expr.Compile(t.When, expr.Env(map[string]any{"object": map[string]any{}}), expr.AsBool())
-			if err != nil {
-				return fmt.Errorf("transforms[%d].when: %s", i, strings.ReplaceAll(err.Error(), "\n", " "))
-			}
+		if t.When.Compiled() {
+			ct.when = &r.Transforms[i].When
 		}
 		for j, op := range t.Patch {
 			switch op["op"] {
@@ -294,11 +304,7 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	if err != nil {
 		return nil, err
 	}
-	m, err := archive.ReadManifest(r.From)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := os.ReadFile(filepath.Join(r.From, archive.ManifestFile))
+	m, raw, err := archive.ReadManifestFile(r.From)
 	if err != nil {
 		return nil, err
 	}
@@ -372,7 +378,7 @@ func restClientFor(cfg *rest.Config) (*rest.RESTClient, error) {
 
 // plan sorts the backup's resources into tiers: CRDs, namespaces, the priority list, the rest.
 func (x *restorer) plan(m *archive.Manifest) {
-	order := Priority
+	order := priority
 	if len(x.cfg.Order) > 0 {
 		order = x.cfg.Order
 	}
@@ -460,12 +466,16 @@ func (x *restorer) outputs(elapsed time.Duration) (engine.Outputs, error) {
 		out["created"] = x.recorded.Load()
 	}
 	x.mu.Lock()
-	failures := append([]string(nil), x.failures...)
+	objs := append([]failure(nil), x.failures...)
 	x.mu.Unlock()
-	if len(failures) == 0 {
+	if len(objs) == 0 {
 		return out, nil
 	}
-	sort.Strings(failures)
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].line < objs[j].line })
+	failures := make([]string, len(objs))
+	for i, f := range objs {
+		failures[i] = f.line
+	}
 	summary := failures
 	if len(summary) > 10 {
 		summary = summary[:10]
@@ -479,12 +489,33 @@ func (x *restorer) outputs(elapsed time.Duration) (engine.Outputs, error) {
 			msg += fmt.Sprintf("; … %d more", len(failures)-10)
 		}
 	}
-	err := errors.New(msg)
+	fe := &failedError{msg: msg}
+	for _, f := range objs[:len(summary)] {
+		fe.errs = append(fe.errs, f.err)
+	}
+	var err error = fe
 	if x.transient.Load() {
 		err = engine.Transient(err)
 	}
 	return nil, err
 }
+
+// failure is an object that could not be restored: its line of the summary and its error.
+type failure struct {
+	line string
+	err  error
+}
+
+// failedError is the step's error when objects failed: the summary, wrapping the errors of the
+// objects it names, so that errors.Is and errors.As see them (kube.ErrUnknownResource, an API
+// status).
+type failedError struct {
+	msg  string
+	errs []error
+}
+
+func (e *failedError) Error() string   { return e.msg }
+func (e *failedError) Unwrap() []error { return e.errs }
 
 func (x *restorer) writeFailures(failures []string) (string, error) {
 	dir, err := x.rc.ArtifactDir()
@@ -533,7 +564,7 @@ func (x *restorer) fail(p *resPlan, kind, ns, name string, err error) {
 	}
 	line := kube.ObjectName(kind, ns, name) + ": " + strings.ReplaceAll(kube.Reason(err), "\n", " ")
 	x.mu.Lock()
-	x.failures = append(x.failures, line)
+	x.failures = append(x.failures, failure{line: line, err: err})
 	x.mu.Unlock()
 }
 
@@ -559,7 +590,7 @@ type restorer struct {
 	uids  map[string]string // old UID → new UID
 
 	mu        sync.Mutex
-	failures  []string
+	failures  []failure
 	warnings  []string
 	warnCount int
 	warnSeen  map[string]bool

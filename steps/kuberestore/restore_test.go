@@ -21,6 +21,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	_ "planrun.dev/planrun/steps"
+	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/kube/kubetest"
 )
 
@@ -356,11 +357,14 @@ func TestErrors(t *testing.T) {
 	cases := []struct {
 		name, with, want string
 		clusters         map[string]*kubetest.Cluster
+		is               error // the run's error matches it (errors.Is)
 	}{
-		{"invalid object", fmt.Sprintf(`{from: %q}`, invalid), fmt.Sprintf(`step "s" failed: 1 of 3 objects failed: ConfigMap %s/Bad_Name: ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain`, ns), nil},
-		{"unknown kind", fmt.Sprintf(`{from: %q}`, unknown), fmt.Sprintf(`step "s" failed: 1 of 2 objects failed: Gadget %s/g1: unknown resource gadgets.nope.example.com on cluster main (is its CRD installed?)`, ns), nil},
-		{"missing backup", `{from: /nonexistent/backup}`, `step "s" failed: /nonexistent/backup is not a complete backup: no manifest.json`, nil},
-		{"forbidden", fmt.Sprintf(`{from: %q}`, invalid), fmt.Sprintf(`step "s" failed: Namespace %s: namespaces "%s" is forbidden: User "nobody" cannot get resource "namespaces" in API group "" in the namespace "%s"`, ns, ns, ns), nobody},
+		{"invalid object", fmt.Sprintf(`{from: %q}`, invalid), fmt.Sprintf(`step "s" failed: 1 of 3 objects failed: ConfigMap %s/Bad_Name: ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain`, ns), nil, nil},
+		{"unknown kind", fmt.Sprintf(`{from: %q}`, unknown), fmt.Sprintf(`step "s" failed: 1 of 2 objects failed: Gadget %s/g1: unknown resource gadgets.nope.example.com on cluster main (is its CRD installed?)`, ns), nil, kube.ErrUnknownResource},
+		{"when that is not a boolean", fmt.Sprintf(`{transforms: [{when: "object.data", patch: [{op: add, path: /data/x, value: y}]}], from: %q}`, unknown),
+			`plan.yaml:7:33: object.data: expected true or false, got nil`, nil, nil},
+		{"missing backup", `{from: /nonexistent/backup}`, `step "s" failed: /nonexistent/backup is not a complete backup: no manifest.json`, nil, nil},
+		{"forbidden", fmt.Sprintf(`{from: %q}`, invalid), fmt.Sprintf(`step "s" failed: Namespace %s: namespaces "%s" is forbidden: User "nobody" cannot get resource "namespaces" in API group "" in the namespace "%s"`, ns, ns, ns), nobody, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -370,6 +374,9 @@ func TestErrors(t *testing.T) {
 			}
 			run := kubetest.Apply(t, cl, restorePlan(tc.with), kubetest.Options{NoRollback: true})
 			kubetest.WantRunError(t, run, tc.want)
+			if tc.is != nil && !errors.Is(run.Err, tc.is) {
+				t.Fatalf("errors.Is(%v, %v) is false", run.Err, tc.is)
+			}
 		})
 	}
 	// The valid objects were restored all the same.
@@ -379,7 +386,7 @@ func TestErrors(t *testing.T) {
 	// Bad config: load errors.
 	for with, want := range map[string]string{
 		`{from: x, onConflict: merge}`:                                             `onConflict: "merge" is not one of skip, update, recreate`,
-		`{from: x, transforms: [{when: "object.", patch: []}]}`:                    `transforms[0].when:`,
+		`{from: x, transforms: [{when: "object.", patch: []}]}`:                    `step "s": with: invalid expression "object.": unexpected end of expression`,
 		`{from: x, transforms: [{patch: [{op: frob, path: /a}]}]}`:                 `transforms[0].patch[0]: op must be one of`,
 		`{from: x, labelSelector: "a in (("}`:                                      `labelSelector:`,
 		`{from: x, createThenUpdate: [{resources: [a], fields: [metadata.name]}]}`: `cannot be set after create`,

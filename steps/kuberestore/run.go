@@ -11,6 +11,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -194,7 +195,14 @@ func (x *restorer) resolve(p *resPlan) {
 			x.warn("%s: not validated, its CRD would be created by this restore (dry run)", p.GroupResource())
 			return
 		}
-		p.resolveErr = fmt.Errorf("unknown resource %s on cluster %s (is its CRD installed?)", schema.GroupVersionResource{Group: p.Group, Version: p.Version, Resource: p.Resource}.GroupResource(), clusterName(x.c.Name))
+		gr := schema.GroupResource{Group: p.Group, Resource: p.Resource}
+		if !meta.IsNoMatchError(err) {
+			// Discovery failed: the resource may well be served.
+			p.resolveErr = fmt.Errorf("%s on cluster %s: %w", gr, clusterName(x.c.Name), kube.Classify(err))
+			return
+		}
+		// The sentinel's text is the message's start ("unknown resource ...").
+		p.resolveErr = fmt.Errorf("%w %s on cluster %s (is its CRD installed?)", kube.ErrUnknownResource, gr, clusterName(x.c.Name))
 		return
 	}
 	p.gvr, p.namespaced = gvr, namespaced

@@ -47,6 +47,13 @@ type Quiesce struct {
 	LabelSelector   string   `yaml:"labelSelector" doc:"Only workloads matching this label selector."`
 }
 
+var (
+	_ engine.Action    = (*Quiesce)(nil)
+	_ engine.Validator = (*Quiesce)(nil)
+	_ engine.Undoer    = (*Quiesce)(nil)
+	_ engine.Describer = (*Quiesce)(nil)
+)
+
 // Quiesced is what kube.quiesce found on one object; outputs.objects lists them. Previous is
 // the original value of Field: replicas or parallelism (a number), suspend (a boolean),
 // nodeSelector ({existed, value} of the planrun.dev/quiesced key).

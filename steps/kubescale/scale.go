@@ -49,6 +49,13 @@ type Scale struct {
 	Replicas        int    `yaml:"replicas" plan:"required" doc:"Replicas to set."`
 }
 
+var (
+	_ engine.Action    = (*Scale)(nil)
+	_ engine.Validator = (*Scale)(nil)
+	_ engine.Undoer    = (*Scale)(nil)
+	_ engine.Describer = (*Scale)(nil)
+)
+
 // Previous is what kube.scale found on one object; outputs.previous lists them.
 type Previous struct {
 	APIVersion string `json:"apiVersion"`

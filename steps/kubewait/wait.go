@@ -12,8 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/expr-lang/expr"
-	"github.com/expr-lang/expr/vm"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,22 +42,30 @@ const summaryLen = 300
 // Wait waits for one object (name) or the objects matching selectors.
 type Wait struct {
 	kube.ClusterRef `yaml:",inline"`
-	APIVersion      string          `yaml:"apiVersion" plan:"required" doc:"API version, such as apps/v1."`
-	Kind            string          `yaml:"kind" plan:"required" doc:"Kind, such as Deployment."`
-	Namespace       string          `yaml:"namespace" doc:"Namespace (required with name for namespaced kinds; empty with selectors means all namespaces)."`
-	Name            string          `yaml:"name" doc:"Name of the object to wait for; or use labelSelector/fieldSelector for a list."`
-	LabelSelector   string          `yaml:"labelSelector" doc:"Wait over the objects matching this label selector."`
-	FieldSelector   string          `yaml:"fieldSelector" doc:"Wait over the objects matching this field selector."`
-	Condition       string          `yaml:"condition" doc:"expr-lang expression that must become true; it sees object (the named object, nil while absent), items (the matching objects) and count, e.g. object.status.readyReplicas == object.spec.replicas or count == 0. A field not set yet only means not yet true. Put params and step outputs in with ${{ }}."`
-	For             string          `yaml:"for" doc:"gone: wait until the object, or every matching object, no longer exists (instead of condition)."`
-	Timeout         engine.Duration `yaml:"timeout" doc:"How long to wait before failing (default 5m)."`
-	Items           bool            `yaml:"items" doc:"Put the matching objects, as they were when the condition held, in outputs.items (a list wait; a named wait has outputs.object)."`
-
-	program *vm.Program
+	APIVersion      string                  `yaml:"apiVersion" plan:"required" doc:"API version, such as apps/v1."`
+	Kind            string                  `yaml:"kind" plan:"required" doc:"Kind, such as Deployment."`
+	Namespace       string                  `yaml:"namespace" doc:"Namespace (required with name for namespaced kinds; empty with selectors means all namespaces)."`
+	Name            string                  `yaml:"name" doc:"Name of the object to wait for; or use labelSelector/fieldSelector for a list."`
+	LabelSelector   string                  `yaml:"labelSelector" doc:"Wait over the objects matching this label selector."`
+	FieldSelector   string                  `yaml:"fieldSelector" doc:"Wait over the objects matching this field selector."`
+	Condition       engine.ObjectExpr[Vars] `yaml:"condition" doc:"expr-lang expression that must become true; it sees object (the named object, nil while absent), items (the matching objects) and count, e.g. object.status.readyReplicas == object.spec.replicas or count == 0, besides params, steps and run. A field not set yet only means not yet true."`
+	For             string                  `yaml:"for" doc:"gone: wait until the object, or every matching object, no longer exists (instead of condition)."`
+	Timeout         engine.Duration         `yaml:"timeout" doc:"How long to wait before failing (default 5m)."`
+	Items           bool                    `yaml:"items" doc:"Put the matching objects, as they were when the condition held, in outputs.items (a list wait; a named wait has outputs.object)."`
 }
 
-// envShape is what condition is compiled against.
-var envShape = map[string]any{"object": map[string]any{}, "items": []any{}, "count": 0}
+// Vars are what condition sees besides params, steps and run.
+type Vars struct {
+	Object map[string]any `expr:"object"`
+	Items  []any          `expr:"items"`
+	Count  int            `expr:"count"`
+}
+
+var (
+	_ engine.Action    = (*Wait)(nil)
+	_ engine.Validator = (*Wait)(nil)
+	_ engine.Describer = (*Wait)(nil)
+)
 
 // Validate implements engine.Validator; it compiles the condition.
 func (w *Wait) Validate() error {
@@ -68,9 +74,9 @@ func (w *Wait) Validate() error {
 		return errors.New("name and labelSelector/fieldSelector: give only one")
 	case w.For != "" && w.For != "gone":
 		return fmt.Errorf("for: expected gone, got %q", w.For)
-	case w.For == "" && w.Condition == "":
+	case w.For == "" && !w.Condition.Compiled():
 		return errors.New("condition or for: one is required")
-	case w.For != "" && w.Condition != "":
+	case w.For != "" && w.Condition.Compiled():
 		return errors.New("condition and for: give only one")
 	case w.Timeout < 0:
 		return errors.New("timeout: must not be negative")
@@ -86,13 +92,6 @@ func (w *Wait) Validate() error {
 		if _, err := fields.ParseSelector(w.FieldSelector); err != nil {
 			return fmt.Errorf("fieldSelector: %v", err)
 		}
-	}
-	if w.Condition != "" {
-		p, err := expr.Compile(w.Condition, expr.Env(envShape), expr.AsBool())
-		if err != nil {
-			return fmt.Errorf("condition: %s", oneLine(err.Error()))
-		}
-		w.program = p
 	}
 	return nil
 }
@@ -129,16 +128,11 @@ func (w *Wait) until() string {
 	if w.For == "gone" {
 		return "to be gone"
 	}
-	return "until " + w.Condition
+	return "until " + w.Condition.String()
 }
 
 // Run implements engine.Action.
 func (w *Wait) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
-	if w.program == nil {
-		if err := w.Validate(); err != nil {
-			return nil, err
-		}
-	}
 	c, err := w.Client(rc)
 	if err != nil {
 		return nil, err
@@ -169,7 +163,7 @@ func (w *Wait) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	st := &state{objects: map[string]*unstructured.Unstructured{}}
+	st := &state{rc: rc, objects: map[string]*unstructured.Unstructured{}}
 	if err := st.relist(wctx, r, opts); err != nil {
 		return nil, w.apiError(err)
 	}
@@ -276,6 +270,7 @@ func (w *Wait) apiError(err error) error {
 
 // state is the objects seen so far, by namespace/name, and the resourceVersion to watch from.
 type state struct {
+	rc      *engine.RunContext // the condition sees the run's params and steps
 	objects map[string]*unstructured.Unstructured
 	rv      string
 	lastErr string // why the condition could not be evaluated yet
@@ -326,33 +321,33 @@ func (w *Wait) eval(st *state) (bool, error) {
 	if w.For == "gone" {
 		return len(st.objects) == 0, nil
 	}
-	items := make([]any, 0, len(st.objects))
+	vars := Vars{Items: make([]any, 0, len(st.objects))}
 	for _, k := range st.keys() {
-		items = append(items, st.objects[k].Object)
+		vars.Items = append(vars.Items, st.objects[k].Object)
 	}
-	env := map[string]any{"object": nil, "items": items, "count": len(items)}
-	if w.Name != "" && len(items) == 1 {
-		env["object"] = items[0]
+	vars.Count = len(vars.Items)
+	if w.Name != "" && len(vars.Items) == 1 {
+		vars.Object = st.objects[st.keys()[0]].Object
 	}
-	out, err := expr.Run(w.program, env)
+	ok, err := w.Condition.EvalBool(st.rc, vars)
 	if err != nil {
-		msg := oneLine(err.Error())
-		if notYet(msg) {
-			st.lastErr = msg
+		// The cause is expr-lang's own run-time error; a result that is not a boolean has none
+		// and always fails.
+		var pe *engine.PosError
+		if errors.As(err, &pe) && pe.Err != nil && notYet(oneLine(pe.Err.Error())) {
+			st.lastErr = oneLine(pe.Err.Error())
 			return false, nil
 		}
-		return false, fmt.Errorf("condition: %s: %s", w.Condition, msg)
+		return false, fmt.Errorf("condition: %w", err)
 	}
-	b, ok := out.(bool)
-	if !ok {
-		return false, fmt.Errorf("condition: %s: expected true or false, got %T %v", w.Condition, out, out)
-	}
-	return b, nil
+	return ok, nil
 }
 
 // notYet tells the errors of a condition over fields not set yet: expr-lang reports a missing
 // map key as nil ("cannot fetch status from <nil>", "invalid operation: <nil> >= int",
 // "invalid argument for len (type <nil>)") and an index past the end as out of range.
+// No type: expr-lang panics with these as formatted strings, which its VM turns into a
+// file.Error holding only the message.
 func notYet(msg string) bool {
 	return strings.Contains(msg, "<nil>") || strings.Contains(msg, "out of range")
 }

@@ -225,7 +225,7 @@ func TestWaitTimeout(t *testing.T) {
 		{"condition false", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, condition: 'object.data.k == "w"', timeout: 1s}`,
 			`step "s" failed: ConfigMap ` + ns + `/a: timed out after 1s waiting until object.data.k == "w"; last seen: {"data":{"k":"v"}}`},
 		{"missing object", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: nope, condition: 'object.data.k == "v"', timeout: 1s}`,
-			`step "s" failed: ConfigMap ` + ns + `/nope: timed out after 1s waiting until object.data.k == "v"; last seen: not found (condition: cannot fetch data from <nil> (1:8))`},
+			`step "s" failed: ConfigMap ` + ns + `/nope: timed out after 1s waiting until object.data.k == "v"; last seen: not found (condition: cannot fetch k from <nil> (1:13))`},
 		{"list", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, labelSelector: app=x, condition: "count == 3", timeout: 1s}`,
 			`step "s" failed: ConfigMap in namespace ` + ns + ` matching app=x: timed out after 1s waiting until count == 3; last seen: 2 objects: ` + ns + `/a, ` + ns + `/b`},
 		{"not gone", `{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, for: gone, timeout: 1s}`,
@@ -289,10 +289,10 @@ func TestWaitErrors(t *testing.T) {
 			Want: `step "s" failed: namespace: Namespace is cluster-scoped; remove namespace`},
 		{Name: "forbidden", Clusters: map[string]*kubetest.Cluster{"main": clusters[0].Restricted(t, "nobody")}, Plan: plan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, for: gone}`),
 			Want: `step "s" failed: ConfigMap ` + ns + `/a: configmaps "a" is forbidden: User "nobody" cannot list resource "configmaps" in API group "" in the namespace "` + ns + `"`},
-		{Name: "condition that can never work", Plan: plan(`{apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a, condition: "object.metadata.name > 3"}`),
-			Want: `step "s" failed: condition: object.metadata.name > 3: invalid operation: string > int (1:22)`},
-		{Name: "invalid condition from a template", Plan: "params:\n  c: {default: \"count ==\"}\n" + plan(`{apiVersion: v1, kind: ConfigMap, namespace: `+ns+`, labelSelector: x, condition: "${{ params.c }}"}`),
-			Want: `plan.yaml:7:5: with: condition: unexpected token EOF (1:8)`},
+		{Name: "condition that can never work", Plan: plan(`{condition: "object.metadata.name > 3", apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a}`),
+			Want: `plan.yaml:5:49: object.metadata.name > 3: invalid operation: string > int (1:22)`},
+		{Name: "condition that is not a boolean", Plan: plan(`{condition: "object.data.k", apiVersion: v1, kind: ConfigMap, namespace: ` + ns + `, name: a}`),
+			Want: `plan.yaml:5:49: object.data.k: expected true or false, got string v`},
 	})
 }
 
@@ -300,9 +300,11 @@ func TestWaitErrors(t *testing.T) {
 // at the step's position, before anything touches a cluster.
 func TestLoadErrors(t *testing.T) {
 	cases := []struct{ with, want string }{
-		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, condition: "object.status.ready =="}`, `plan.yaml:5:36: step "s": with: condition: unexpected token EOF (1:22)`},
-		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, condition: "obj.ready"}`, `plan.yaml:5:36: step "s": with: condition: unknown name obj (1:1)`},
-		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, condition: "count + 1"}`, `step "s": with: condition: expected bool, but got int`},
+		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, condition: "object.status.ready =="}`, `plan.yaml:5:126: step "s": with: invalid expression "object.status.ready ==": unexpected token EOF`},
+		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, condition: "obj.ready"}`, `plan.yaml:5:105: step "s": with: invalid expression "obj.ready": unknown name obj`},
+		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, condition: "count + 1"}`, `plan.yaml:5:105: step "s": with: expression "count + 1" gives int, not true or false`},
+		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, condition: "count == params.nope"}`, `plan.yaml:5:121: step "s": with: invalid expression "count == params.nope": unknown param "nope" (the plan has no params)`},
+		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, condition: "count == ${{ 1 }}"}`, `plan.yaml:5:114: step "s": with: ${{ inside an expression`},
 		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a}`, `step "s": with: condition or for: one is required`},
 		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, for: gone, condition: "true"}`, `step "s": with: condition and for: give only one`},
 		{`{apiVersion: v1, kind: ConfigMap, namespace: n, name: a, for: ready}`, `step "s": with: for: expected gone, got "ready"`},

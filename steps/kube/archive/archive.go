@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/safepath"
 )
 
 // ManifestFile is the name of the manifest in a backup folder.
@@ -34,6 +35,9 @@ const ManifestFile = "manifest.json"
 
 // Version of the format.
 const Version = 1
+
+// resourcesDir is the folder of a backup that holds every object file.
+const resourcesDir = "resources"
 
 // ClusterScope is the file name (without extension) of a resource's cluster-scoped objects.
 const ClusterScope = "_cluster"
@@ -99,7 +103,7 @@ func FilePath(group, resource, namespace string) string {
 	if namespace == "" {
 		namespace = ClusterScope
 	}
-	return "resources/" + GroupResource(group, resource) + "/" + namespace + ".jsonl"
+	return resourcesDir + "/" + GroupResource(group, resource) + "/" + namespace + ".jsonl"
 }
 
 // Sensitive reports whether a resource's files must be readable by their owner only.
@@ -176,30 +180,73 @@ func WriteManifest(dir string, m *Manifest) error {
 	return engine.WriteFileAtomic(filepath.Join(dir, ManifestFile), append(data, '\n'), 0o644)
 }
 
+// MaxManifestSize bounds the manifest read from a backup folder (a manifest lists one entry per
+// resource and namespace; a million entries stay well below it).
+const MaxManifestSize = 256 << 20
+
 // ReadManifest reads a backup's manifest.
 func ReadManifest(dir string) (*Manifest, error) {
-	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	m, _, err := ReadManifestFile(dir)
+	return m, err
+}
+
+// ReadManifestFile reads a backup's manifest and returns its bytes too (their sha256 identifies
+// the backup), read once so that both describe the same file.
+func ReadManifestFile(dir string) (*Manifest, []byte, error) {
+	name := filepath.Join(dir, ManifestFile)
+	f, err := openEntry(dir, ManifestFile)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s is not a complete backup: no %s", dir, ManifestFile)
+		return nil, nil, fmt.Errorf("%s is not a complete backup: no %s", dir, ManifestFile)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(data) > MaxManifestSize {
+		return nil, nil, fmt.Errorf("%s: larger than %d bytes", name, MaxManifestSize)
+	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return m, data, nil
+}
+
+// ParseManifest decodes a manifest and checks it: its version, and every file path with
+// safepath.Rel (no "..", no absolute path, no backslash or control byte), inside resources/.
+// A crafted manifest cannot make a reader open anything outside its backup folder.
+func ParseManifest(data []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ManifestFile), err)
+		return nil, err
 	}
 	if m.Version != Version {
-		return nil, fmt.Errorf("%s: backup format version %d is not supported (want %d)", filepath.Join(dir, ManifestFile), m.Version, Version)
+		return nil, fmt.Errorf("backup format version %d is not supported (want %d)", m.Version, Version)
 	}
-	for _, r := range m.Resources {
-		for _, f := range r.Files {
-			if strings.Contains(f.Path, "..") || filepath.IsAbs(f.Path) {
-				return nil, fmt.Errorf("%s: file path %q leaves the backup folder", filepath.Join(dir, ManifestFile), f.Path)
+	for i, r := range m.Resources {
+		for j, f := range r.Files {
+			if err := checkEntry(f.Path); err != nil {
+				return nil, fmt.Errorf("resources[%d].files[%d]: %w", i, j, err)
 			}
 		}
 	}
 	return &m, nil
+}
+
+// checkEntry checks the path of an object file named by a manifest: safe (safepath.Rel) and
+// inside resources/.
+func checkEntry(p string) error {
+	if err := safepath.Rel("backup entry", p); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(p, resourcesDir+"/") {
+		return &safepath.Error{What: "backup entry", Name: p, Reason: "must be under " + resourcesDir + "/"}
+	}
+	return nil
 }
 
 // MaxObjectSize bounds one line of a backup file (the API server's own limit is 1.5 MiB per
@@ -214,7 +261,10 @@ type Reader struct {
 
 // Open opens a backup file for reading.
 func Open(dir string, f File) (*Reader, error) {
-	file, err := os.Open(filepath.Join(dir, filepath.FromSlash(f.Path)))
+	if err := checkEntry(f.Path); err != nil {
+		return nil, err
+	}
+	file, err := openEntry(dir, f.Path)
 	if err != nil {
 		return nil, err
 	}

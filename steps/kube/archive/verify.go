@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -28,7 +26,7 @@ func Verify(dir string, progress func(done, total int64)) (VerifyResult, error) 
 	var problems []string
 	for _, r := range m.Resources {
 		for _, f := range r.Files {
-			n, lines, sum, err := hashFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
+			n, lines, sum, err := hashFile(dir, f.Path)
 			switch {
 			case err != nil:
 				problems = append(problems, fmt.Sprintf("%s: %v", f.Path, err))
@@ -53,8 +51,8 @@ func Verify(dir string, progress func(done, total int64)) (VerifyResult, error) 
 	return res, nil
 }
 
-func hashFile(path string) (n, lines int64, sum string, err error) {
-	f, err := os.Open(path)
+func hashFile(dir, rel string) (n, lines int64, sum string, err error) {
+	f, err := openEntry(dir, rel)
 	if err != nil {
 		return 0, 0, "", err
 	}
