@@ -319,7 +319,7 @@ func TestErrors(t *testing.T) {
 		name, stores, with string
 		want               []string
 	}{
-		{"unknown datastore", "", "source: nope, target: dst", []string{`step "copy" failed: source: datastore "nope" is not declared in the plan's datastores (dst, src)`}},
+		{"unknown datastore", "", "source: \"${{ 'nope' }}\", target: dst", []string{`step "copy" failed: source: datastore "nope" is not declared in the plan's datastores (dst, src)`}},
 		{"unreachable endpoint", "  down: {endpoints: [\"127.0.0.1:1\"], dialTimeout: 300ms}\n", "source: src, target: down",
 			[]string{`step "copy" failed: target: datastore "down": no endpoint answered within 300ms: http://127.0.0.1:1: `}},
 		{"missing CA file", "  bad: {endpoints: [\"https://127.0.0.1:1\"], tls: {ca: /nonexistent/ca.crt}}\n", "source: bad, target: dst",

@@ -518,7 +518,7 @@ func TestDryRuns(t *testing.T) {
 func TestSnapshotErrors(t *testing.T) {
 	e := controlplane.StartEtcdForTest(t)
 	dir := t.TempDir()
-	_, err := apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: snap, type: etcd.snapshot, with: {datastore: nope, to: %q}}\n", filepath.Join(dir, "x.db")), runOpts{})
+	_, err := apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: snap, type: etcd.snapshot, with: {datastore: \"${{ 'nope' }}\", to: %q}}\n", filepath.Join(dir, "x.db")), runOpts{})
 	plantest.WantError(t, err, `step "snap" failed: datastore "nope" is not declared in the plan's datastores (src)`)
 
 	_, err = apply(t, e.URL, fmt.Sprintf("steps:\n  - {id: snap, type: etcd.snapshot, with: {datastore: src, to: %q}}\n", dir), runOpts{})

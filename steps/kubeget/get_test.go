@@ -72,7 +72,7 @@ func TestGetErrors(t *testing.T) {
 		{"unknown kind", `{apiVersion: example.com/v1, kind: Widget, namespace: x, name: y}`, `step "s" failed: unknown kind example.com/v1 Widget on cluster main (is its CRD installed?)`},
 		{"namespace for a cluster-scoped kind", `{apiVersion: v1, kind: Namespace, namespace: x, name: y}`, `step "s" failed: namespace: Namespace is cluster-scoped; remove namespace`},
 		{"no namespace for a namespaced kind", `{apiVersion: v1, kind: Secret, name: y}`, `step "s" failed: namespace: required, Secret is namespaced`},
-		{"unknown cluster", `{cluster: other, apiVersion: v1, kind: Secret, namespace: x, name: y}`, `step "s" failed: cluster: the plan has no cluster "other" (clusters: main)`},
+		{"unknown cluster", `{cluster: "${{ 'other' }}", apiVersion: v1, kind: Secret, namespace: x, name: y}`, `step "s" failed: cluster: the plan has no cluster "other" (clusters: main)`},
 		{"list: namespaces for a cluster-scoped kind", `{apiVersion: v1, kind: PersistentVolume, namespaces: [x]}`, `step "s" failed: namespace: PersistentVolume is cluster-scoped; remove namespace and namespaces`},
 	}
 	for _, tc := range cases {

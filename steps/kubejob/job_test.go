@@ -300,7 +300,7 @@ func TestJobErrors(t *testing.T) {
 			`step "s" failed: Job ` + ns + `/planrun-run-s: Job.batch "planrun-run-s" is invalid: spec.template.spec.serviceAccountName: Invalid value: "Bad_SA"`},
 		{"negative deadline", main(), `{namespace: ` + ns + `, image: busybox, activeDeadlineSeconds: "${{ -1 }}"}`,
 			`: with: activeDeadlineSeconds: must not be negative`},
-		{"unknown cluster", main(), `{cluster: other, namespace: x, image: busybox}`,
+		{"unknown cluster", main(), `{cluster: "${{ 'other' }}", namespace: x, image: busybox}`,
 			`step "s" failed: cluster: the plan has no cluster "other" (clusters: main)`},
 	}
 	for _, tc := range cases {
