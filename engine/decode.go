@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -258,7 +259,22 @@ type fieldInfo struct {
 	ref      string // "cluster", "datastore" or empty
 }
 
+// structFields lists the decodable fields of a struct type. The list is computed once per type:
+// decoding calls it for every mapping, and reading tags by reflection each time was most of the
+// cost of a large plan (or of refusing an alias bomb of steps).
 func structFields(t reflect.Type) []fieldInfo {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.([]fieldInfo)
+	}
+	f := computeStructFields(t)
+	fieldCache.Store(t, f)
+	return f
+}
+
+// fieldCache maps a struct type to its []fieldInfo; types never change, so entries never go stale.
+var fieldCache sync.Map
+
+func computeStructFields(t reflect.Type) []fieldInfo {
 	var out []fieldInfo
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -268,7 +284,7 @@ func structFields(t reflect.Type) []fieldInfo {
 		}
 		name, opts, _ := strings.Cut(tag, ",")
 		if strings.Contains(opts, "inline") && f.Type.Kind() == reflect.Struct {
-			for _, sub := range structFields(f.Type) {
+			for _, sub := range computeStructFields(f.Type) {
 				sub.index = append([]int{i}, sub.index...)
 				out = append(out, sub)
 			}
