@@ -11,16 +11,34 @@ import (
 	"planrun.dev/planrun/engine"
 )
 
+// aliasChain writes the nested anchors of a "billion laughs" bomb: <key>0 anchors first, and
+// each of the next levels holds fanout aliases of the level before, in shape (a format whose %s
+// receives the list of aliases).
+func aliasChain(b *strings.Builder, indent, key, first string, levels, fanout int, shape string) {
+	fmt.Fprintf(b, "%s%s0: &l0 %s\n", indent, key, first)
+	for i := 1; i <= levels; i++ {
+		refs := strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), fanout), ", ")
+		fmt.Fprintf(b, "%s%s%d: &l%d %s\n", indent, key, i, i, fmt.Sprintf(shape, refs))
+	}
+}
+
+const lols = "[lol, lol, lol, lol, lol, lol, lol, lol, lol]"
+
+// ltAliasBomb is under 600 bytes and expands to a million steps through nested aliases.
+func ltAliasBomb() string {
+	var b strings.Builder
+	aliasChain(&b, "", "x", "{id: a, type: exec}", 6, 10, "{id: a, rollback: [%s]}")
+	b.WriteString("steps: [*l6]\n")
+	return b.String()
+}
+
 // ltWithBomb is a plan of about 1.8 KB whose first step's `with:` holds a YAML alias bomb:
 // nine levels of nine aliases, 9^9 (387 million) values once expanded. field is the key of
 // `with:` the bomb is under.
 func ltWithBomb(stepType, field string) string {
 	var b strings.Builder
 	b.WriteString(ltHeader + "steps:\n  - id: a\n    type: " + stepType + "\n    with:\n")
-	b.WriteString("      l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n")
-	for i := 1; i <= 9; i++ {
-		fmt.Fprintf(&b, "      l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 9), ", "))
-	}
+	aliasChain(&b, "      ", "l", lols, 9, 9, "[%s]")
 	fmt.Fprintf(&b, "      %s: {boom: *l9, again: *l9}\n", field)
 	return b.String()
 }
@@ -28,10 +46,7 @@ func ltWithBomb(stepType, field string) string {
 // ltValuesBomb is a values file that sets param l to a bomb.
 func ltValuesBomb() string {
 	var b strings.Builder
-	b.WriteString("x0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n")
-	for i := 1; i <= 9; i++ {
-		fmt.Fprintf(&b, "x%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 9), ", "))
-	}
+	aliasChain(&b, "", "x", lols, 9, 9, "[%s]")
 	b.WriteString("l: *l9\n")
 	return b.String()
 }

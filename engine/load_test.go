@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -480,17 +479,6 @@ func TestLoadAliases(t *testing.T) {
 	if want := `plan.yaml:5:31: step "b": with: expected a list, got a mapping`; len(got) != 1 || got[0] != want {
 		t.Errorf("errors = %q\nwant %q", got, want)
 	}
-}
-
-// ltAliasBomb is under 600 bytes and expands to a million steps through nested aliases.
-func ltAliasBomb() string {
-	var b strings.Builder
-	b.WriteString("x0: &l0 {id: a, type: exec}\n")
-	for i := 1; i <= 6; i++ {
-		fmt.Fprintf(&b, "x%d: &l%d {id: a, rollback: [%s]}\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 10), ", "))
-	}
-	b.WriteString("steps: [*l6]\n")
-	return b.String()
 }
 
 // TestLoadAliasBomb: a bomb of steps is refused. That it is refused early, not after expanding

@@ -147,10 +147,10 @@ func benchStepCheckpoint(b *testing.B, n int) {
 func BenchmarkStepCheckpoint100(b *testing.B)   { benchStepCheckpoint(b, 100) }
 func BenchmarkStepCheckpoint10000(b *testing.B) { benchStepCheckpoint(b, 10_000) }
 
-// TestStepLogFailedAppend: an append that fails (here: a symlink planted where the log is, which
-// is not followed) fails the checkpoint, and the store forgets the log, so the next checkpoint
-// writes the journal whole instead of appending after what may be a piece of a line.
-func TestStepLogFailedAppend(t *testing.T) {
+// startStepLog creates run r1 in a fresh DirStore and checkpoints its step a as Running through
+// the step log.
+func startStepLog(t *testing.T) (context.Context, string, *DirStore, *Journal) {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := NewDirStore(dir)
@@ -162,6 +162,14 @@ func TestStepLogFailedAppend(t *testing.T) {
 	if err := s.saveStep(ctx, j, j.Steps[0]); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, dir, s, j
+}
+
+// TestStepLogFailedAppend: an append that fails (here: a symlink planted where the log is, which
+// is not followed) fails the checkpoint, and the store forgets the log, so the next checkpoint
+// writes the journal whole instead of appending after what may be a piece of a line.
+func TestStepLogFailedAppend(t *testing.T) {
+	ctx, dir, s, j := startStepLog(t)
 	logPath := filepath.Join(dir, "r1", stepLogFile)
 	target := filepath.Join(dir, "elsewhere")
 	if err := os.Remove(logPath); err != nil {
@@ -198,17 +206,7 @@ func TestStepLogFailedAppend(t *testing.T) {
 
 // TestStepLogForgedLine: a step log line is checked like the journal it applies to.
 func TestStepLogForgedLine(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	s := NewDirStore(dir)
-	j := stepLogJournal()
-	if err := s.Create(ctx, j, []byte("plan")); err != nil {
-		t.Fatal(err)
-	}
-	j.Steps[0].Status = StepRunning
-	if err := s.saveStep(ctx, j, j.Steps[0]); err != nil {
-		t.Fatal(err)
-	}
+	ctx, dir, _, _ := startStepLog(t)
 	f, err := os.OpenFile(filepath.Join(dir, "r1", stepLogFile), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
