@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,18 +182,23 @@ func benchLoadRun(b *testing.B, n int, store func(b *testing.B) engine.Store) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		resetOps()
-		p, err := engine.Parse("plan.yaml", data, engine.LoadOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		j, err := (&engine.Runner{Store: store(b)}).Apply(context.Background(), p, engine.ApplyOptions{RunID: "bench"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if got := j.Steps[n-1].Status; got != engine.StepSucceeded {
-			b.Fatalf("last step %s", got)
-		}
+		loadRunOnce(b, data, n, store(b))
+	}
+}
+
+// loadRunOnce loads the plan of n steps in data and runs it to its end in store.
+func loadRunOnce(b *testing.B, data []byte, n int, store engine.Store) {
+	resetOps()
+	p, err := engine.Parse("plan.yaml", data, engine.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	j, err := (&engine.Runner{Store: store}).Apply(context.Background(), p, engine.ApplyOptions{RunID: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got := j.Steps[n-1].Status; got != engine.StepSucceeded {
+		b.Fatalf("last step %s", got)
 	}
 }
 
@@ -203,6 +209,30 @@ func BenchmarkLoadRun1kStepsMem(b *testing.B)  { benchLoadRun(b, 1_000, memStore
 func BenchmarkLoadRun10kStepsMem(b *testing.B) { benchLoadRun(b, 10_000, memStore) }
 func BenchmarkLoadRun1kStepsDir(b *testing.B)  { benchLoadRun(b, 1_000, dirStore) }
 func BenchmarkLoadRun10kStepsDir(b *testing.B) { benchLoadRun(b, 10_000, dirStore) }
+
+// BenchmarkLoadRunScaling loads and runs 1k and 10k no-op steps alternately (MemStore: the
+// engine's own cost, without the disk's fsyncs) and prints the ratio of their medians: linear
+// growth is 10, quadratic 100. The target for 10k steps is < 2 s.
+func BenchmarkLoadRunScaling(b *testing.B) {
+	plans := map[int][]byte{1_000: noopPlan(1_000), 10_000: noopPlan(10_000)}
+	times := map[int][]time.Duration{}
+	for b.Loop() {
+		for _, n := range []int{1_000, 10_000} {
+			start := time.Now()
+			loadRunOnce(b, plans[n], n, engine.NewMemStore())
+			times[n] = append(times[n], time.Since(start))
+		}
+	}
+	m1, m10 := median(times[1_000]), median(times[10_000])
+	fmt.Printf("BenchmarkLoadRunScaling: load+run 1k steps %v, 10k steps %v: 10k/1k = %.1f (linear 10; target 10k < 2s)\n",
+		m1.Round(time.Millisecond), m10.Round(time.Millisecond), float64(m10)/float64(m1))
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
 
 // BenchmarkLoad1kSteps and BenchmarkLoad10kSteps are the load alone.
 func benchLoad(b *testing.B, n int) {
