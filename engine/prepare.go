@@ -40,6 +40,10 @@ func renderNode(n *yaml.Node, templates map[*yaml.Node]*Template, env Env, rende
 		}
 		return out, err
 	}
+	if n.Kind == yaml.AliasNode {
+		// The anchored value may hold templates: render it (the alias stands for a copy).
+		return renderNode(n.Alias, templates, env, rendered)
+	}
 	if len(n.Content) == 0 || !containsTemplate(n, templates) {
 		return n, nil
 	}
@@ -58,6 +62,10 @@ func renderNode(n *yaml.Node, templates map[*yaml.Node]*Template, env Env, rende
 func containsTemplate(n *yaml.Node, templates map[*yaml.Node]*Template) bool {
 	if _, ok := templates[n]; ok {
 		return true
+	}
+	if n.Kind == yaml.AliasNode {
+		// Bounded: the plan loaded, so its aliases expand to at most the decoder's budget.
+		return containsTemplate(n.Alias, templates)
 	}
 	for _, c := range n.Content {
 		if containsTemplate(c, templates) {

@@ -96,3 +96,26 @@ func TestTemplateValuesReachTheStep(t *testing.T) {
 		t.Fatalf("got  %+v\nwant %+v", got, *want)
 	}
 }
+
+// TestTemplateUnderAlias: a ${{ }} reached through an alias is filled like any other (it was
+// passed on as its literal text: rendering did not follow aliases).
+func TestTemplateUnderAlias(t *testing.T) {
+	f := newFixture(t)
+	_, err := f.apply(`
+params:
+  n: {type: int, default: 7}
+steps:
+  - id: first
+    type: test.typed
+    with:
+      str: &s "n=${{ params.n }}"
+      free: {spec: &spec {replicas: "${{ params.n }}"}, again: *spec, str: *s}
+`, engine.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"spec": map[string]any{"replicas": 7}, "again": map[string]any{"replicas": 7}, "str": "n=7"}
+	if lastTyped.Str != "n=7" || !reflect.DeepEqual(lastTyped.Free, want) {
+		t.Fatalf("got str %q free %#v\nwant free %#v", lastTyped.Str, lastTyped.Free, want)
+	}
+}
