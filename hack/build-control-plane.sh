@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the binaries of a local control plane (kube-apiserver, etcd, and on request kubectl and
-# etcdctl) from
-# Go modules into a cache folder outside the repository, and prints that folder on stdout.
-# (kubectl is what the demo plan and the benchmarks drive; envtest ignores it.)
+# Builds the binaries of a local cluster (kube-apiserver, etcd, and on request kubectl, etcdctl,
+# kube-controller-manager, kube-scheduler and kubelet) from Go modules into a cache folder outside
+# the repository, and prints that folder on stdout.
+# (kubectl is what the demo plan and the benchmarks drive; envtest ignores it. The controllers,
+# scheduler and kubelet make a complete cluster: internal/controlplane Options{Controllers, Node}.)
 #
 # Why from Go modules: the only network here is the module proxy, so nothing prebuilt can be
 # downloaded. kube-apiserver lives in k8s.io/kubernetes, whose go.mod points every k8s.io staging
@@ -39,7 +40,15 @@ works() {
 build_kube() { # build_kube NAME PACKAGE
   local name=$1 pkg=$2 dir=$work/kubernetes-$K8S_VERSION
   mkdir -p "$dir"
-  if [ ! -f "$dir/.prepared" ]; then
+  # Every command the cache may build is listed, so that one `go mod tidy` covers them all; a
+  # folder prepared for an older list is prepared again.
+  local tools
+  tools=$(printf '//go:build tools\n\npackage tools\n\nimport (\n')
+  for c in kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet; do
+    tools+=$(printf '\n\t_ "k8s.io/kubernetes/cmd/%s"' "$c")
+  done
+  tools+=$(printf '\n)\n')
+  if [ ! -f "$dir/.prepared" ] || [ "$(cat "$dir/tools.go" 2>/dev/null)" != "$tools" ]; then
     log "preparing a module for k8s.io/kubernetes v$K8S_VERSION"
     local gomod
     gomod=$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
@@ -56,7 +65,7 @@ build_kube() { # build_kube NAME PACKAGE
       echo ")"
     } >"$dir/go.mod.new"
     mv "$dir/go.mod.new" "$dir/go.mod"
-    printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >"$dir/tools.go"
+    printf '%s\n' "$tools" >"$dir/tools.go"
     (cd "$dir" && go mod tidy >&2)
     touch "$dir/.prepared"
   fi
@@ -94,9 +103,9 @@ for name in "${wanted[@]}"; do
   if works "$name"; then continue; fi
   case $name in
   kube-apiserver) build_kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver ;;
-  kubectl) build_kube kubectl k8s.io/kubernetes/cmd/kubectl ;;
+  kubectl | kube-controller-manager | kube-scheduler | kubelet) build_kube "$name" "k8s.io/kubernetes/cmd/$name" ;;
   etcd | etcdctl) build_etcd "$name" ;;
-  *) log "unknown binary $name (known: kube-apiserver etcd kubectl etcdctl)"; exit 2 ;;
+  *) log "unknown binary $name (known: kube-apiserver etcd kubectl etcdctl kube-controller-manager kube-scheduler kubelet)"; exit 2 ;;
   esac
   works "$name" || { log "$bin/$name was built but does not run"; exit 1; }
 done
