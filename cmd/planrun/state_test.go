@@ -163,7 +163,9 @@ func writeFile(t *testing.T, path, data string) {
 func TestCorruptAndForgedJournals(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "runs")
-	plan := writePlan(t, dir, "p.yaml", stateHeader+"steps:\n  - {id: a, type: exec, with: {command: [touch, ran-a]}}\n  - {id: b, type: assert, with: {that: 'false'}}\n")
+	// The marker path is absolute: exec runs in the test's working directory, not beside the plan.
+	marker := filepath.Join(dir, "ran-a")
+	plan := writePlan(t, dir, "p.yaml", stateHeader+"steps:\n  - {id: a, type: exec, with: {command: [touch, '"+marker+"']}}\n  - {id: b, type: assert, with: {that: 'false'}}\n")
 	if code, _, stderr := runCLI(t, "apply", plan, "--no-rollback", "--run-id", "good", "--state-dir", state); code != exitRunFailed {
 		t.Fatalf("apply: %d %s", code, stderr)
 	}
@@ -196,12 +198,12 @@ func TestCorruptAndForgedJournals(t *testing.T) {
 		writeFile(t, filepath.Join(state, tc.id, "plan.yaml"), string(src))
 		for _, cmd := range []string{"resume", "rollback"} {
 			t.Run(cmd+" "+tc.id, func(t *testing.T) {
-				os.Remove(filepath.Join(dir, "ran-a"))
+				os.Remove(marker)
 				code, stdout, stderr := runCLI(t, cmd, tc.id, "--plan", plan, "--state-dir", state)
 				if code != exitRunFailed || !strings.Contains(stderr, "corrupt journal") || !strings.Contains(stderr, tc.want) {
 					t.Fatalf("exit %d, want %d with %q\nstdout: %s\nstderr: %s", code, exitRunFailed, tc.want, stdout, stderr)
 				}
-				if _, err := os.Stat(filepath.Join(dir, "ran-a")); err == nil {
+				if _, err := os.Stat(marker); err == nil {
 					t.Fatal("a step ran again")
 				}
 			})

@@ -23,9 +23,21 @@ const buildScript = "hack/build-control-plane.sh"
 // working directory to go.mod so that tests of any package can call it. The script returns at
 // once when its cache is warm; a cold cache takes several minutes, with progress on stderr.
 func FindBinaries(ctx context.Context) (string, error) {
+	return findBinaries(ctx, defaultBinaries...)
+}
+
+// defaultBinaries are what every control plane runs; a complete cluster also needs
+// completeBinaries.
+var (
+	defaultBinaries  = []string{"kube-apiserver", "etcd"}
+	completeBinaries = []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kubelet"}
+)
+
+// findBinaries is FindBinaries for the named binaries, which the build script builds if missing.
+func findBinaries(ctx context.Context, names ...string) (string, error) {
 	if dir := os.Getenv(assetsEnv); dir != "" {
 		// An explicit setting is never second-guessed by falling back to a build.
-		if err := checkBinaries(dir); err != nil {
+		if err := checkBinaries(dir, names); err != nil {
 			return "", fmt.Errorf("$%s=%s: %w", assetsEnv, dir, err)
 		}
 		return dir, nil
@@ -40,7 +52,7 @@ func FindBinaries(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("finding kube-apiserver and etcd: %s is unset and %w", assetsEnv, err)
 	}
 
-	cmd := exec.CommandContext(ctx, "bash", script)
+	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, names...)...)
 	cmd.Dir = root
 	cmd.Stderr = os.Stderr // a cold build runs for minutes; its progress must be visible
 	out, err := cmd.Output()
@@ -49,22 +61,22 @@ func FindBinaries(ctx context.Context) (string, error) {
 			script, assetsEnv, err)
 	}
 	dir := lastLine(out)
-	if err := checkBinaries(dir); err != nil {
+	if err := checkBinaries(dir, names); err != nil {
 		return "", fmt.Errorf("folder %q printed by %s: %w", dir, script, err)
 	}
 	return dir, nil
 }
 
-// checkBinaries fails unless dir holds executable kube-apiserver and etcd files, so that a wrong
-// folder is reported by name instead of as a process that "failed to start".
-func checkBinaries(dir string) error {
+// checkBinaries fails unless dir holds the named executable files, so that a wrong folder is
+// reported by name instead of as a process that "failed to start".
+func checkBinaries(dir string, names []string) error {
 	var errs []error
-	for _, name := range []string{"kube-apiserver", "etcd"} {
+	for _, name := range names {
 		path := filepath.Join(dir, name)
 		info, err := os.Stat(path)
 		switch {
 		case err != nil:
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("%w (build it with %s %s)", err, buildScript, name))
 		case info.IsDir() || info.Mode().Perm()&0o111 == 0:
 			errs = append(errs, fmt.Errorf("%s is not an executable file", path))
 		}

@@ -1,6 +1,8 @@
-// Package controlplane runs real Kubernetes control planes (kube-apiserver on etcd, through
-// controller-runtime's envtest) for tests and local demos. There are no controllers, scheduler
-// or nodes: objects are stored and served exactly as a real API server does, nothing more.
+// Package controlplane runs real Kubernetes clusters on loopback for tests and local demos:
+// kube-apiserver on etcd (through controller-runtime's envtest), and on request the controllers
+// and scheduler (Options.Controllers) and a node that runs pods (Options.Node: kubelet, containerd,
+// runc, CNI). Without them objects are stored and served exactly as a real API server does,
+// nothing more.
 package controlplane
 
 import (
@@ -36,8 +38,11 @@ type ControlPlane struct {
 	// EtcdURL is the client URL of the etcd the API server stores its data in.
 	EtcdURL string
 
-	apiServer *envtest.APIServer
-	etcd      *Etcd  // nil when Options.EtcdURL named an external etcd
+	apiServer   *envtest.APIServer
+	etcd        *Etcd        // nil when Options.EtcdURL named an external etcd
+	controllers *controllers // nil unless Options.Controllers or Options.Node
+	slot        *nodeSlot    // held from before the controllers start until the node owns it
+	node        *node        // nil unless Options.Node
 	dir       string // holds certificates, etcd data and the default kubeconfig
 	stopOnce  sync.Once
 	stopErr   error
@@ -50,6 +55,9 @@ type ControlPlane struct {
 func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if opts.ContextName == "" {
 		opts.ContextName = DefaultContextName
+	}
+	if opts.Node {
+		opts.Controllers = true
 	}
 	// Mistakes in the options are reported before any process starts.
 	out := &tail{}
@@ -67,9 +75,20 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 			return nil, err
 		}
 	}
+	binaries := defaultBinaries
+	if opts.Controllers {
+		binaries = completeBinaries
+	}
 	if opts.BinaryDir == "" {
 		var err error
-		if opts.BinaryDir, err = FindBinaries(ctx); err != nil {
+		if opts.BinaryDir, err = findBinaries(ctx, binaries...); err != nil {
+			return nil, err
+		}
+	} else if err := checkBinaries(opts.BinaryDir, binaries); err != nil {
+		return nil, err
+	}
+	if opts.Node {
+		if err := checkNodePrerequisites(opts.BinaryDir); err != nil {
 			return nil, err
 		}
 	}
@@ -114,6 +133,11 @@ func (cp *ControlPlane) start(ctx context.Context, opts Options, apiServer *envt
 	apiServer.CertDir = certDir
 	apiServer.EtcdURL = etcdURL
 	cp.apiServer = apiServer
+	if opts.Controllers {
+		if err := cp.configureForControllers(apiServer, opts.Node); err != nil {
+			return err
+		}
+	}
 	if err := apiServer.Start(); err != nil {
 		return withTail(fmt.Errorf("starting kube-apiserver %s on etcd %s: %w", apiServer.Path, cp.EtcdURL, err),
 			"kube-apiserver", out)
@@ -134,7 +158,7 @@ func (cp *ControlPlane) start(ctx context.Context, opts Options, apiServer *envt
 	cp.Config = user.Config()
 	cp.Config.Host = strings.TrimSuffix(cp.Config.Host, "/")
 
-	if err := waitForNamespaces(ctx, cp.Config, "default", "kube-system"); err != nil {
+	if err := waitForObjects(ctx, cp.Config, schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, "", "default", "kube-system"); err != nil {
 		return withTail(fmt.Errorf("kube-apiserver at %s: %w", cp.Config.Host, err), "kube-apiserver", out)
 	}
 
@@ -142,7 +166,13 @@ func (cp *ControlPlane) start(ctx context.Context, opts Options, apiServer *envt
 	if cp.Kubeconfig == "" {
 		cp.Kubeconfig = filepath.Join(cp.dir, "kubeconfig")
 	}
-	return writeKubeconfig(cp.Kubeconfig, cp.ContextName, cp.Config)
+	if err := writeKubeconfig(cp.Kubeconfig, cp.ContextName, cp.Config); err != nil {
+		return err
+	}
+	if opts.Controllers {
+		return cp.startComplete(ctx, opts)
+	}
+	return nil
 }
 
 // parseEtcdURL accepts the client URL of a plain etcd; TLS client flags, if needed, go in
@@ -155,12 +185,23 @@ func parseEtcdURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Stop stops kube-apiserver, then the etcd started for it (an external etcd keeps running), and
-// removes the control plane's temporary folder. It is safe to call more than once.
+// Stop stops the node and the controllers if any, kube-apiserver, then the etcd started for it
+// (an external etcd keeps running), and removes the control plane's temporary folder. It is safe
+// to call more than once.
 func (cp *ControlPlane) Stop() error {
 	cp.stopOnce.Do(func() {
 		var errs []error
-		// The API server first: stopping etcd under it would only produce errors on its side.
+		// The node first, while the API server still answers its kubelet; then the controllers,
+		// which would otherwise log every missing piece as it goes.
+		if cp.node != nil {
+			errs = append(errs, cp.node.stop())
+		} else if cp.slot != nil {
+			cp.slot.release()
+		}
+		if cp.controllers != nil {
+			errs = append(errs, cp.controllers.stop())
+		}
+		// The API server before etcd: stopping etcd under it would only produce errors on its side.
 		if cp.apiServer != nil {
 			if err := cp.apiServer.Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("stopping kube-apiserver: %w", err))
@@ -173,6 +214,7 @@ func (cp *ControlPlane) Stop() error {
 			errs = append(errs, fmt.Errorf("removing control plane folder: %w", err))
 		}
 		cp.stopErr = errors.Join(errs...)
+		untrack(cp)
 	})
 	return cp.stopErr
 }
@@ -203,19 +245,21 @@ func applyFlags(args *envtest.Arguments, flags []string) error {
 	return nil
 }
 
-// waitForNamespaces polls until the named namespaces exist. kube-apiserver reports healthy
-// before its bootstrap hooks have created them, and tests expect a cluster that looks complete.
-func waitForNamespaces(ctx context.Context, cfg *rest.Config, names ...string) error {
+// waitForObjects polls until the named objects exist (namespace "" for cluster-scoped ones).
+// kube-apiserver reports healthy before its bootstrap hooks have created the default namespaces,
+// and a namespace takes pods only once kube-controller-manager has made its default service
+// account; tests expect a cluster that looks complete.
+func waitForObjects(ctx context.Context, cfg *rest.Config, gvr schema.GroupVersionResource, namespace string, names ...string) error {
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("creating a client: %w", err)
 	}
-	namespaces := client.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"})
+	objects := client.Resource(gvr).Namespace(namespace)
 	var lastErr error
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true,
 		func(ctx context.Context) (bool, error) {
 			for _, name := range names {
-				if _, lastErr = namespaces.Get(ctx, name, metav1.GetOptions{}); lastErr != nil {
+				if _, lastErr = objects.Get(ctx, name, metav1.GetOptions{}); lastErr != nil {
 					// Anything but "not found yet" (or a server still warming up) is final.
 					return false, ignoreTransient(lastErr)
 				}
@@ -223,7 +267,7 @@ func waitForNamespaces(ctx context.Context, cfg *rest.Config, names ...string) e
 			return true, nil
 		})
 	if err != nil {
-		return fmt.Errorf("waiting for namespaces %v: %w (last error: %v)", names, err, lastErr)
+		return fmt.Errorf("waiting for %s %v: %w (last error: %v)", gvr.Resource, names, err, lastErr)
 	}
 	return nil
 }

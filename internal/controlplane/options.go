@@ -32,6 +32,21 @@ type Options struct {
 	// leaves an external etcd running.
 	EtcdURL string
 
+	// Controllers starts kube-controller-manager and kube-scheduler, with service account tokens
+	// signed by the API server's key: garbage collection, namespace deletion, Jobs, ReplicaSets,
+	// Deployments and scheduling then happen as in a real cluster.
+	Controllers bool
+
+	// Node starts a node (containerd, runc and CNI plugins from Debian, kubelet from the module
+	// cache) registered as "localhost" and waits until it is Ready. It implies Controllers. The
+	// node has the pause and busybox images (PauseImage, BusyboxImage) and NodeImages. It needs
+	// root and the packages hack/install-node-deps.sh installs.
+	Node bool
+
+	// NodeImages are image tarballs (docker-archive or OCI) imported into the node's containerd
+	// before the kubelet starts, for pods to run with imagePullPolicy Never or IfNotPresent.
+	NodeImages []string
+
 	// Output, if set, also receives the output of kube-apiserver and of an etcd started for this
 	// control plane. Without it the output is dropped, except a tail kept for error messages.
 	Output io.Writer
@@ -58,6 +73,19 @@ func WithAPIServerFlags(flags ...string) Option {
 // WithEtcdURL sets Options.EtcdURL.
 func WithEtcdURL(url string) Option {
 	return func(o *Options) { o.EtcdURL = url }
+}
+
+// WithControllers sets Options.Controllers.
+func WithControllers() Option {
+	return func(o *Options) { o.Controllers = true }
+}
+
+// WithNode sets Options.Node and appends images to Options.NodeImages.
+func WithNode(images ...string) Option {
+	return func(o *Options) {
+		o.Node = true
+		o.NodeImages = append(o.NodeImages, images...)
+	}
 }
 
 // WithOutput sets Options.Output.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // Restart stops kube-apiserver and starts it again on the etcd at etcdURL, keeping its address,
@@ -36,7 +38,7 @@ func (cp *ControlPlane) Restart(ctx context.Context, etcdURL string, flags ...st
 	if err := cp.apiServer.Start(); err != nil {
 		return fmt.Errorf("restarting kube-apiserver at %s on etcd %s: %w", cp.Config.Host, etcdURL, err)
 	}
-	if err := waitForNamespaces(ctx, cp.Config, "default", "kube-system"); err != nil {
+	if err := waitForObjects(ctx, cp.Config, schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, "", "default", "kube-system"); err != nil {
 		return fmt.Errorf("kube-apiserver at %s on etcd %s: %w", cp.Config.Host, etcdURL, err)
 	}
 	return nil

@@ -51,6 +51,8 @@ func StartManyForTest(t testing.TB, n int, opts ...Option) []*ControlPlane {
 	wg.Wait()
 	for _, cp := range cps {
 		if cp != nil {
+			// A Ctrl-C would otherwise end the test binary before any cleanup runs.
+			track(cp)
 			t.Cleanup(func() {
 				if err := cp.Stop(); err != nil {
 					t.Errorf("controlplane: %v", err)

@@ -1,5 +1,6 @@
 // Package testcerts makes a certificate authority and certificates signed by it, in PEM, for
-// tests that start TLS servers (etcd) and connect to them with client certificates.
+// tests that start TLS servers (etcd) and connect to them with client certificates, and for the
+// local clusters (the API server's kubelet client certificate).
 package testcerts
 
 import (
@@ -28,7 +29,20 @@ type CA struct {
 // NewCA makes a certificate authority with name as its common name.
 func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
-	key := newKey(t)
+	ca, err := NewAuthority(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// NewAuthority is NewCA for callers outside tests (the local clusters sign their own kubelet
+// client certificates).
+func NewAuthority(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
@@ -36,22 +50,39 @@ func NewCA(t testing.TB, name string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &CA{Cert: cert, Key: key, PEM: encodeCert(der), KeyPEM: encodeKey(t, key)}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key, PEM: encodeCert(der), KeyPEM: keyPEM}, nil
 }
 
 // Issue returns a certificate and its key, in PEM, signed by the CA: for a client, and with
 // server also for a server at 127.0.0.1 and localhost.
 func (ca *CA) Issue(t testing.TB, name string, server bool) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key := newKey(t)
+	certPEM, keyPEM, err := ca.Sign(name, nil, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certPEM, keyPEM
+}
+
+// Sign is Issue for callers outside tests; groups become the subject's organizations, which
+// Kubernetes reads as the user's groups.
+func (ca *CA) Sign(name string, groups []string, server bool) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name, Organization: groups},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
@@ -63,9 +94,13 @@ func (ca *CA) Issue(t testing.TB, name string, server bool) (certPEM, keyPEM []b
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	return encodeCert(der), encodeKey(t, key)
+	keyPEM, err = encodeKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return encodeCert(der), keyPEM, nil
 }
 
 // WriteFiles writes files (name: content) into dir, readable by the owner only.
@@ -78,24 +113,14 @@ func WriteFiles(t testing.TB, dir string, files map[string][]byte) {
 	}
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
 func encodeCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func encodeKey(t testing.TB, key *ecdsa.PrivateKey) []byte {
-	t.Helper()
+func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
 	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
 }
