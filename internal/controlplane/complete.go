@@ -103,4 +103,3 @@ func (cp *ControlPlane) startComplete(ctx context.Context, opts Options) error {
 	// Pods cannot be created in a namespace before its default service account exists.
 	return waitForObjects(ctx, cp.Config, schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}, "default", "default")
 }
-

@@ -43,9 +43,9 @@ type ControlPlane struct {
 	controllers *controllers // nil unless Options.Controllers or Options.Node
 	slot        *nodeSlot    // held from before the controllers start until the node owns it
 	node        *node        // nil unless Options.Node
-	dir       string // holds certificates, etcd data and the default kubeconfig
-	stopOnce  sync.Once
-	stopErr   error
+	dir         string       // holds certificates, etcd data and the default kubeconfig
+	stopOnce    sync.Once
+	stopErr     error
 }
 
 // Start starts etcd (unless opts.EtcdURL names one) and kube-apiserver, provisions an admin
