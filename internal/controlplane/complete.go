@@ -58,6 +58,12 @@ func (cp *ControlPlane) configureForControllers(apiServer *envtest.APIServer, no
 // startComplete starts the controllers and scheduler, then the node if asked, on a control plane
 // whose API server answers.
 func (cp *ControlPlane) startComplete(ctx context.Context, opts Options) error {
+	// Logs live apart from the cluster's folder: a cluster that fails to start is removed, and
+	// its logs are what the error points at (see ControlPlane.Stop).
+	var err error
+	if cp.logDir, err = os.MkdirTemp("", "planrun-cluster-logs-"); err != nil {
+		return fmt.Errorf("creating the log folder: %w", err)
+	}
 	caFile := filepath.Join(cp.dir, "apiserver", "serving-ca.crt")
 	if err := os.WriteFile(caFile, cp.Config.CAData, 0o600); err != nil {
 		return err
@@ -65,6 +71,7 @@ func (cp *ControlPlane) startComplete(ctx context.Context, opts Options) error {
 	cfg := controllersConfig{
 		binaryDir: opts.BinaryDir,
 		dir:       cp.dir,
+		logDir:    cp.logDir,
 		apiServer: cp.apiServer,
 		caFile:    caFile,
 		output:    opts.Output,
@@ -77,7 +84,6 @@ func (cp *ControlPlane) startComplete(ctx context.Context, opts Options) error {
 		cp.slot = slot
 		cfg.clusterCIDR = slot.podCIDR()
 	}
-	var err error
 	if cp.controllers, err = startControllers(ctx, cfg); err != nil {
 		return err
 	}
@@ -94,6 +100,7 @@ func (cp *ControlPlane) startComplete(ctx context.Context, opts Options) error {
 			admin:        cp.Config,
 			clientCAFile: filepath.Join(cp.dir, "kubelet-client", "ca.crt"),
 			images:       append([]string{built["pause"], built["busybox"]}, opts.NodeImages...),
+			logDir:       cp.logDir,
 			output:       opts.Output,
 		})
 		if err != nil {

@@ -25,7 +25,8 @@ type controllers struct {
 // controllersConfig is what the components need from the control plane they serve.
 type controllersConfig struct {
 	binaryDir   string
-	dir         string // the control plane's folder: kubeconfigs and logs go below it
+	dir         string // the control plane's folder: kubeconfigs go below it
+	logDir      string // where the components' logs go
 	apiServer   *envtest.APIServer
 	caFile      string // the API server's serving CA, published as kube-root-ca.crt
 	clusterCIDR string // pod addresses, "" when there is no node
@@ -90,7 +91,7 @@ func startControllers(ctx context.Context, cfg controllersConfig) (*controllers,
 		if err != nil {
 			return nil, errors.Join(err, c.stop())
 		}
-		p, err := startProcess(comp.name, filepath.Join(cfg.dir, comp.name, comp.name+".log"), cfg.output,
+		p, err := startProcess(comp.name, filepath.Join(cfg.logDir, comp.name+".log"), cfg.output,
 			filepath.Join(cfg.binaryDir, comp.name), comp.args(kubeconfig, port)...)
 		if err != nil {
 			return nil, errors.Join(err, c.stop())

@@ -43,7 +43,9 @@ type ControlPlane struct {
 	controllers *controllers // nil unless Options.Controllers or Options.Node
 	slot        *nodeSlot    // held from before the controllers start until the node owns it
 	node        *node        // nil unless Options.Node
-	dir         string       // holds certificates, etcd data and the default kubeconfig
+	logDir      string       // logs of the controllers and the node; kept if the start failed
+	startFailed bool
+	dir         string // holds certificates, etcd data and the default kubeconfig
 	stopOnce    sync.Once
 	stopErr     error
 }
@@ -99,6 +101,7 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	}
 	cp := &ControlPlane{dir: dir, ContextName: opts.ContextName}
 	if err := cp.start(ctx, opts, apiServer, out); err != nil {
+		cp.startFailed = true
 		if stopErr := cp.Stop(); stopErr != nil {
 			err = errors.Join(err, fmt.Errorf("cleaning up after the failed start: %w", stopErr))
 		}
@@ -212,6 +215,12 @@ func (cp *ControlPlane) Stop() error {
 		}
 		if err := os.RemoveAll(cp.dir); err != nil {
 			errs = append(errs, fmt.Errorf("removing control plane folder: %w", err))
+		}
+		// The logs of a failed start stay: its error names them.
+		if cp.logDir != "" && !cp.startFailed {
+			if err := os.RemoveAll(cp.logDir); err != nil {
+				errs = append(errs, fmt.Errorf("removing the log folder: %w", err))
+			}
 		}
 		cp.stopErr = errors.Join(errs...)
 		untrack(cp)

@@ -39,6 +39,7 @@ type nodeConfig struct {
 	apiServer    *envtest.APIServer
 	admin        *rest.Config
 	clientCAFile string   // CA of the API server's client certificate for kubelets
+	logDir       string   // where containerd's and the kubelet's logs go
 	images       []string // image tarballs imported into containerd before the kubelet starts
 	output       io.Writer
 }
@@ -50,7 +51,7 @@ func startNode(ctx context.Context, slot *nodeSlot, cfg nodeConfig) (*node, erro
 	if err != nil {
 		return nil, fmt.Errorf("creating the node folder: %w", err)
 	}
-	n := &node{slot: slot, paths: nodePaths{dir: dir}}
+	n := &node{slot: slot, paths: nodePaths{dir: dir, logDir: cfg.logDir}}
 	if err := n.start(ctx, cfg); err != nil {
 		return nil, errors.Join(err, n.stop())
 	}

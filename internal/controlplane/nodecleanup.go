@@ -29,6 +29,7 @@ func cleanupNode(rec slotRecord) error {
 	}
 	if rec.Dir != "" {
 		errs = append(errs, unmountUnder(rec.Dir))
+		errs = append(errs, removeLogLinks(rec.Dir))
 	}
 	if rec.Bridge != "" {
 		errs = append(errs, deleteLink(rec.Bridge))
@@ -172,6 +173,27 @@ func unescapeMountPath(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// containerLogLinks is where the kubelet links every container's log, whatever its pod log folder.
+const containerLogLinks = "/var/log/containers"
+
+// removeLogLinks removes the links in containerLogLinks into dir. The kubelet removes a link with
+// its container; pods removed through the CRI after the kubelet stopped leave theirs.
+func removeLogLinks(dir string) error {
+	entries, err := os.ReadDir(containerLogLinks)
+	if err != nil {
+		return nil // no container ever ran on this machine
+	}
+	for _, e := range entries {
+		link := filepath.Join(containerLogLinks, e.Name())
+		if target, err := os.Readlink(link); err == nil && strings.HasPrefix(target, dir+"/") {
+			if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // deleteLink deletes a network interface if it exists.

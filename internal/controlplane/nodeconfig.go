@@ -23,7 +23,8 @@ const nodeName = "localhost"
 
 // nodePaths are the files and folders of one node, all under its folder.
 type nodePaths struct {
-	dir string
+	dir    string
+	logDir string // outside dir: see ControlPlane.logDir
 }
 
 func (p nodePaths) containerdConfig() string { return filepath.Join(p.dir, "containerd.toml") }
@@ -34,7 +35,7 @@ func (p nodePaths) cniConfDir() string       { return filepath.Join(p.dir, "net.
 func (p nodePaths) kubeletConfig() string    { return filepath.Join(p.dir, "kubelet.json") }
 func (p nodePaths) kubeletRoot() string      { return filepath.Join(p.dir, "kubelet") }
 func (p nodePaths) kubeconfig() string       { return filepath.Join(p.dir, "kubelet.kubeconfig") }
-func (p nodePaths) log(name string) string   { return filepath.Join(p.dir, name+".log") }
+func (p nodePaths) log(name string) string   { return filepath.Join(p.logDir, name+".log") }
 
 // cniBinDir is where Debian's containernetworking-plugins puts the plugins.
 const cniBinDir = "/usr/lib/cni"
@@ -63,6 +64,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   # Network namespaces are mounted below the node's state folder rather than /var/run/netns, so
   # that sweeping the folder removes them.
   netns_mounts_under_state_dir = true
+  # Sandboxed machines (CI, these VMs) refuse a negative oom_score_adj even to root; the kubelet
+  # asks for -998 for pod sandboxes, so scores are clamped to containerd's own instead.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
