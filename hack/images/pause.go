@@ -24,12 +24,12 @@ const pauseRef = "planrun.local/pause:3.10"
 // Why a program and not busybox's `sleep` as entrypoint: containerd 1.6's CRI stops a sandbox
 // with SIGKILL (pkg/cri/server/sandbox_stop.go, stopSandboxContainer), so sleep would do for
 // kubelet; but as pid 1 sleep ignores SIGTERM and SIGINT (the kernel drops signals pid 1 has no
-// handler for), so `ctr task kill` and anything else that asks politely would hang until a
-// timeout, and sleep does not reap the zombies of a pod with shareProcessNamespace. The program
-// does both in 30 lines and keeps this image free of busybox, like registry.k8s.io/pause.
+// handler for), so `ctr task kill` and anything else that asks politely would leave it running,
+// and sleep does not reap the zombies of a pod with shareProcessNamespace. The program does both
+// in a few lines and keeps this image free of busybox, like registry.k8s.io/pause.
 //
 // The program is built on every run (go build's cache makes that a fraction of a second when
-// nothing changed); the cache key is this program plus the pause binary.
+// nothing changed); the cache key is this program's source plus the pause binary.
 func buildPause(ctx context.Context, j *job, out string) error {
 	bin, err := goBuildPause(ctx, j.imagesDir)
 	if err != nil {
