@@ -6,13 +6,19 @@ BENCHTIME ?= 1s
 # The control plane binaries are built from Go modules into a cache outside the repo; the script
 # prints the folder, which envtest reads from KUBEBUILDER_ASSETS.
 ASSETS = $(shell hack/build-control-plane.sh kube-apiserver etcd kubectl)
+# What `planrun version` prints; the planrun image (hack/images) stamps the same two.
+VERSION = $(shell git describe --always --dirty 2>/dev/null)
+COMMIT  = $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS = -X planrun.dev/planrun/internal/version.Version=$(VERSION) -X planrun.dev/planrun/internal/version.Commit=$(COMMIT)
+# Image tarballs for a test node's containerd (hack/images), outside the repo like the binaries.
+IMAGES_DIR = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/planrun/images
 
-.PHONY: all build demo test unit fuzz bench controlplane vet fmt-check schema clean
+.PHONY: all build demo test unit fuzz bench controlplane image images vet fmt-check schema clean
 
 all: build
 
 build:
-	$(GO) build -o bin/planrun ./cmd/planrun
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/planrun ./cmd/planrun
 
 ## demo: start a local control plane, apply plans/hello-cluster.yaml and run the Service Catalog migration plan on it
 demo:
@@ -37,6 +43,14 @@ bench:
 
 controlplane:
 	@echo "$(ASSETS)"
+
+## image: the planrun image tarball (ctr -n k8s.io images import FILE); prints its path
+image:
+	@$(GO) -C hack/images run . -out "$(IMAGES_DIR)" planrun
+
+## images: the busybox, pause and planrun image tarballs; prints their paths
+images:
+	@$(GO) -C hack/images run . -out "$(IMAGES_DIR)"
 
 vet:
 	$(GO) vet ./...

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"planrun.dev/planrun/internal/modroot"
 )
 
 // assetsEnv is the variable envtest users already know for pointing at prebuilt binaries.
@@ -43,7 +45,7 @@ func findBinaries(ctx context.Context, names ...string) (string, error) {
 		return dir, nil
 	}
 
-	root, err := moduleRoot()
+	root, err := modroot.Find()
 	if err != nil {
 		return "", fmt.Errorf("finding kube-apiserver and etcd: %s is unset and %w", assetsEnv, err)
 	}
@@ -82,22 +84,6 @@ func checkBinaries(dir string, names []string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// moduleRoot returns the nearest folder at or above the working directory holding go.mod.
-func moduleRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("reading the working directory: %w", err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		if parent := filepath.Dir(dir); parent == dir {
-			return "", fmt.Errorf("no go.mod in %s or any folder above it", wd)
-		}
-	}
 }
 
 // lastLine returns the last non-empty line of out, trimmed.
