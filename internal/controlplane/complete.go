@@ -88,7 +88,7 @@ func (cp *ControlPlane) startComplete(ctx context.Context, opts Options) error {
 		return err
 	}
 	if opts.Node {
-		built, err := images.Build(ctx, "pause", "busybox")
+		built, err := images.Build(ctx, images.Pause, images.Busybox)
 		if err != nil {
 			return fmt.Errorf("building the node's images: %w", err)
 		}
@@ -99,7 +99,7 @@ func (cp *ControlPlane) startComplete(ctx context.Context, opts Options) error {
 			apiServer:    cp.apiServer,
 			admin:        cp.Config,
 			clientCAFile: filepath.Join(cp.dir, "kubelet-client", "ca.crt"),
-			images:       append([]string{built["pause"], built["busybox"]}, opts.NodeImages...),
+			images:       append([]string{built[images.Pause], built[images.Busybox]}, opts.NodeImages...),
 			logDir:       cp.logDir,
 			output:       opts.Output,
 		})

@@ -6,13 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"planrun.dev/planrun/internal/images"
 )
 
 // Images every node has, built locally (internal/images) and imported at node start: nothing can
 // be pulled on these machines, so the sandbox image too is ours.
 const (
-	PauseImage   = "planrun.local/pause:3.10"
-	BusyboxImage = "planrun.local/busybox:1.35"
+	PauseImage   = images.PauseImage
+	BusyboxImage = images.BusyboxImage
 )
 
 // nodeName is the name every local node registers with. kubelet refuses a loopback node IP, so
