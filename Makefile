@@ -3,9 +3,9 @@ GO        ?= go
 # FUZZTIME is the total of a fuzz run, shared by every fuzz target (hack/fuzz.sh).
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
-# The control plane binaries are built from Go modules into a cache outside the repo; the script
-# prints the folder, which envtest reads from KUBEBUILDER_ASSETS.
-ASSETS = $(shell hack/build-control-plane.sh kube-apiserver etcd kubectl)
+# The cluster binaries are built from Go modules into a cache outside the repo; the script prints
+# the folder, which envtest and internal/controlplane read from KUBEBUILDER_ASSETS.
+ASSETS = $(shell hack/build-control-plane.sh kube-apiserver etcd kubectl kube-controller-manager kube-scheduler kubelet)
 # What `planrun version` prints; the planrun image (hack/images) stamps the same two.
 VERSION = $(shell git describe --always --dirty 2>/dev/null)
 COMMIT  = $(shell git rev-parse HEAD 2>/dev/null)
@@ -13,7 +13,7 @@ LDFLAGS = -X planrun.dev/planrun/internal/version.Version=$(VERSION) -X planrun.
 # Image tarballs for a test node's containerd (hack/images), outside the repo like the binaries.
 IMAGES_DIR = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/planrun/images
 
-.PHONY: all build demo test unit fuzz bench controlplane image images vet fmt-check schema clean
+.PHONY: all build demo test unit fuzz bench controlplane node-deps image images vet fmt-check schema clean
 
 all: build
 
@@ -21,11 +21,11 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/planrun ./cmd/planrun
 
 ## demo: start a local control plane, apply plans/hello-cluster.yaml and run the Service Catalog migration plan on it
-demo:
+demo: node-deps
 	hack/demo.sh
 
 ## test: everything — format, vet, unit and real-control-plane tests, a short fuzz run
-test: fmt-check vet
+test: fmt-check vet node-deps
 	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 45m ./...
 	GO=$(GO) FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
@@ -43,6 +43,10 @@ bench:
 
 controlplane:
 	@echo "$(ASSETS)"
+
+## node-deps: the Debian packages a local node needs (containerd, runc, CNI plugins, busybox-static, iproute2); idempotent
+node-deps:
+	@hack/install-node-deps.sh
 
 ## image: the planrun image tarball (ctr -n k8s.io images import FILE); prints its path
 image:

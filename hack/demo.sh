@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# `make demo`: build what is needed, start a local control plane (kube-apiserver + etcd built from
-# Go modules), apply plans/hello-cluster.yaml to it, then run the shipped Service Catalog
+# `make demo`: build what is needed, start a local cluster (kube-apiserver, etcd, controllers,
+# scheduler and a node, built from Go modules; containerd, runc and the CNI plugins from Debian),
+# apply plans/hello-cluster.yaml to it (its Job runs a real pod), then run the shipped Service Catalog
 # migration (plans/service-catalog-to-crds.yaml) on a small catalog installed there: dry run,
 # apply, and the objects before and after. The control plane is stopped at the end; the runs'
 # checkpoints stay in .planrun/demo-runs for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-assets=$(hack/build-control-plane.sh kube-apiserver etcd kubectl)
+assets=$(hack/build-control-plane.sh kube-apiserver etcd kubectl kube-controller-manager kube-scheduler kubelet)
 mkdir -p bin
 go build -o bin/planrun ./cmd/planrun
 go build -o bin/localcp ./hack/localcp
@@ -23,8 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== starting a local control plane"
-KUBEBUILDER_ASSETS=$assets bin/localcp --kubeconfig-out "$work/kubeconfig" 2>"$work/controlplane.log" &
+echo "== starting a local cluster with a node"
+KUBEBUILDER_ASSETS=$assets bin/localcp --node --kubeconfig-out "$work/kubeconfig" 2>"$work/controlplane.log" &
 cp_pid=$!
 for _ in $(seq 1 120); do
   [ -s "$work/kubeconfig" ] && break
@@ -37,15 +38,21 @@ state=.planrun/demo-runs
 
 echo
 echo "== planrun apply --dry-run plans/hello-cluster.yaml"
-bin/planrun apply plans/hello-cluster.yaml --dry-run --set kubectl="$assets/kubectl" --state-dir "$state"
+hello_args=(--set kubectl="$assets/kubectl" --set image=planrun.local/busybox:1.35 --state-dir "$state")
+bin/planrun apply plans/hello-cluster.yaml --dry-run "${hello_args[@]}"
 
 echo
 echo "== planrun apply plans/hello-cluster.yaml"
-bin/planrun apply plans/hello-cluster.yaml --set kubectl="$assets/kubectl" --state-dir "$state"
+bin/planrun apply plans/hello-cluster.yaml "${hello_args[@]}"
 
 echo
 echo "== planrun status"
 bin/planrun status --state-dir "$state"
+
+echo
+echo "== the log of the Job's pod, as planrun kept it with the run"
+hello_run=$(ls -td "$state"/hello-cluster-* | head -1)
+cat "$hello_run"/steps/hello-job/*.log
 
 echo
 echo "== what the plan left in the cluster"

@@ -1,5 +1,6 @@
-// Command localcp runs one local Kubernetes control plane (kube-apiserver and etcd, see
-// internal/controlplane) for `make demo`: it writes an admin kubeconfig, reports
+// Command localcp runs one local Kubernetes cluster (kube-apiserver and etcd; with --node also
+// the controllers, the scheduler and a node that runs pods; see internal/controlplane) for
+// `make demo`: it writes an admin kubeconfig, reports
 //
 //	control plane ready: kubeconfig=PATH server=URL
 //
@@ -39,6 +40,7 @@ func run(logger *slog.Logger, args []string) error {
 	flags := flag.NewFlagSet("localcp", flag.ContinueOnError)
 	kubeconfigOut := flags.String("kubeconfig-out", "", "write the admin kubeconfig to this `path` (required)")
 	contextName := flags.String("context", controlplane.DefaultContextName, "`name` of the kubeconfig context")
+	node := flags.Bool("node", false, "also run the controllers, the scheduler and a node (needs root and hack/install-node-deps.sh)")
 	if err := flags.Parse(args); err != nil {
 		return flag.ErrHelp // the flag set has printed the problem and the usage
 	}
@@ -59,11 +61,11 @@ func run(logger *slog.Logger, args []string) error {
 	}
 
 	started := time.Now()
-	cp, err := controlplane.Start(ctx, controlplane.Options{KubeconfigPath: kubeconfig, ContextName: *contextName})
+	cp, err := controlplane.Start(ctx, controlplane.Options{KubeconfigPath: kubeconfig, ContextName: *contextName, Node: *node})
 	if err != nil {
 		return err
 	}
-	logger.Info("control plane started", "elapsed", time.Since(started).Round(time.Millisecond), "etcd", cp.EtcdURL)
+	logger.Info("control plane started", "elapsed", time.Since(started).Round(time.Millisecond), "etcd", cp.EtcdURL, "node", *node)
 	fmt.Fprintf(os.Stderr, "control plane ready: kubeconfig=%s server=%s\n", cp.Kubeconfig, cp.Config.Host)
 
 	<-ctx.Done()
