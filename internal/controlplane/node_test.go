@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,14 +22,23 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"planrun.dev/planrun/internal/images"
 )
 
 // TestCompleteCluster starts a cluster with controllers, scheduler and a node, and checks what
 // only those make happen: pods run and have tokens and logs, Jobs succeed, Deployments make pods,
 // the garbage collector deletes dependents, and a deleted namespace finishes terminating.
 func TestCompleteCluster(t *testing.T) {
+	skipIfAsked(t)
+	// The planrun image (ko, hack/images) is what later work runs in clusters: the node gets it
+	// imported beside the pause and busybox images.
+	built, err := images.Build(t.Context(), images.Planrun)
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	cp := StartForTest(t, WithNode())
+	cp := StartForTest(t, WithNode(built[images.Planrun]))
 	t.Logf("complete cluster started in %s", time.Since(start).Round(time.Millisecond))
 	cs := kubernetes.NewForConfigOrDie(cp.Config)
 	ctx := t.Context()
@@ -75,6 +85,45 @@ func TestCompleteCluster(t *testing.T) {
 			j, err := cs.BatchV1().Jobs(ns).Get(ctx, "job", metav1.GetOptions{})
 			return err == nil && j.Status.Succeeded == 1, err
 		})
+	})
+
+	t.Run("Job runs the planrun image as non-root", func(t *testing.T) {
+		ns := testNamespace(t, cs)
+		job := &batchv1.Job{
+			ObjectMeta: metav1.ObjectMeta{Name: "planrun-version"},
+			Spec: batchv1.JobSpec{BackoffLimit: ptr.To[int32](0), Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+				RestartPolicy: corev1.RestartPolicyNever,
+				// The kubelet refuses to start an image whose user is root (or not numeric)
+				// when runAsNonRoot is set: the pod running proves the image's user.
+				SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true)},
+				Containers: []corev1.Container{{
+					Name: "planrun", Image: images.PlanrunImage, ImagePullPolicy: corev1.PullNever,
+					Args: []string{"version", "-o", "json"},
+				}},
+			}}},
+		}
+		if _, err := cs.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, "the planrun Job to succeed", func() (bool, error) {
+			j, err := cs.BatchV1().Jobs(ns).Get(ctx, "planrun-version", metav1.GetOptions{})
+			if err == nil && j.Status.Failed > 0 {
+				return false, fmt.Errorf("the planrun Job failed: %+v", j.Status.Conditions)
+			}
+			return err == nil && j.Status.Succeeded == 1, err
+		})
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "job-name=planrun-version"})
+		if err != nil || len(pods.Items) != 1 {
+			t.Fatalf("pods of the Job: %v %v", pods, err)
+		}
+		logs, err := cs.CoreV1().Pods(ns).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct{ Version, GoVersion, Commit string }
+		if err := json.Unmarshal(logs, &v); err != nil || v.Version == "" || v.Version == "unknown" || !strings.HasPrefix(v.GoVersion, "go") {
+			t.Errorf("planrun version -o json in the pod printed %q (%v)", logs, err)
+		}
 	})
 
 	t.Run("Deployment runs a pod, scaled to 0 the pod goes", func(t *testing.T) {
