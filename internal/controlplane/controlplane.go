@@ -223,7 +223,7 @@ func (cp *ControlPlane) Stop() error {
 			}
 		}
 		cp.stopErr = errors.Join(errs...)
-		untrack(cp)
+		forget(cp)
 	})
 	return cp.stopErr
 }

@@ -16,8 +16,10 @@ var running = struct {
 	watched bool
 }{cps: map[*ControlPlane]struct{}{}}
 
-// track registers cp for stopping on a signal, watching for signals from the first call on.
-func track(cp *ControlPlane) {
+// StopOnInterrupt makes a SIGINT or SIGTERM stop cp (and every other control plane registered
+// so) before the process dies of the signal. Test helpers call it; a program with its own signal
+// handling (hack/localcp) stops its control planes itself instead.
+func StopOnInterrupt(cp *ControlPlane) {
 	running.Lock()
 	defer running.Unlock()
 	running.cps[cp] = struct{}{}
@@ -39,8 +41,8 @@ func track(cp *ControlPlane) {
 	}()
 }
 
-// untrack forgets a stopped control plane.
-func untrack(cp *ControlPlane) {
+// forget drops a stopped control plane from those StopOnInterrupt stops.
+func forget(cp *ControlPlane) {
 	running.Lock()
 	defer running.Unlock()
 	delete(running.cps, cp)

@@ -52,7 +52,7 @@ func StartManyForTest(t testing.TB, n int, opts ...Option) []*ControlPlane {
 	for _, cp := range cps {
 		if cp != nil {
 			// A Ctrl-C would otherwise end the test binary before any cleanup runs.
-			track(cp)
+			StopOnInterrupt(cp)
 			t.Cleanup(func() {
 				if err := cp.Stop(); err != nil {
 					t.Errorf("controlplane: %v", err)
