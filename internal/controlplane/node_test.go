@@ -211,49 +211,64 @@ func TestTwoClustersWithNodes(t *testing.T) {
 	}
 }
 
-// TestNodeStartFailsFast: a kubelet that exits at once fails Start in seconds with one error
-// naming it, its log file and its last words, and leaves nothing behind.
+// TestNodeStartFailsFast: a kubelet or a containerd that exits at once fails Start in seconds
+// with an error naming the component, its log file and its last words; the log outlives the
+// failed cluster, and nothing else is left behind.
 func TestNodeStartFailsFast(t *testing.T) {
 	skipIfAsked(t)
 	real, err := findBinaries(t.Context(), completeBinaries...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := t.TempDir()
-	for _, name := range completeBinaries {
-		if err := os.Symlink(filepath.Join(real, name), filepath.Join(bin, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	broken := filepath.Join(bin, "kubelet")
-	os.Remove(broken)
-	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'failed to run Kubelet: cannot start here' >&2\nexit 1\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	cp, err := Start(t.Context(), Options{BinaryDir: bin, Node: true})
-	if err == nil {
-		cp.Stop()
-		t.Fatal("Start succeeded with a kubelet that exits")
-	}
-	for _, want := range []string{"kubelet exited", "kubelet.log", "cannot start here"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error lacks %q:\n%v", want, err)
-		}
-	}
-	t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), strings.SplitN(err.Error(), "\n", 2)[0])
-	if strings.Contains(err.Error(), "after "+nodeReadyTimeout.String()) {
-		t.Error("the failure waited for the time-out instead of noticing the exit")
-	}
-	// The log the error names outlives the failed cluster.
-	_, rest, _ := strings.Cut(err.Error(), "log: ")
-	logPath, _, _ := strings.Cut(rest, "\n")
-	b, readErr := os.ReadFile(logPath)
-	if readErr != nil || !strings.Contains(string(b), "cannot start here") {
-		t.Errorf("log %q named by the error: %v %q", logPath, readErr, b)
-	}
-	if strings.HasPrefix(logPath, os.TempDir()) {
-		os.RemoveAll(filepath.Dir(logPath))
+	for _, tc := range []struct {
+		component string // replaced by a script that fails
+		last      string // what it prints before exiting
+	}{
+		{"kubelet", "failed to run Kubelet: cannot start here"},
+		{"containerd", "containerd: failed to load TOML: cannot start here"},
+	} {
+		t.Run(tc.component, func(t *testing.T) {
+			bin, path := t.TempDir(), t.TempDir()
+			for _, name := range completeBinaries {
+				if err := os.Symlink(filepath.Join(real, name), filepath.Join(bin, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// kubelet comes from the binary folder, containerd from PATH.
+			broken := filepath.Join(bin, tc.component)
+			if tc.component == "containerd" {
+				broken = filepath.Join(path, tc.component)
+				t.Setenv("PATH", path+":"+os.Getenv("PATH"))
+			}
+			os.Remove(broken)
+			if err := os.WriteFile(broken, []byte("#!/bin/sh\necho '"+tc.last+"' >&2\nexit 1\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			cp, err := Start(t.Context(), Options{BinaryDir: bin, Node: true})
+			if err == nil {
+				cp.Stop()
+				t.Fatalf("Start succeeded with a %s that exits", tc.component)
+			}
+			for _, want := range []string{tc.component + " exited", tc.component + ".log", tc.last} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error lacks %q:\n%v", want, err)
+				}
+			}
+			t.Logf("failed after %s: %v", time.Since(start).Round(time.Millisecond), strings.SplitN(err.Error(), "\n", 2)[0])
+			if strings.Contains(err.Error(), "after ") {
+				t.Error("the failure waited for a time-out instead of noticing the exit")
+			}
+			_, rest, _ := strings.Cut(err.Error(), "log: ")
+			logPath, _, _ := strings.Cut(rest, "\n")
+			b, readErr := os.ReadFile(logPath)
+			if readErr != nil || !strings.Contains(string(b), tc.last) {
+				t.Errorf("log %q named by the error: %v %q", logPath, readErr, b)
+			}
+			if strings.HasPrefix(logPath, os.TempDir()) {
+				os.RemoveAll(filepath.Dir(logPath))
+			}
+		})
 	}
 }
 
