@@ -37,44 +37,37 @@ type controllersConfig struct {
 // ones already started are stopped.
 func startControllers(ctx context.Context, cfg controllersConfig) (*controllers, error) {
 	c := &controllers{}
-	type component struct {
+	// Both components take the same flags for reaching the API server and serving /healthz.
+	common := func(kubeconfig string, port int) []string {
+		return []string{
+			"--kubeconfig=" + kubeconfig,
+			"--authentication-kubeconfig=" + kubeconfig,
+			"--authorization-kubeconfig=" + kubeconfig,
+			"--bind-address=127.0.0.1",
+			"--secure-port=" + strconv.Itoa(port),
+			// One instance: waiting for a lease would only add seconds to every start.
+			"--leader-elect=false",
+		}
+	}
+	managerArgs := []string{
+		// Service account tokens of pods are signed by the API server's key; the token
+		// controller and the root CA publisher need the same key and CA.
+		"--service-account-private-key-file=" + filepath.Join(cfg.apiServer.CertDir, "sa-signer.key"),
+		"--root-ca-file=" + cfg.caFile,
+		"--service-cluster-ip-range=10.0.0.0/24", // envtest's default for kube-apiserver
+	}
+	if cfg.clusterCIDR != "" {
+		// The node's pod CIDR is the one its CNI configuration hands out, so that
+		// node.spec.podCIDR tells the truth.
+		managerArgs = append(managerArgs, "--allocate-node-cidrs=true", "--cluster-cidr="+cfg.clusterCIDR, "--node-cidr-mask-size=24")
+	}
+	components := []struct {
 		name, user string
 		proc       **process
-		args       func(kubeconfig string, port int) []string
-	}
-	components := []component{
-		{"kube-controller-manager", "system:kube-controller-manager", &c.manager, func(kubeconfig string, port int) []string {
-			args := []string{
-				"--kubeconfig=" + kubeconfig,
-				"--authentication-kubeconfig=" + kubeconfig,
-				"--authorization-kubeconfig=" + kubeconfig,
-				"--bind-address=127.0.0.1",
-				"--secure-port=" + strconv.Itoa(port),
-				// One instance: waiting for a lease would only add seconds to every start.
-				"--leader-elect=false",
-				// Service account tokens of pods are signed by the API server's key; the token
-				// controller and the root CA publisher need the same key and CA.
-				"--service-account-private-key-file=" + filepath.Join(cfg.apiServer.CertDir, "sa-signer.key"),
-				"--root-ca-file=" + cfg.caFile,
-				"--service-cluster-ip-range=10.0.0.0/24", // envtest's default for kube-apiserver
-			}
-			if cfg.clusterCIDR != "" {
-				// The node's pod CIDR is the one its CNI configuration hands out, so that
-				// node.spec.podCIDR tells the truth.
-				args = append(args, "--allocate-node-cidrs=true", "--cluster-cidr="+cfg.clusterCIDR, "--node-cidr-mask-size=24")
-			}
-			return args
-		}},
-		{"kube-scheduler", "system:kube-scheduler", &c.scheduler, func(kubeconfig string, port int) []string {
-			return []string{
-				"--kubeconfig=" + kubeconfig,
-				"--authentication-kubeconfig=" + kubeconfig,
-				"--authorization-kubeconfig=" + kubeconfig,
-				"--bind-address=127.0.0.1",
-				"--secure-port=" + strconv.Itoa(port),
-				"--leader-elect=false",
-			}
-		}},
+		args       []string
+	}{
+		{"kube-controller-manager", "system:kube-controller-manager", &c.manager, managerArgs},
+		{"kube-scheduler", "system:kube-scheduler", &c.scheduler, nil},
 	}
 
 	var mu sync.Mutex
@@ -92,7 +85,7 @@ func startControllers(ctx context.Context, cfg controllersConfig) (*controllers,
 			return nil, errors.Join(err, c.stop())
 		}
 		p, err := startProcess(comp.name, filepath.Join(cfg.logDir, comp.name+".log"), cfg.output,
-			filepath.Join(cfg.binaryDir, comp.name), comp.args(kubeconfig, port)...)
+			filepath.Join(cfg.binaryDir, comp.name), append(common(kubeconfig, port), comp.args...)...)
 		if err != nil {
 			return nil, errors.Join(err, c.stop())
 		}
