@@ -68,6 +68,7 @@ func (n *node) start(ctx context.Context, cfg nodeConfig) error {
 		CgroupRoot: strings.TrimSuffix(own, "/") + fmt.Sprintf("/planrun-node%d", n.slot.index),
 		Bridge:     n.slot.bridgeName(),
 		Socket:     n.paths.socket(),
+		Network:    n.slot.network(),
 	}
 	// Recorded before anything exists, so that a kill at any later point is swept.
 	if err := n.slot.record(n.rec); err != nil {

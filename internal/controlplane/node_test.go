@@ -357,7 +357,7 @@ func TestSlotSweepsWhatAKilledNodeLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := slotRecord{Dir: filepath.Join(dir, "node"), CgroupRoot: own + "/planrun-sweep-test", Bridge: slot.bridgeName(), Socket: filepath.Join(dir, "c.sock")}
+	rec := slotRecord{Dir: filepath.Join(dir, "node"), CgroupRoot: own + "/planrun-sweep-test", Bridge: slot.bridgeName(), Socket: filepath.Join(dir, "c.sock"), Network: slot.network()}
 	if err := slot.record(rec); err != nil {
 		t.Fatal(err)
 	}
@@ -388,6 +388,13 @@ func TestSlotSweepsWhatAKilledNodeLeft(t *testing.T) {
 	if out, err := exec.Command("ip", "link", "add", rec.Bridge, "type", "bridge").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
+	cniResult := filepath.Join(cniResults, rec.Network+"-0123abcd-eth0")
+	if err := os.MkdirAll(cniResults, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cniResult, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The owner dies: its descriptor closes without the record being emptied.
 	slot.file.Close()
 
@@ -412,7 +419,7 @@ func TestSlotSweepsWhatAKilledNodeLeft(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("/sys/class/net", rec.Bridge)); err == nil {
 		t.Error("the bridge is left")
 	}
-	for _, left := range append([]string{rec.Dir}, func() (dirs []string) {
+	for _, left := range append([]string{rec.Dir, cniResult}, func() (dirs []string) {
 		for _, h := range hierarchies {
 			dirs = append(dirs, filepath.Join(h, rec.CgroupRoot))
 		}

@@ -34,6 +34,9 @@ func cleanupNode(rec slotRecord) error {
 	if rec.Bridge != "" {
 		errs = append(errs, deleteLink(rec.Bridge))
 	}
+	if rec.Network != "" {
+		errs = append(errs, removeCNIResults(rec.Network))
+	}
 	if rec.CgroupRoot != "" {
 		errs = append(errs, removeCgroups(rec.CgroupRoot))
 	}
@@ -191,6 +194,24 @@ func removeLogLinks(dir string) error {
 			if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// cniResults is where the CNI library caches each attachment's result, named
+// NETWORK-CONTAINERID-IFNAME; a pod removed in order takes its file with it, a killed node's stay.
+const cniResults = "/var/lib/cni/results"
+
+// removeCNIResults removes the cached results of network.
+func removeCNIResults(network string) error {
+	matches, err := filepath.Glob(filepath.Join(cniResults, network+"-*"))
+	if err != nil {
+		return err
+	}
+	for _, m := range matches {
+		if err := os.Remove(m); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
 		}
 	}
 	return nil

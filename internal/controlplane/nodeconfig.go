@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -90,7 +89,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 func writeCNIConfig(p nodePaths, slot *nodeSlot) error {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
-		"name":       fmt.Sprintf("planrun-node%d", slot.index),
+		"name":       slot.network(),
 		"plugins": []any{map[string]any{
 			"type":        "bridge",
 			"bridge":      slot.bridgeName(),

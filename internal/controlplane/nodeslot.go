@@ -35,11 +35,13 @@ type slotRecord struct {
 	CgroupRoot string `json:"cgroupRoot"` // the kubelet's cgroup root, relative to each hierarchy
 	Bridge     string `json:"bridge"`     // the CNI bridge
 	Socket     string `json:"socket"`     // containerd's socket, named on its shims' command lines
+	Network    string `json:"network"`    // the CNI network, which names its cached results
 }
 
 // bridgeName and podCIDR are fixed by the slot so that two nodes never overlap.
 func (s *nodeSlot) bridgeName() string { return fmt.Sprintf("planrun%d", s.index) }
 func (s *nodeSlot) podCIDR() string    { return fmt.Sprintf("10.244.%d.0/24", s.index) }
+func (s *nodeSlot) network() string    { return fmt.Sprintf("planrun-node%d", s.index) }
 
 // acquireSlot takes the first free slot, sweeping what an earlier owner left.
 func acquireSlot() (*nodeSlot, error) {
@@ -80,7 +82,7 @@ func (s *nodeSlot) sweep() error {
 	var rec slotRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
 		// A torn record names nothing that can be trusted; the slot's bridge is still known.
-		rec = slotRecord{Bridge: s.bridgeName()}
+		rec = slotRecord{Bridge: s.bridgeName(), Network: s.network()}
 	}
 	if err := cleanupNode(rec); err != nil {
 		return fmt.Errorf("node slot %d: sweeping what a killed node left: %w", s.index, err)
