@@ -246,10 +246,33 @@ func (q *Quiesce) each(ctx context.Context, c *kube.Client, fn func(*workload, *
 }
 
 // quiesceOne stops one object with one merge patch that also records the original value in
-// the annotation (when absent), guarded by the resourceVersion read. The annotation, when
-// present, is the original value: a rerun after a crash finds the object already stopped and
-// still reports what it was before.
+// the annotation (when absent), guarded by the resourceVersion read; when the guard fails (a
+// controller wrote the object in between), it reads the object again and starts over. The
+// annotation, when present, is the original value: a rerun after a crash finds the object
+// already stopped and still reports what it was before.
 func quiesceOne(ctx context.Context, rc *engine.RunContext, c *kube.Client, w *workload, obj *unstructured.Unstructured) (Quiesced, error) {
+	ns, name := obj.GetNamespace(), obj.GetName()
+	var rec Quiesced
+	first := true
+	err := onConflict(func() error {
+		if !first {
+			m, err := c.Mapping(w.apiVersion, w.kind)
+			if err != nil {
+				return err
+			}
+			if obj, err = c.Resource(m, ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+				return kube.ObjectError(w.kind, ns, name, err)
+			}
+		}
+		first = false
+		var err error
+		rec, err = quiesceOnce(ctx, rc, c, w, obj)
+		return err
+	})
+	return rec, err
+}
+
+func quiesceOnce(ctx context.Context, rc *engine.RunContext, c *kube.Client, w *workload, obj *unstructured.Unstructured) (Quiesced, error) {
 	ns, name := obj.GetNamespace(), obj.GetName()
 	rec := Quiesced{APIVersion: w.apiVersion, Kind: w.kind, Namespace: ns, Name: name, Field: w.field}
 	current := w.get(obj)

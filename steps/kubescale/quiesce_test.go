@@ -20,27 +20,30 @@ import (
 	"planrun.dev/planrun/steps/kubescale"
 )
 
-// workloads creates one of every kind kube.quiesce knows in ns, plus a ReplicaSet owned by the
-// Deployment (left alone: its Deployment decides) and objects outside the label selector.
+// workloads creates one of every kind kube.quiesce knows in ns, and objects outside the label
+// selector. The ReplicaSet the Deployment controller makes for "web" stands for a ReplicaSet
+// with a controller: the step leaves it alone (its Deployment decides), so the outputs never
+// list it.
 func workloads(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
 	cs := clusters[0].Typed
-	d := deployment(t, ns, "web", 3, map[string]string{"quiesce": "yes"})
+	deployment(t, ns, "web", 3, map[string]string{"quiesce": "yes"})
 	statefulSet(t, ns, "db", 2, map[string]string{"quiesce": "yes"})
 	statefulSet(t, ns, "other", 2, nil) // does not match the selector
-	rs := func(name string, replicas int32, owner *appsv1.Deployment) {
+	rs := func(name string, replicas int32) {
 		r := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"quiesce": "yes"}},
 			Spec: appsv1.ReplicaSetSpec{Replicas: ptr(replicas), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}, Template: podTemplate(name)}}
-		if owner != nil {
-			r.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(owner, appsv1.SchemeGroupVersion.WithKind("Deployment"))}
-		}
 		if _, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, r, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rs("bare", 2, nil)
-	rs("web-123", 3, d)
+	rs("bare", 2)
+	// With the Deployment's own ReplicaSet in place, a quiesce run right after sees it.
+	kubetest.Poll(t, "the ReplicaSet of Deployment web", func() (bool, error) {
+		list, err := cs.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		return err == nil && len(list.Items) == 1, err
+	})
 	tpl := podTemplate("job")
 	tpl.Spec.RestartPolicy = corev1.RestartPolicyNever
 	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "copy", Labels: map[string]string{"quiesce": "yes"}},
@@ -49,7 +52,7 @@ func workloads(t *testing.T, ns string) {
 		t.Fatal(err)
 	}
 	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "nightly", Labels: map[string]string{"quiesce": "yes"}},
-		Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tpl}}}}
+		Spec: batchv1.CronJobSpec{Schedule: "0 0 1 1 *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tpl}}}}
 	if _, err := cs.BatchV1().CronJobs(ns).Create(ctx, cj, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +93,6 @@ func state(t *testing.T, ns string) string {
 		{"StatefulSet", "db", statefulSets, []string{"spec", "replicas"}},
 		{"StatefulSet", "other", statefulSets, []string{"spec", "replicas"}},
 		{"ReplicaSet", "bare", replicaSets, []string{"spec", "replicas"}},
-		{"ReplicaSet", "web-123", replicaSets, []string{"spec", "replicas"}},
 		{"Job", "copy", jobs, []string{"spec", "parallelism"}},
 		{"CronJob", "nightly", cronJobs, []string{"spec", "suspend"}},
 		{"DaemonSet", "agent", daemonSets, []string{"spec", "template", "spec", "nodeSelector"}},
@@ -105,7 +107,6 @@ const running = `Deployment/web 3 []
 StatefulSet/db 2 []
 StatefulSet/other 2 []
 ReplicaSet/bare 2 []
-ReplicaSet/web-123 3 []
 Job/copy 4 []
 CronJob/nightly false []
 DaemonSet/agent {"disk":"ssd"} []`
@@ -114,7 +115,6 @@ const quiesced = `Deployment/web 0 [previous-replicas=3]
 StatefulSet/db 0 [previous-replicas=2]
 StatefulSet/other 2 []
 ReplicaSet/bare 0 [previous-replicas=2]
-ReplicaSet/web-123 3 []
 Job/copy 0 [previous-parallelism=4]
 CronJob/nightly true [previous-suspend=false]
 DaemonSet/agent {"disk":"ssd","planrun.dev/quiesced":"true"} [previous-node-selector={"existed":false}]`
