@@ -42,6 +42,8 @@ var (
 
 func ptr[T any](v T) *T { return &v }
 
+func ctx() context.Context { return context.Background() }
+
 // podTemplate is a pod that the controllers create and delete as in any cluster but that no node
 // runs (its nodeSelector matches none): the tests of what the steps write to objects need no
 // running pods, and the node of a small test machine has fewer to start. TestQuiesceStopsPods
