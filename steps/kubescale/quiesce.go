@@ -257,29 +257,29 @@ func (q *Quiesce) waitStopped(ctx context.Context, rc *engine.RunContext, c *kub
 	deadline := time.Now().Add(timeout)
 	total := -1
 	for {
-		running, err := q.runningPods(ctx, c, stopped)
+		left, err := q.podsLeft(ctx, c, stopped)
 		if err != nil {
 			return err
 		}
 		if total < 0 {
-			total = len(running)
+			total = len(left)
 			if total > 0 {
 				rc.Logger.Info("waiting for the pods of the quiesced workloads to stop", "pods", total)
 			}
 		}
 		if total > 0 {
-			rc.Progress(engine.Progress{Done: int64(max(total-len(running), 0)), Total: int64(total), Unit: "pods stopped"})
+			rc.Progress(engine.Progress{Done: int64(max(total-len(left), 0)), Total: int64(total), Unit: "pods stopped"})
 		}
-		if len(running) == 0 {
+		if len(left) == 0 {
 			return nil
 		}
 		if !time.Now().Before(deadline) {
-			shown, more := running, ""
+			shown, more := left, ""
 			if len(shown) > 10 {
-				shown, more = shown[:10], fmt.Sprintf(" and %d more", len(running)-10)
+				shown, more = shown[:10], fmt.Sprintf(" and %d more", len(left)-10)
 			}
 			return fmt.Errorf("%d pod(s) of the quiesced workloads still there after %s: %s%s",
-				len(running), timeout, strings.Join(shown, ", "), more)
+				len(left), timeout, strings.Join(shown, ", "), more)
 		}
 		select {
 		case <-ctx.Done():
@@ -289,12 +289,11 @@ func (q *Quiesce) waitStopped(ctx context.Context, rc *engine.RunContext, c *kub
 	}
 }
 
-// runningPods lists the pods of the stopped workloads that waitStopped waits for, as "Pod
-// ns/name of Kind ns/owner (phase[, being deleted])", sorted. A pod belongs to a workload through
-// its controller reference; a
-// Deployment's pods belong to its ReplicaSets, whatever their labels (the step's label selector
-// chose the Deployment, not them).
-func (q *Quiesce) runningPods(ctx context.Context, c *kube.Client, stopped map[types.UID]string) ([]string, error) {
+// podsLeft lists the pods of the stopped workloads that waitStopped waits for, as "Pod ns/name
+// of Kind ns/owner (phase[, being deleted])", sorted. A pod belongs to a workload through its
+// controller reference; a Deployment's pods belong to its ReplicaSets, whatever their labels (the
+// step's label selector chose the Deployment, not them).
+func (q *Quiesce) podsLeft(ctx context.Context, c *kube.Client, stopped map[types.UID]string) ([]string, error) {
 	rsMapping, err := c.Mapping("apps/v1", "ReplicaSet")
 	if err != nil {
 		return nil, err
@@ -303,7 +302,7 @@ func (q *Quiesce) runningPods(ctx context.Context, c *kube.Client, stopped map[t
 	if err != nil {
 		return nil, err
 	}
-	var running []string
+	var left []string
 	for _, ns := range q.namespaces() {
 		via := map[types.UID]string{} // ReplicaSet -> its stopped Deployment
 		err := listPages(ctx, c.Resource(rsMapping, ns), metav1.ListOptions{}, func(rs *unstructured.Unstructured) error {
@@ -336,15 +335,15 @@ func (q *Quiesce) runningPods(ctx context.Context, c *kube.Client, stopped map[t
 			} else if phase == "Succeeded" || phase == "Failed" {
 				return nil // finished and kept, as a Job keeps its completed pods
 			}
-			running = append(running, fmt.Sprintf("%s of %s (%s)", kube.ObjectName("Pod", ns, pod.GetName()), owner, state))
+			left = append(left, fmt.Sprintf("%s of %s (%s)", kube.ObjectName("Pod", ns, pod.GetName()), owner, state))
 			return nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("list pods in namespace %s: %w", ns, kube.Classify(err))
 		}
 	}
-	sort.Strings(running)
-	return running, nil
+	sort.Strings(left)
+	return left, nil
 }
 
 // each calls fn for every workload of the step's namespaces, kind by kind.
