@@ -379,8 +379,8 @@ func wait(ctx context.Context, rc *engine.RunContext, cs kubernetes.Interface, j
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
 	case errors.Is(err, watchtools.ErrWatchClosed) || wctx.Err() != nil:
-		return nil, fmt.Errorf("%s did not finish within %s (active %d, succeeded %d, failed %d)",
-			what, timeout, last.Status.Active, last.Status.Succeeded, last.Status.Failed)
+		return nil, fmt.Errorf("%s did not finish within %s (active %d, succeeded %d, failed %d)%s",
+			what, timeout, last.Status.Active, last.Status.Succeeded, last.Status.Failed, podStates(ctx, cs, job))
 	}
 	return nil, fmt.Errorf("watching %s: %w", what, kube.Classify(err))
 }
@@ -497,6 +497,52 @@ func readTail(path string, limit int64) ([]byte, error) {
 		err = nil
 	}
 	return b, err
+}
+
+// podStates says where the Job's pods stand, for the error of a Job that did not finish: a pod
+// that cannot start (an image that cannot be pulled, a secret that does not exist, no node that
+// fits) waits for ever, and only its container's waiting reason or its scheduling condition says
+// so; a Job that could not even create its pod (a service account that does not exist) has
+// none. "" when the pods cannot be listed: the error says enough without.
+func podStates(ctx context.Context, cs kubernetes.Interface, job *batchv1.Job) string {
+	pods, err := jobPods(ctx, cs, job)
+	if err != nil {
+		return ""
+	}
+	if len(pods) == 0 {
+		return "; no pod created (the Job's events say why)"
+	}
+	var parts []string
+	for _, pod := range pods {
+		s := fmt.Sprintf("pod %s %s", pod.Name, phase(pod))
+		if why := waiting(pod); why != "" {
+			s += ": " + why
+		}
+		parts = append(parts, s)
+	}
+	return "; " + strings.Join(parts, "; ")
+}
+
+// waiting is why a pod waits: the first container waiting for a reason other than being
+// created, else the reason it is not scheduled; "" when it runs or has finished.
+func waiting(pod corev1.Pod) string {
+	for _, st := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		w := st.State.Waiting
+		if w == nil || w.Reason == "" || w.Reason == "ContainerCreating" || w.Reason == "PodInitializing" {
+			continue
+		}
+		s := fmt.Sprintf("container %s waiting: %s", st.Name, w.Reason)
+		if w.Message != "" {
+			s += ": " + lastwords.Printable(w.Message, maxErrorLine)
+		}
+		return s
+	}
+	for _, cond := range pod.Status.Conditions {
+		if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
+			return "not scheduled: " + lastwords.Printable(cond.Message, maxErrorLine)
+		}
+	}
+	return ""
 }
 
 func phase(pod corev1.Pod) string {

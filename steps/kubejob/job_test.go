@@ -354,3 +354,42 @@ steps:
 		})
 	}
 }
+
+// A Job that cannot finish because its pod cannot start: the step's timeout error says why, not
+// only how many pods are active.
+func TestJobTimeoutSaysWhy(t *testing.T) {
+	kubetest.Need(t, clusters)
+	for _, tc := range []struct {
+		name, with string
+		// cause, if set, is what the Job's pod must show before the error can name it: the
+		// step runs once to create the Job, then again, once the pod shows it, to find the
+		// Job and time out.
+		cause string
+		want  []string
+	}{
+		{name: "image that cannot be pulled", with: `image: planrun.local/no-such-image:1`, cause: "ImagePull",
+			want: []string{`did not finish within 1s (active `, `); pod planrun-run-s-`, ` Pending: container job waiting: `, `ImagePull`}},
+		{name: "service account that does not exist", with: `image: ` + image + `, serviceAccount: nobody`,
+			want: []string{`did not finish within 1s (active 0, succeeded 0, failed 0); no pod created (the Job's events say why)`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := clusters[0].Namespace(t)
+			plan := "steps:\n  - {id: s, type: kube.job, with: {namespace: " + ns + ", " + tc.with + ", timeout: 1s}}\n"
+			run := kubetest.Apply(t, main(), plan, kubetest.Options{NoRollback: true})
+			if tc.cause != "" {
+				kubetest.Poll(t, "the Job's pod waiting for "+tc.cause, func() (bool, error) {
+					for _, p := range podsOf(t, ns, "planrun-run-s") {
+						for _, st := range p.Status.ContainerStatuses {
+							if w := st.State.Waiting; w != nil && strings.Contains(w.Reason, tc.cause) {
+								return true, nil
+							}
+						}
+					}
+					return false, nil
+				})
+				run = kubetest.Apply(t, main(), plan, kubetest.Options{NoRollback: true})
+			}
+			kubetest.WantRunError(t, run, append([]string{`step "s" failed: Job ` + ns + `/planrun-run-s `}, tc.want...)...)
+		})
+	}
+}
