@@ -16,10 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/lastwords"
 )
 
 func init() {
@@ -152,7 +151,7 @@ func checkDir(dir string) error {
 func (e *Exec) commandError(ctx context.Context, err error, stderr string) error {
 	// The command's last words go into an error message, a journal and a terminal: control
 	// bytes (colours, carriage returns, a terminal title) are written as escapes.
-	last := printable(lastLine(stderr), maxErrorLine)
+	last := lastwords.Line(stderr, maxErrorLine)
 	if last != "" {
 		last = ": " + last
 	}
@@ -172,7 +171,7 @@ func (e *Exec) commandError(ctx context.Context, err error, stderr string) error
 
 // parseOutputs reads a JSON object from the last non-empty line of stdout.
 func parseOutputs(stdout []byte) (engine.Outputs, error) {
-	line := lastLine(string(stdout))
+	line := lastwords.LastLine(string(stdout))
 	if !strings.HasPrefix(line, "{") {
 		return engine.Outputs{}, nil
 	}
@@ -181,14 +180,6 @@ func parseOutputs(stdout []byte) (engine.Outputs, error) {
 		return nil, fmt.Errorf("last line of stdout looks like a JSON object but is not one: %v", err)
 	}
 	return out, nil
-}
-
-func lastLine(s string) string {
-	s = strings.TrimRight(s, "\r\n\t ")
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	return strings.TrimSpace(s)
 }
 
 // openLogs opens the step's stdout and stderr logs for appending, with a header per attempt so
@@ -215,34 +206,6 @@ func openLogs(dir string, attempt int) (*os.File, *os.File, error) {
 
 // maxErrorLine is the most of the last line of stderr an error message quotes.
 const maxErrorLine = 512
-
-// printable escapes control bytes and invalid UTF-8 in s, cut to max bytes.
-func printable(s string, max int) string {
-	cut := false
-	if len(s) > max {
-		s, cut = s[len(s)-max:], true // the end of a line says the most
-		for len(s) > 0 && !utf8.RuneStart(s[0]) {
-			s = s[1:]
-		}
-	}
-	var b strings.Builder
-	if cut {
-		b.WriteString("...")
-	}
-	for len(s) > 0 {
-		r, size := utf8.DecodeRuneInString(s)
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, "\\x%02x", s[0])
-		case r == '\t' || unicode.IsPrint(r):
-			b.WriteRune(r)
-		default:
-			b.WriteString(strings.Trim(strconv.QuoteRune(r), "'"))
-		}
-		s = s[size:]
-	}
-	return b.String()
-}
 
 // tail keeps the last max bytes written to it.
 type tail struct {

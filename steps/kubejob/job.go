@@ -27,6 +27,7 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/lastwords"
 	"planrun.dev/planrun/steps/kube"
 )
 
@@ -205,10 +206,16 @@ func (j *Job) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, e
 	if logErr != nil {
 		rc.Logger.Warn("job logs not kept", "job", what, "error", logErr)
 	}
-	out["logs"], out["logDir"] = logs, dir
+	out["logs"], out["logDir"] = logs.files, dir
 	if cond := finished(final); cond.Type == batchv1.JobFailed {
-		return nil, fmt.Errorf("%s failed: %s: %s (succeeded %d, failed %d; logs in %s)", what, cond.Reason, cond.Message,
-			final.Status.Succeeded, final.Status.Failed, dir)
+		// The last failed pod's exit status and last log line usually say why, as the exec
+		// step's error quotes a command's stderr: the operator need not open the log first.
+		why := ""
+		if logs.lastFailure != "" {
+			why = ": " + logs.lastFailure
+		}
+		return nil, fmt.Errorf("%s failed: %s: %s (succeeded %d, failed %d; logs in %s)%s", what, cond.Reason, cond.Message,
+			final.Status.Succeeded, final.Status.Failed, dir, why)
 	}
 	return out, nil
 }
@@ -372,27 +379,43 @@ func wait(ctx context.Context, rc *engine.RunContext, cs kubernetes.Interface, j
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
 	case errors.Is(err, watchtools.ErrWatchClosed) || wctx.Err() != nil:
-		return nil, fmt.Errorf("%s did not finish within %s (active %d, succeeded %d, failed %d)",
-			what, timeout, last.Status.Active, last.Status.Succeeded, last.Status.Failed)
+		return nil, fmt.Errorf("%s did not finish within %s (active %d, succeeded %d, failed %d)%s",
+			what, timeout, last.Status.Active, last.Status.Succeeded, last.Status.Failed, podStates(ctx, cs, job))
 	}
 	return nil, fmt.Errorf("watching %s: %w", what, kube.Classify(err))
 }
+
+// kept is what keepLogs kept: the log files, and how the Job's last failed pod ended.
+type kept struct {
+	files []string
+	// lastFailure is "pod P exited with status N: <last log line>" for the failed pod created
+	// last (its container that failed), "" when no pod failed.
+	lastFailure string
+}
+
+// maxErrorLine is the most of a failed pod's last log line that the step's error quotes.
+const maxErrorLine = 512
 
 // keepLogs writes the logs of every pod of the Job (every attempt, every container) to the
 // step's artifact folder, one file per container, and returns their names. A log that cannot
 // be read (a pod never scheduled, a kubelet that does not answer, a pod already gone) is noted,
 // with the reason, in logs-unavailable.txt, so that the folder always says why a log is
 // missing; a missing log never fails the step.
-func keepLogs(ctx context.Context, cs kubernetes.Interface, job *batchv1.Job, dir string) ([]string, error) {
+func keepLogs(ctx context.Context, cs kubernetes.Interface, job *batchv1.Job, dir string) (kept, error) {
 	var notes []string
-	files := []string{}
+	k := kept{files: []string{}}
 	pods, err := jobPods(ctx, cs, job)
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("listing the pods of Job %s: %s", job.Name, kube.Reason(err)))
 	} else if len(pods) == 0 {
 		notes = append(notes, fmt.Sprintf("Job %s has no pods (none left, or none was ever started)", job.Name))
 	}
-	for _, pod := range pods {
+	var lastFailed *corev1.Pod
+	logOf := map[string]string{} // "pod/container" -> file
+	for i, pod := range pods {
+		if pod.Status.Phase == corev1.PodFailed && (lastFailed == nil || !pod.CreationTimestamp.Before(&lastFailed.CreationTimestamp)) {
+			lastFailed = &pods[i]
+		}
 		containers := append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
 		for _, ctr := range containers {
 			file := pod.Name + ".log"
@@ -407,17 +430,119 @@ func keepLogs(ctx context.Context, cs kubernetes.Interface, job *batchv1.Job, di
 				notes = append(notes, fmt.Sprintf("pod %s container %s: %v", pod.Name, ctr.Name, err))
 				continue
 			}
-			files = append(files, file)
+			k.files = append(k.files, file)
+			logOf[pod.Name+"/"+ctr.Name] = filepath.Join(dir, file)
 		}
+	}
+	if lastFailed != nil {
+		k.lastFailure = failure(lastFailed, logOf)
 	}
 	note := filepath.Join(dir, logNote)
 	if len(notes) == 0 {
 		if err := os.Remove(note); err != nil && !os.IsNotExist(err) {
-			return files, err
+			return k, err
 		}
-		return files, nil
+		return k, nil
 	}
-	return files, os.WriteFile(note, []byte(strings.Join(notes, "\n")+"\n"), 0o644)
+	return k, os.WriteFile(note, []byte(strings.Join(notes, "\n")+"\n"), 0o644)
+}
+
+// failure says how a failed pod ended: the first container that exited with a non-zero status
+// (init containers first, as they run first), with the last line of its kept log; else the
+// pod's own reason (a deadline, an eviction).
+func failure(pod *corev1.Pod, logOf map[string]string) string {
+	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+	multi := len(statuses) > 1
+	for _, st := range statuses {
+		term := st.State.Terminated
+		if term == nil || term.ExitCode == 0 {
+			continue
+		}
+		who := "pod " + pod.Name
+		if multi {
+			who += " container " + st.Name
+		}
+		msg := fmt.Sprintf("%s exited with status %d", who, term.ExitCode)
+		if path, ok := logOf[pod.Name+"/"+st.Name]; ok {
+			if b, err := readTail(path, 64<<10); err == nil {
+				if line := lastwords.Line(string(b), maxErrorLine); line != "" {
+					msg += ": " + line
+				}
+			}
+		}
+		return msg
+	}
+	if pod.Status.Reason != "" || pod.Status.Message != "" {
+		return strings.TrimSuffix(fmt.Sprintf("pod %s failed: %s: %s", pod.Name, pod.Status.Reason, lastwords.Printable(pod.Status.Message, maxErrorLine)), ": ")
+	}
+	return "pod " + pod.Name + " failed"
+}
+
+// readTail reads the last limit bytes of a file: a log can be megabytes; its last line is all the
+// error needs.
+func readTail(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(fi.Size()-limit, 0)
+	b := make([]byte, fi.Size()-off)
+	_, err = f.ReadAt(b, off)
+	if err == io.EOF {
+		err = nil
+	}
+	return b, err
+}
+
+// podStates says where the Job's pods stand, for the error of a Job that did not finish: a pod
+// that cannot start (an image that cannot be pulled, a secret that does not exist, no node that
+// fits) waits for ever, and only its container's waiting reason or its scheduling condition says
+// so; a Job that could not even create its pod (a service account that does not exist) has
+// none. "" when the pods cannot be listed: the error says enough without.
+func podStates(ctx context.Context, cs kubernetes.Interface, job *batchv1.Job) string {
+	pods, err := jobPods(ctx, cs, job)
+	if err != nil {
+		return ""
+	}
+	if len(pods) == 0 {
+		return "; no pod created (the Job's events say why)"
+	}
+	var parts []string
+	for _, pod := range pods {
+		s := fmt.Sprintf("pod %s %s", pod.Name, phase(pod))
+		if why := waiting(pod); why != "" {
+			s += ": " + why
+		}
+		parts = append(parts, s)
+	}
+	return "; " + strings.Join(parts, "; ")
+}
+
+// waiting is why a pod waits: the first container waiting for a reason other than being
+// created, else the reason it is not scheduled; "" when it runs or has finished.
+func waiting(pod corev1.Pod) string {
+	for _, st := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		w := st.State.Waiting
+		if w == nil || w.Reason == "" || w.Reason == "ContainerCreating" || w.Reason == "PodInitializing" {
+			continue
+		}
+		s := fmt.Sprintf("container %s waiting: %s", st.Name, w.Reason)
+		if w.Message != "" {
+			s += ": " + lastwords.Printable(w.Message, maxErrorLine)
+		}
+		return s
+	}
+	for _, cond := range pod.Status.Conditions {
+		if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
+			return "not scheduled: " + lastwords.Printable(cond.Message, maxErrorLine)
+		}
+	}
+	return ""
 }
 
 func phase(pod corev1.Pod) string {

@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube"
@@ -32,7 +36,7 @@ var namespacesGVR = schema.GroupVersionResource{Version: "v1", Resource: "namesp
 func init() {
 	engine.Register(engine.StepType{
 		Name: "kube.quiesce",
-		Doc:  "Stop the workloads of namespaces (replicas 0, Job parallelism 0, CronJobs suspended, DaemonSets parked); undoes by restoring them.",
+		Doc:  "Stop the workloads of namespaces (replicas 0, Job parallelism 0, CronJobs suspended, DaemonSets parked) and wait until their pods are gone; undoes by restoring them.",
 		New:  func() engine.Action { return new(Quiesce) },
 	})
 }
@@ -40,12 +44,24 @@ func init() {
 // Quiesce stops every workload of the given namespaces, as MTC does before a final migration:
 // Deployments, StatefulSets and ReplicaSets without a controller go to 0 replicas, Jobs to
 // parallelism 0, CronJobs are suspended, DaemonSets get a nodeSelector that matches no node.
+// Then it waits until the pods of those workloads are gone: the controllers delete the pods
+// after the step's writes, and each pod takes up to its grace period to stop and then has its
+// volumes unmounted before it goes, while the step after a quiesce (a backup, a copy of the data)
+// counts on nothing writing any more.
 type Quiesce struct {
 	kube.ClusterRef `yaml:",inline"`
-	Namespace       string   `yaml:"namespace" doc:"Namespace to quiesce."`
-	Namespaces      []string `yaml:"namespaces" doc:"Namespaces to quiesce (with or instead of namespace)."`
-	LabelSelector   string   `yaml:"labelSelector" doc:"Only workloads matching this label selector."`
+	Namespace       string          `yaml:"namespace" doc:"Namespace to quiesce."`
+	Namespaces      []string        `yaml:"namespaces" doc:"Namespaces to quiesce (with or instead of namespace)."`
+	LabelSelector   string          `yaml:"labelSelector" doc:"Only workloads matching this label selector."`
+	Timeout         engine.Duration `yaml:"timeout" doc:"How long to wait until the pods of the quiesced workloads are gone (default 10m); the step fails naming the pods left."`
 }
+
+// defaultTimeout bounds the wait for the pods to stop: long enough for pods with a generous
+// grace period (databases often take minutes to shut down cleanly).
+const defaultTimeout = 10 * time.Minute
+
+// pollInterval is how often the pods are listed while waiting for them to stop.
+const pollInterval = 500 * time.Millisecond
 
 var (
 	_ engine.Action    = (*Quiesce)(nil)
@@ -72,7 +88,11 @@ type workload struct {
 	apiVersion, kind string
 	field            string
 	annotation       string
-	skip             func(*unstructured.Unstructured) bool
+	// stopsPods: once quiesced, the kind's controller deletes its pods, and the step waits for
+	// them. Not so for a CronJob: suspending it only stops new runs; its running Jobs are Jobs,
+	// quiesced as such.
+	stopsPods bool
+	skip      func(*unstructured.Unstructured) bool
 	// get returns the current value, JSON-shaped.
 	get func(*unstructured.Unstructured) any
 	// quiesced is the value that means stopped.
@@ -88,7 +108,7 @@ var workloads = []workload{
 		return metav1.GetControllerOf(o) != nil // its Deployment (or other owner) decides
 	}),
 	{
-		apiVersion: "batch/v1", kind: "Job", field: "parallelism", annotation: AnnotationParallelism,
+		apiVersion: "batch/v1", kind: "Job", field: "parallelism", annotation: AnnotationParallelism, stopsPods: true,
 		get:      func(o *unstructured.Unstructured) any { return intField(o, 1, "spec", "parallelism") },
 		quiesced: int64(0),
 		set:      func(v any) map[string]any { return map[string]any{"spec": map[string]any{"parallelism": v}} },
@@ -103,7 +123,7 @@ var workloads = []workload{
 		set:      func(v any) map[string]any { return map[string]any{"spec": map[string]any{"suspend": v}} },
 	},
 	{
-		apiVersion: "apps/v1", kind: "DaemonSet", field: "nodeSelector", annotation: AnnotationNodeSelector,
+		apiVersion: "apps/v1", kind: "DaemonSet", field: "nodeSelector", annotation: AnnotationNodeSelector, stopsPods: true,
 		get: func(o *unstructured.Unstructured) any {
 			v, ok, _ := unstructured.NestedString(o.Object, "spec", "template", "spec", "nodeSelector", QuiescedNodeSelector)
 			if !ok {
@@ -125,7 +145,7 @@ var workloads = []workload{
 
 func replicasOf(apiVersion, kind string, skip func(*unstructured.Unstructured) bool) workload {
 	return workload{
-		apiVersion: apiVersion, kind: kind, field: "replicas", annotation: AnnotationReplicas, skip: skip,
+		apiVersion: apiVersion, kind: kind, field: "replicas", annotation: AnnotationReplicas, skip: skip, stopsPods: true,
 		get:      func(o *unstructured.Unstructured) any { return intField(o, 1, "spec", "replicas") },
 		quiesced: int64(0),
 		set:      func(v any) map[string]any { return map[string]any{"spec": map[string]any{"replicas": v}} },
@@ -189,6 +209,9 @@ func (q *Quiesce) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	}
 	objects := []Quiesced{}
 	changed := 0
+	// The workloads whose pods must go, by UID (what a pod's owner reference names), found
+	// stopped already or not: a run resumed after a crash waits for them too.
+	stopped := map[types.UID]string{}
 	err = q.each(ctx, c, func(w *workload, obj *unstructured.Unstructured) error {
 		rec, err := quiesceOne(ctx, rc, c, w, obj)
 		if err != nil {
@@ -196,6 +219,9 @@ func (q *Quiesce) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 		}
 		if rec.Changed {
 			changed++
+		}
+		if w.stopsPods {
+			stopped[obj.GetUID()] = kube.ObjectName(w.kind, obj.GetNamespace(), obj.GetName())
 		}
 		objects = append(objects, rec)
 		rc.Progress(engine.Progress{Done: int64(len(objects)), Unit: "objects"})
@@ -207,8 +233,117 @@ func (q *Quiesce) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	out := engine.Outputs{"objects": objects, "changed": changed, "count": len(objects)}
 	if rc.DryRun {
 		out["dryRun"] = true
+		return out, nil
+	}
+	if err := q.waitStopped(ctx, rc, c, stopped); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// waitStopped waits until the pods of the stopped workloads are gone. A pod being deleted counts
+// until it is gone, whatever its phase: its containers may still be stopping, and then its
+// volumes are unmounted (the kubelet removes the pod only after that), which a backup of the
+// data that follows a quiesce needs. A pod that is not being deleted counts unless it has
+// finished: the completed pods of a Job stay after its parallelism goes to 0, and run nothing.
+func (q *Quiesce) waitStopped(ctx context.Context, rc *engine.RunContext, c *kube.Client, stopped map[types.UID]string) error {
+	if len(stopped) == 0 {
+		return nil
+	}
+	timeout := time.Duration(q.Timeout)
+	if timeout == 0 {
+		timeout = defaultTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	total := -1
+	for {
+		left, err := q.podsLeft(ctx, c, stopped)
+		if err != nil {
+			return err
+		}
+		if total < 0 {
+			total = len(left)
+			if total > 0 {
+				rc.Logger.Info("waiting for the pods of the quiesced workloads to stop", "pods", total)
+			}
+		}
+		if total > 0 {
+			rc.Progress(engine.Progress{Done: int64(max(total-len(left), 0)), Total: int64(total), Unit: "pods stopped"})
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			shown, more := left, ""
+			if len(shown) > 10 {
+				shown, more = shown[:10], fmt.Sprintf(" and %d more", len(left)-10)
+			}
+			return fmt.Errorf("%d pod(s) of the quiesced workloads still there after %s: %s%s",
+				len(left), timeout, strings.Join(shown, ", "), more)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// podsLeft lists the pods of the stopped workloads that waitStopped waits for, as "Pod ns/name
+// of Kind ns/owner (phase[, being deleted])", sorted. A pod belongs to a workload through its
+// controller reference; a Deployment's pods belong to its ReplicaSets, whatever their labels (the
+// step's label selector chose the Deployment, not them).
+func (q *Quiesce) podsLeft(ctx context.Context, c *kube.Client, stopped map[types.UID]string) ([]string, error) {
+	rsMapping, err := c.Mapping("apps/v1", "ReplicaSet")
+	if err != nil {
+		return nil, err
+	}
+	podMapping, err := c.Mapping("v1", "Pod")
+	if err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, ns := range q.namespaces() {
+		via := map[types.UID]string{} // ReplicaSet -> its stopped Deployment
+		err := listPages(ctx, c.Resource(rsMapping, ns), metav1.ListOptions{}, func(rs *unstructured.Unstructured) error {
+			if ref := metav1.GetControllerOf(rs); ref != nil {
+				if owner, ok := stopped[ref.UID]; ok {
+					via[rs.GetUID()] = owner
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list ReplicaSets in namespace %s: %w", ns, kube.Classify(err))
+		}
+		err = listPages(ctx, c.Resource(podMapping, ns), metav1.ListOptions{}, func(pod *unstructured.Unstructured) error {
+			ref := metav1.GetControllerOf(pod)
+			if ref == nil {
+				return nil
+			}
+			owner, ok := stopped[ref.UID]
+			if !ok {
+				owner, ok = via[ref.UID]
+			}
+			if !ok {
+				return nil
+			}
+			phase, _, _ := unstructured.NestedString(pod.Object, "status", "phase")
+			state := phase
+			if pod.GetDeletionTimestamp() != nil {
+				state += ", being deleted"
+			} else if phase == "Succeeded" || phase == "Failed" {
+				return nil // finished and kept, as a Job keeps its completed pods
+			}
+			left = append(left, fmt.Sprintf("%s of %s (%s)", kube.ObjectName("Pod", ns, pod.GetName()), owner, state))
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list pods in namespace %s: %w", ns, kube.Classify(err))
+		}
+	}
+	sort.Strings(left)
+	return left, nil
 }
 
 // each calls fn for every workload of the step's namespaces, kind by kind.
@@ -246,10 +381,33 @@ func (q *Quiesce) each(ctx context.Context, c *kube.Client, fn func(*workload, *
 }
 
 // quiesceOne stops one object with one merge patch that also records the original value in
-// the annotation (when absent), guarded by the resourceVersion read. The annotation, when
-// present, is the original value: a rerun after a crash finds the object already stopped and
-// still reports what it was before.
+// the annotation (when absent), guarded by the resourceVersion read; when the guard fails (a
+// controller wrote the object in between), it reads the object again and starts over. The
+// annotation, when present, is the original value: a rerun after a crash finds the object
+// already stopped and still reports what it was before.
 func quiesceOne(ctx context.Context, rc *engine.RunContext, c *kube.Client, w *workload, obj *unstructured.Unstructured) (Quiesced, error) {
+	ns, name := obj.GetNamespace(), obj.GetName()
+	var rec Quiesced
+	first := true
+	err := onConflict(func() error {
+		if !first {
+			m, err := c.Mapping(w.apiVersion, w.kind)
+			if err != nil {
+				return err
+			}
+			if obj, err = c.Resource(m, ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+				return kube.ObjectError(w.kind, ns, name, err)
+			}
+		}
+		first = false
+		var err error
+		rec, err = quiesceOnce(ctx, rc, c, w, obj)
+		return err
+	})
+	return rec, err
+}
+
+func quiesceOnce(ctx context.Context, rc *engine.RunContext, c *kube.Client, w *workload, obj *unstructured.Unstructured) (Quiesced, error) {
 	ns, name := obj.GetNamespace(), obj.GetName()
 	rec := Quiesced{APIVersion: w.apiVersion, Kind: w.kind, Namespace: ns, Name: name, Field: w.field}
 	current := w.get(obj)
@@ -285,6 +443,9 @@ func quiesceOne(ctx context.Context, rc *engine.RunContext, c *kube.Client, w *w
 // Undo implements engine.Undoer: every object recorded in the outputs gets its original value
 // back (from the outputs, else from its annotation) and loses the annotation. Without recorded
 // outputs, every workload of the namespaces that carries an annotation is restored from it.
+// Undo does not wait for the pods to run again: a pod that cannot start (its image gone, a
+// quota) would hold up the rest of the rollback; a kube.wait step waits for them when a plan
+// needs that.
 func (q *Quiesce) Undo(ctx context.Context, rc *engine.RunContext, outputs engine.Outputs) error {
 	if dry, _ := outputs["dryRun"].(bool); dry {
 		return nil // nothing was changed

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -18,7 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube"
@@ -213,10 +216,33 @@ func listPages(ctx context.Context, r dynamic.ResourceInterface, opts metav1.Lis
 	}
 }
 
+// conflictBackoff paces the retries of a write that met a conflict: its guard (the
+// resourceVersion read) no longer held because someone else wrote the object in between. On a
+// busy cluster that someone is a controller updating the status or annotations of the very
+// workload being scaled, so conflicts are routine, not failures. Ten tries spaced out up to
+// about 6 s in all, so that a burst of writes (a rollout) is waited out.
+var conflictBackoff = wait.Backoff{Steps: 10, Duration: 20 * time.Millisecond, Factor: 2, Jitter: 0.2, Cap: 2 * time.Second}
+
+// onConflict runs fn, which reads what it writes, again while it fails with a conflict.
+func onConflict(fn func() error) error {
+	return retry.OnError(conflictBackoff, apierrors.IsConflict, fn)
+}
+
 // scaleOne records the original replicas in the annotation (if absent) and then sets the
-// replicas through the scale subresource. The annotation is the source of truth for the
-// original value: a rerun after a crash finds it and reports it, not the 0 it set.
+// replicas through the scale subresource, reading the object again when a write meets a conflict.
+// The annotation is the source of truth for the original value: a rerun after a crash (or after
+// a conflict) finds it and reports it, not the 0 it set.
 func scaleOne(ctx context.Context, rc *engine.RunContext, c *kube.Client, m *meta.RESTMapping, kind, ns, name string, replicas int64) (Previous, error) {
+	var p Previous
+	err := onConflict(func() error {
+		var err error
+		p, err = scaleOnce(ctx, rc, c, m, kind, ns, name, replicas)
+		return err
+	})
+	return p, err
+}
+
+func scaleOnce(ctx context.Context, rc *engine.RunContext, c *kube.Client, m *meta.RESTMapping, kind, ns, name string, replicas int64) (Previous, error) {
 	r := c.Resource(m, ns)
 	p := Previous{APIVersion: m.GroupVersionKind.GroupVersion().String(), Kind: kind, Namespace: ns, Name: name}
 	obj, err := r.Get(ctx, name, metav1.GetOptions{})
@@ -244,8 +270,10 @@ func scaleOne(ctx context.Context, rc *engine.RunContext, c *kube.Client, m *met
 		return p, nil
 	}
 	if !has {
+		// Guarded by the version of the scale, read last: the annotation records the replicas
+		// read only if nothing changed since, and the window for a conflict is one request.
 		patch := map[string]any{"metadata": map[string]any{
-			"resourceVersion": obj.GetResourceVersion(),
+			"resourceVersion": scale.GetResourceVersion(),
 			"annotations":     map[string]any{AnnotationReplicas: strconv.FormatInt(current, 10)},
 		}}
 		patched, err := mergePatch(ctx, rc, r, name, patch)
@@ -323,7 +351,7 @@ func (s *Scale) Undo(ctx context.Context, rc *engine.RunContext, outputs engine.
 		}
 	}
 	for i, p := range previous {
-		if err := restoreOne(ctx, rc, c, p); err != nil {
+		if err := onConflict(func() error { return restoreOne(ctx, rc, c, p) }); err != nil {
 			return err
 		}
 		rc.Progress(engine.Progress{Done: int64(i + 1), Total: int64(len(previous)), Unit: "objects"})

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/controlplane"
 	_ "planrun.dev/planrun/steps/assert"
 	"planrun.dev/planrun/steps/kube/kubetest"
 	"planrun.dev/planrun/steps/kubescale"
@@ -23,7 +24,10 @@ import (
 
 var clusters []*kubetest.Cluster
 
-func TestMain(m *testing.M) { kubetest.Main(m, 1, &clusters) }
+// One complete cluster for the package: the controllers act on what the steps change (status
+// updates race with the steps' writes, Deployments make ReplicaSets, DaemonSets and StatefulSets
+// make pods), and TestQuiesceStopsPods sees pods really stop and start again.
+func TestMain(m *testing.M) { kubetest.MainWith(m, 1, &clusters, controlplane.WithNode()) }
 
 func main() map[string]*kubetest.Cluster { return map[string]*kubetest.Cluster{"main": clusters[0]} }
 
@@ -38,11 +42,16 @@ var (
 
 func ptr[T any](v T) *T { return &v }
 
+func ctx() context.Context { return context.Background() }
+
+// podTemplate is a pod that the controllers create and delete as in any cluster but that no node
+// runs (its nodeSelector matches none): the tests of what the steps write to objects need no
+// running pods, and the node of a small test machine has fewer to start. TestQuiesceStopsPods
+// runs real ones.
 func podTemplate(app string) corev1.PodTemplateSpec {
-	return corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
-	}
+	spec := kubetest.BusyboxSpec("sleep 3600")
+	spec.NodeSelector = map[string]string{"planrun.dev/test-no-such-node": "true"}
+	return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}}, Spec: spec}
 }
 
 func deployment(t *testing.T, ns, name string, replicas int32, labels map[string]string) *appsv1.Deployment {

@@ -1,5 +1,7 @@
 // Package kubetest runs plans against real control planes in the tests of Kubernetes step
 // types: one control plane per test package (started in TestMain), a fresh namespace per test.
+// A package whose steps need controllers and running pods (Jobs, quiescing) starts complete
+// clusters with MainWith(m, n, &clusters, controlplane.WithNode()).
 package kubetest
 
 import (
@@ -29,18 +31,32 @@ type Cluster struct {
 	CP      *controlplane.ControlPlane
 	Dynamic dynamic.Interface
 	Typed   kubernetes.Interface
+	// Complete is true when the cluster runs controllers (and maybe a node): its namespaces
+	// take pods only once their default service account exists.
+	Complete bool
 }
 
-// Main starts n control planes, runs the package's tests and stops them. With
-// PLANRUN_SKIP_CONTROLPLANE=1 it runs no control plane and the tests that need one skip.
-func Main(m *testing.M, n int, clusters *[]*Cluster) {
+// Main starts n control planes (kube-apiserver and etcd only), runs the package's tests and
+// stops them. With PLANRUN_SKIP_CONTROLPLANE=1 it runs no control plane and the tests that need
+// one skip.
+func Main(m *testing.M, n int, clusters *[]*Cluster) { MainWith(m, n, clusters) }
+
+// MainWith is Main with options for every control plane: controlplane.WithNode() starts
+// complete clusters (controllers, scheduler and a node running the busybox image) whose Jobs,
+// Deployments and DaemonSets really run pods.
+func MainWith(m *testing.M, n int, clusters *[]*Cluster, opts ...controlplane.Option) {
 	if os.Getenv(controlplane.SkipEnv) == "1" {
 		os.Exit(m.Run())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// A complete cluster builds its node's images on the first run on a machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	var started []*Cluster
 	for i := 0; i < n; i++ {
-		cp, err := controlplane.Start(ctx, controlplane.Options{ContextName: fmt.Sprintf("cluster-%d", i)})
+		o := controlplane.Options{ContextName: fmt.Sprintf("cluster-%d", i)}
+		for _, opt := range opts {
+			opt(&o)
+		}
+		cp, err := controlplane.Start(ctx, o)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "kubetest: starting control plane %d: %v\n", i, err)
 			for _, c := range started {
@@ -48,7 +64,11 @@ func Main(m *testing.M, n int, clusters *[]*Cluster) {
 			}
 			os.Exit(1)
 		}
-		started = append(started, &Cluster{CP: cp, Dynamic: dynamic.NewForConfigOrDie(cp.Config), Typed: kubernetes.NewForConfigOrDie(cp.Config)})
+		// A Ctrl-C would otherwise end the test binary with the node's pods, mounts and
+		// bridge left behind.
+		controlplane.StopOnSignal(cp)
+		started = append(started, &Cluster{CP: cp, Dynamic: dynamic.NewForConfigOrDie(cp.Config), Typed: kubernetes.NewForConfigOrDie(cp.Config),
+			Complete: o.Controllers || o.Node})
 	}
 	cancel()
 	*clusters = started
@@ -69,7 +89,8 @@ func Need(t testing.TB, clusters []*Cluster) {
 
 var nsCounter atomic.Int64
 
-// Namespace creates a fresh namespace for one test.
+// Namespace creates a fresh namespace for one test. On a complete cluster it also waits for the
+// namespace's default service account, without which no pod can be created there.
 func (c *Cluster) Namespace(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d-%s", nsCounter.Add(1), notInLabel.ReplaceAllString(strings.ToLower(t.Name()), "-"))
@@ -79,6 +100,12 @@ func (c *Cluster) Namespace(t testing.TB) string {
 	_, err := c.Typed.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("creating namespace %s: %v", name, err)
+	}
+	if c.Complete {
+		Poll(t, "the default service account of namespace "+name, func() (bool, error) {
+			_, err := c.Typed.CoreV1().ServiceAccounts(name).Get(context.Background(), "default", metav1.GetOptions{})
+			return err == nil, nil
+		})
 	}
 	return name
 }
