@@ -62,7 +62,3 @@ func stopAllRunning() {
 	}
 	wg.Wait()
 }
-
-// StopOnSignal stops cp when the process gets SIGINT or SIGTERM, as StartForTest does for the
-// control planes it starts; for those started with Start in a TestMain.
-func StopOnSignal(cp *ControlPlane) { track(cp) }

@@ -66,7 +66,7 @@ func MainWith(m *testing.M, n int, clusters *[]*Cluster, opts ...controlplane.Op
 		}
 		// A Ctrl-C would otherwise end the test binary with the node's pods, mounts and
 		// bridge left behind.
-		controlplane.StopOnSignal(cp)
+		controlplane.StopOnInterrupt(cp)
 		started = append(started, &Cluster{CP: cp, Dynamic: dynamic.NewForConfigOrDie(cp.Config), Typed: kubernetes.NewForConfigOrDie(cp.Config),
 			Complete: o.Controllers || o.Node})
 	}
