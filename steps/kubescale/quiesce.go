@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube"
@@ -45,6 +49,10 @@ type Quiesce struct {
 	Namespace       string   `yaml:"namespace" doc:"Namespace to quiesce."`
 	Namespaces      []string `yaml:"namespaces" doc:"Namespaces to quiesce (with or instead of namespace)."`
 	LabelSelector   string   `yaml:"labelSelector" doc:"Only workloads matching this label selector."`
+	// Wait exists because stopping a workload only asks: its pods run on, and write, until
+	// their controllers delete them and their grace period ends (MTC waits for them too).
+	Wait    bool            `yaml:"wait" doc:"Wait until the pods of the quiesced workloads (and of their Deployments' ReplicaSets) are gone or finished."`
+	Timeout engine.Duration `yaml:"timeout" doc:"How long wait waits for the pods (default 5m)."`
 }
 
 var (
@@ -161,6 +169,9 @@ func (q *Quiesce) Validate() error {
 			return fmt.Errorf("labelSelector: %v", err)
 		}
 	}
+	if q.Timeout < 0 {
+		return fmt.Errorf("timeout: must not be negative, got %s", time.Duration(q.Timeout))
+	}
 	return nil
 }
 
@@ -189,7 +200,9 @@ func (q *Quiesce) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	}
 	objects := []Quiesced{}
 	changed := 0
+	owners := map[types.UID]string{} // the workloads, whose pods wait waits for
 	err = q.each(ctx, c, func(w *workload, obj *unstructured.Unstructured) error {
+		owners[obj.GetUID()] = w.kind
 		rec, err := quiesceOne(ctx, rc, c, w, obj)
 		if err != nil {
 			return err
@@ -207,8 +220,74 @@ func (q *Quiesce) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	out := engine.Outputs{"objects": objects, "changed": changed, "count": len(objects)}
 	if rc.DryRun {
 		out["dryRun"] = true
+		return out, nil
+	}
+	if q.Wait {
+		timeout := time.Duration(q.Timeout)
+		if timeout == 0 {
+			timeout = defaultWaitTimeout
+		}
+		if err := q.waitForPods(ctx, rc, c, owners, timeout); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
+}
+
+// waitForPods waits until no pod of the namespaces that a quiesced workload controls, directly
+// or through a ReplicaSet of a quiesced Deployment, is running or terminating. Pods that have
+// finished (Succeeded, Failed) no longer run and do not count.
+func (q *Quiesce) waitForPods(ctx context.Context, rc *engine.RunContext, c *kube.Client, owners map[types.UID]string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	rsMapping, err := c.Mapping("apps/v1", "ReplicaSet")
+	if err != nil {
+		return err
+	}
+	for i, ns := range q.namespaces() {
+		// The Deployments' ReplicaSets are not quiesced themselves (their Deployment decides),
+		// but their pods are the Deployments' pods.
+		err := listPages(ctx, c.Resource(rsMapping, ns), metav1.ListOptions{}, func(rs *unstructured.Unstructured) error {
+			if ref := metav1.GetControllerOf(rs); ref != nil && owners[ref.UID] == "Deployment" {
+				owners[rs.GetUID()] = "ReplicaSet"
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list ReplicaSet in namespace %s: %w", ns, kube.Classify(err))
+		}
+		for {
+			var left []string
+			err := listPages(ctx, c.Dynamic.Resource(podsGVR).Namespace(ns), metav1.ListOptions{}, func(pod *unstructured.Unstructured) error {
+				ref := metav1.GetControllerOf(pod)
+				if ref == nil || owners[ref.UID] == "" {
+					return nil
+				}
+				switch phase, _, _ := unstructured.NestedString(pod.Object, "status", "phase"); phase {
+				case "Succeeded", "Failed":
+					return nil
+				}
+				left = append(left, pod.GetName())
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("list the pods of namespace %s: %w", ns, kube.Classify(err))
+			}
+			if len(left) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				sort.Strings(left)
+				return fmt.Errorf("namespace %s: quiesced, but %d pod(s) of its workloads still run after %s: %s", ns, len(left), timeout, strings.Join(left, ", "))
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(waitInterval):
+			}
+		}
+		rc.Progress(engine.Progress{Done: int64(i + 1), Total: int64(len(q.namespaces())), Unit: "namespaces without running pods"})
+	}
+	return nil
 }
 
 // each calls fn for every workload of the step's namespaces, kind by kind.

@@ -7,13 +7,16 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube/kubetest"
@@ -221,4 +224,82 @@ func TestQuiesceErrors(t *testing.T) {
 			Want: `plan.yaml:7:5: with: labelSelector: `},
 	})
 	wantReplicas(t, deployments, ns, "web", 1, "-")
+}
+
+// TestQuiesceWaitsForPods: with wait, the step returns only once the pods its workloads control
+// are gone: a pod of a Deployment's ReplicaSet held terminating by a finalizer (this API server
+// runs no controllers; the test lets the pod go, as its kubelet would after the grace period).
+// Pods of workloads it did not quiesce, pods without a controller and finished pods do not
+// count. A pod that never goes fails the step at its timeout, naming it.
+func TestQuiesceWaitsForPods(t *testing.T) {
+	kubetest.Need(t, clusters)
+	ns := clusters[0].Namespace(t)
+	ctx := context.Background()
+	cs := clusters[0].Typed
+	d := deployment(t, ns, "web", 1, map[string]string{"quiesce": "yes"})
+	rs, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-1",
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))}},
+		Spec: appsv1.ReplicaSetSpec{Replicas: ptr(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Template: podTemplate("web")}},
+		metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := deployment(t, ns, "other", 1, nil) // outside the label selector: not quiesced
+	pods := cs.CoreV1().Pods(ns)
+	pod := func(name string, owner metav1.Object, kind string, hold bool) {
+		t.Helper()
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: podTemplate(name).Spec}
+		if owner != nil {
+			p.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(owner, appsv1.SchemeGroupVersion.WithKind(kind))}
+		}
+		if hold {
+			p.Finalizers = []string{"planrun.dev/test-hold"}
+		}
+		if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := func(name string) error {
+		_, err := pods.Patch(ctx, name, types.JSONPatchType, []byte(`[{"op": "remove", "path": "/metadata/finalizers"}]`), metav1.PatchOptions{})
+		return err
+	}
+	pod("web-1-a", rs, "ReplicaSet", true)
+	if err := pods.Delete(ctx, "web-1-a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod("other-a", other, "Deployment", false)
+	pod("bare", nil, "", false)
+	pod("web-1-done", rs, "ReplicaSet", false)
+	done, err := pods.Get(ctx, "web-1-done", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done.Status.Phase = corev1.PodSucceeded
+	if _, err := pods.UpdateStatus(ctx, done, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	released := make(chan error, 1)
+	go func() {
+		// Long enough for a step that does not wait to have returned already.
+		time.Sleep(time.Second)
+		released <- release("web-1-a")
+	}()
+	plan := "steps:\n  - {id: s, type: kube.quiesce, with: {namespace: " + ns + ", labelSelector: quiesce=yes, wait: true}}\n"
+	run := kubetest.Apply(t, main(), plan, kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	if _, err := pods.Get(ctx, "web-1-a", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the step returned with the Deployment's pod still there (%v)", err)
+	}
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+
+	pod("web-1-b", rs, "ReplicaSet", true)
+	defer release("web-1-b")
+	plan = "steps:\n  - {id: s, type: kube.quiesce, with: {namespace: " + ns + ", labelSelector: quiesce=yes, wait: true, timeout: 1s}}\n"
+	run = kubetest.Apply(t, main(), plan, kubetest.Options{})
+	kubetest.WantRunError(t, run, `step "s" failed: namespace `+ns+`: quiesced, but 1 pod(s) of its workloads still run after 1s: web-1-b`)
 }
