@@ -3,6 +3,7 @@ package plans_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,9 +18,12 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -35,9 +39,9 @@ const (
 	camHookNS     = "migration-hooks"
 	camHookSA     = "hook-runner"
 	camNFSServer  = "nfs.example.com"
-	camRefusedCM  = "legacy-settings" // in camNamespaces[1]; the target refuses it in TestCAMRollsBack
-	camOtherNS    = "other"           // not migrated
-	camHookImage  = "registry.example.com/migration/hook-runner:1.2"
+	camRefusedCM  = "legacy-settings"         // in camNamespaces[1]; the target refuses it in TestCAMRollsBack
+	camOtherNS    = "other"                   // not migrated
+	camHookImage  = controlplane.BusyboxImage // on the nodes already: hooks run without a pull
 	camMappedShop = "shop-migrated"
 	// camPendingClaim is a claim in camNamespaces[1] pre-bound (spec.volumeName) to a volume that
 	// does not exist yet, so Pending: not a bound PV for the PV limit nor for Retain.
@@ -48,6 +52,9 @@ const (
 	// namespace 3 Deployments, a StatefulSet and a CronJob (the Deployments' ReplicaSets are
 	// left to them), and the Job, DaemonSet and bare ReplicaSet of camNamespaces[2].
 	camWorkloads = 5*3 + 3
+	// camGrace is the grace period of the seeded pods: sleep as PID 1 ignores SIGTERM, so a
+	// deleted pod runs on this long, as an application finishing its requests would.
+	camGrace = 3
 )
 
 // camHook is one of the plan's hooks: the param that sets it, its step, the hook phase and the
@@ -70,6 +77,14 @@ var (
 	camNotRestored = map[string]bool{"/pods": true, "/endpoints": true, "discovery.k8s.io/endpointslices": true, "apps/controllerrevisions": true}
 )
 
+// camClusterMade is whether the object of snapshot key k is one a cluster's controllers make on
+// their own: of camNotRestored, or the "default" ServiceAccount and the kube-root-ca.crt
+// ConfigMap every namespace gets.
+func camClusterMade(k string) bool {
+	gr, name := camKeyResource(k), k[strings.LastIndex(k, "/")+1:]
+	return camNotRestored[gr] || gr == "/serviceaccounts" && name == "default" || gr == "/configmaps" && name == "kube-root-ca.crt"
+}
+
 // camHookSteps are the "cluster:step" of hooks (of camHooks), in order.
 func camHookSteps(hooks []camHook) []string {
 	var out []string
@@ -88,18 +103,22 @@ func camSeenSteps(jobs []camJob) []string {
 	return out
 }
 
-// camEnv is a source and a target cluster (each a kube-apiserver with its own etcd), the source
-// seeded with namespaces to migrate, and a stand-in for the job controller on both.
+// camEnv is a source and a target cluster, each complete (controllers, scheduler, a node), the
+// source seeded with namespaces to migrate whose workloads run.
 type camEnv struct {
 	dir      string
 	src, dst *controlplane.ControlPlane
 	scs, dcs kubernetes.Interface
-	jobs     *camJobRunner
+	hooks    *camHookRecorder
+	// pods is how many pods the seeded workloads run in each migrated namespace (source name).
+	pods map[string]int
+	// watch, when set, sees every event of the runs (with -o json), after the hook recorder.
+	watch func(engine.Event)
 }
 
 func startCAM(t *testing.T) *camEnv {
 	t.Helper()
-	cps := controlplane.StartManyForTest(t, 2)
+	cps := controlplane.StartManyForTest(t, 2, controlplane.WithNode())
 	e := &camEnv{dir: t.TempDir(), src: cps[0], dst: cps[1]}
 	kc, err := os.ReadFile(e.dst.Kubeconfig)
 	if err != nil {
@@ -119,7 +138,8 @@ func startCAM(t *testing.T) *camEnv {
 		}
 	}
 	camSeed(t, e.scs)
-	e.jobs = startCAMJobRunner(t, map[string]kubernetes.Interface{"source": e.scs, "target": e.dcs})
+	e.pods = camSettle(t, e.scs)
+	e.hooks = &camHookRecorder{clusters: map[string]kubernetes.Interface{"source": e.scs, "target": e.dcs}}
 	return e
 }
 
@@ -131,8 +151,8 @@ func camClient(cp *controlplane.ControlPlane) kubernetes.Interface {
 }
 
 // camSeed fills the source: per namespace a ServiceAccount, 50 ConfigMaps, 8 Secrets, a Role and
-// its RoleBinding, a Service, 3 Deployments with status, each owning 2 ReplicaSets, a StatefulSet
-// with status and its 2 claims, a third claim, the 3 claims bound to NFS PersistentVolumes, and
+// its RoleBinding, a Service, 3 Deployments rolled out twice (so each owns 2 ReplicaSets), a
+// StatefulSet and its 2 claims, a third claim, the 3 claims bound to NFS PersistentVolumes, and
 // a CronJob; in camNamespaces[1] also a Pending claim pre-bound to a volume that does not exist
 // (camPendingClaim); in camNamespaces[2] also a Job, a DaemonSet and a ReplicaSet without owner
 // (camSeedWorkloads); and a namespace that is not migrated, with a claim and its volume.
@@ -158,6 +178,7 @@ func camSeed(t *testing.T, cs kubernetes.Interface) {
 		}
 	}
 	pvIndex := 0
+	var statefulSets []string
 	for _, ns := range append(slices.Clone(camNamespaces), camOtherNS) {
 		claims := []string{"uploads"}
 		if ns != camOtherNS {
@@ -222,17 +243,22 @@ func camSeed(t *testing.T, cs kubernetes.Interface) {
 		})
 		for d := range 3 {
 			do(func() error {
-				return seedDeployment(ctx, cs, ns, fmt.Sprintf("app-%d", d), int32(d+1), camPodSpec(fmt.Sprintf("app-%d", d)))
+				return camSeedDeployment(ctx, cs, ns, fmt.Sprintf("app-%d", d), camDeploymentReplicas(d))
 			})
 		}
-		do(func() error { return camSeedStatefulSet(ctx, cs, ns) })
+		// After its claims (below): the StatefulSet controller would create them first.
+		statefulSets = append(statefulSets, ns)
 		do(func() error {
 			_, err := cs.BatchV1().CronJobs(ns).Create(ctx, &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "report"},
 				Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{
-					Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "report", Image: "registry.example.com/report:3"}}}}}}}},
+					Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{camContainer("report")}}}}}}},
 				metav1.CreateOptions{})
 			return err
 		})
+	}
+	wg.Wait()
+	for _, ns := range statefulSets {
+		do(func() error { return camSeedStatefulSet(ctx, cs, ns) })
 	}
 	wg.Wait()
 	if len(errs) > 0 {
@@ -240,25 +266,20 @@ func camSeed(t *testing.T, cs kubernetes.Interface) {
 	}
 }
 
-// camSeedVolume creates an NFS PersistentVolume and the claim bound to it, as the PV controller
-// leaves them: claimRef with the claim's uid, both Bound, the bind annotations on the claim.
+// camSeedVolume creates a claim and an NFS PersistentVolume for it (claimRef with the claim's
+// uid); the PV controller binds them (both Bound, the bind annotation on the claim).
 func camSeedVolume(ctx context.Context, cs kubernetes.Interface, ns, claim string, policy corev1.PersistentVolumeReclaimPolicy) error {
 	pvName := "pv-" + ns + "-" + claim
 	size := resource.MustParse("5Gi")
 	pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: claim, Labels: map[string]string{"app": "db"},
-			Annotations: map[string]string{"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes"}},
+		ObjectMeta: metav1.ObjectMeta{Name: claim, Labels: map[string]string{"app": "db"}},
 		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, VolumeName: pvName,
 			StorageClassName: new(""), Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return err
 	}
-	pvc.Status = corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimBound, AccessModes: pvc.Spec.AccessModes, Capacity: corev1.ResourceList{corev1.ResourceStorage: size}}
-	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
-		return err
-	}
-	pv, err := cs.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
+	_, err = cs.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: pvName, Labels: map[string]string{"storage": "nfs"}},
 		Spec: corev1.PersistentVolumeSpec{
 			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: size},
@@ -268,196 +289,358 @@ func camSeedVolume(ctx context.Context, cs kubernetes.Interface, ns, claim strin
 			ClaimRef:                      &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: ns, Name: claim, UID: pvc.UID, ResourceVersion: pvc.ResourceVersion},
 		},
 	}, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	pv.Status = corev1.PersistentVolumeStatus{Phase: corev1.VolumeBound}
-	_, err = cs.CoreV1().PersistentVolumes().UpdateStatus(ctx, pv, metav1.UpdateOptions{})
 	return err
 }
 
 // camSeedPendingClaim creates camPendingClaim, pre-bound by spec.volumeName to a volume that
 // is not there (yet): the claim stays Pending, and its volume is no bound PV.
 func camSeedPendingClaim(ctx context.Context, cs kubernetes.Interface, ns string) error {
-	pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
+	_, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: camPendingClaim, Labels: map[string]string{"app": "batch"}},
 		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, VolumeName: "pv-" + ns + "-" + camPendingClaim + "-reserved",
 			StorageClassName: new(""), Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
 	}, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	pvc.Status = corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimPending}
-	_, err = cs.CoreV1().PersistentVolumeClaims(ns).UpdateStatus(ctx, pvc, metav1.UpdateOptions{})
 	return err
 }
 
-// camSeedWorkloads creates the workloads the other namespaces lack, as their controllers would
-// have left them (these API servers run none): a Job (parallelism 2), a DaemonSet with a
-// nodeSelector of its own and status, and a ReplicaSet without owner (3 replicas) with status.
+// camSeedWorkloads creates the workloads the other namespaces lack: a Job (parallelism 1 of 3
+// completions, its pod never done), a DaemonSet with a nodeSelector of its own (the node has
+// it), and a ReplicaSet without owner. (Few pods: each costs a sandbox on the test's node.)
 func camSeedWorkloads(ctx context.Context, cs kubernetes.Interface, ns string) error {
-	pod := func(name string) corev1.PodSpec {
-		return corev1.PodSpec{Containers: []corev1.Container{{Name: name, Image: "registry.example.com/" + name + ":1"}}}
-	}
-	jobSpec := pod("reindex")
+	jobSpec := camRunPodSpec("reindex")
 	jobSpec.RestartPolicy = corev1.RestartPolicyNever
 	if _, err := cs.BatchV1().Jobs(ns).Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "reindex", Labels: map[string]string{"app": "reindex"}},
-		Spec: batchv1.JobSpec{Parallelism: new(int32(2)), Completions: new(int32(6)), BackoffLimit: new(int32(3)),
+		Spec: batchv1.JobSpec{Parallelism: new(int32(1)), Completions: new(int32(3)), BackoffLimit: new(int32(3)),
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "reindex"}}, Spec: jobSpec}}},
 		metav1.CreateOptions{}); err != nil {
 		return err
 	}
 	dsLabels := map[string]string{"app": "log-agent"}
-	dsSpec := pod("log-agent")
+	dsSpec := camRunPodSpec("log-agent")
 	dsSpec.NodeSelector = map[string]string{"kubernetes.io/os": "linux"}
-	ds, err := cs.AppsV1().DaemonSets(ns).Create(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "log-agent", Labels: dsLabels},
+	if _, err := cs.AppsV1().DaemonSets(ns).Create(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "log-agent", Labels: dsLabels},
 		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: dsLabels}, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: dsLabels}, Spec: dsSpec}}},
-		metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	ds.Status = appsv1.DaemonSetStatus{ObservedGeneration: 1, CurrentNumberScheduled: 3, DesiredNumberScheduled: 3, NumberReady: 3, NumberAvailable: 3, UpdatedNumberScheduled: 3}
-	if _, err := cs.AppsV1().DaemonSets(ns).UpdateStatus(ctx, ds, metav1.UpdateOptions{}); err != nil {
+		metav1.CreateOptions{}); err != nil {
 		return err
 	}
 	rsLabels := map[string]string{"app": "legacy-worker"}
-	rs, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "legacy-worker", Labels: rsLabels},
-		Spec: appsv1.ReplicaSetSpec{Replicas: new(int32(3)), Selector: &metav1.LabelSelector{MatchLabels: rsLabels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: rsLabels}, Spec: pod("legacy-worker")}}},
+	_, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "legacy-worker", Labels: rsLabels},
+		Spec: appsv1.ReplicaSetSpec{Replicas: new(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: rsLabels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: rsLabels}, Spec: camRunPodSpec("legacy-worker")}}},
 		metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	rs.Status = appsv1.ReplicaSetStatus{Replicas: 3, ReadyReplicas: 3, AvailableReplicas: 3, FullyLabeledReplicas: 3, ObservedGeneration: 1}
-	_, err = cs.AppsV1().ReplicaSets(ns).UpdateStatus(ctx, rs, metav1.UpdateOptions{})
 	return err
 }
 
-// camPodSpec is the pod of the test's Deployments: a service account and the claim "uploads".
-func camPodSpec(name string) corev1.PodSpec {
-	return corev1.PodSpec{ServiceAccountName: "app", Containers: []corev1.Container{{Name: name,
-		VolumeMounts: []corev1.VolumeMount{{Name: "uploads", MountPath: "/uploads"}}}},
-		Volumes: []corev1.Volume{{Name: "uploads", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "uploads"}}}}}
+// camContainer is busybox sleeping, from the node's images.
+func camContainer(name string) corev1.Container {
+	return corev1.Container{Name: name, Image: controlplane.BusyboxImage, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}}
 }
 
-func camSeedStatefulSet(ctx context.Context, cs kubernetes.Interface, ns string) error {
-	n := int32(2)
-	labels := map[string]string{"app": "db"}
-	s, err := cs.AppsV1().StatefulSets(ns).Create(ctx, &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Labels: labels},
-		Spec: appsv1.StatefulSetSpec{Replicas: &n, ServiceName: "db", Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "db", Image: "registry.example.com/postgres:16",
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/postgresql"}}}}}},
-			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
-				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("5Gi")}}}}}},
+// camRunPodSpec is a pod of one camContainer with the grace period camGrace.
+func camRunPodSpec(name string) corev1.PodSpec {
+	return corev1.PodSpec{TerminationGracePeriodSeconds: new(int64(camGrace)), Containers: []corev1.Container{camContainer(name)}}
+}
+
+// camPodSpec is the pod of the test's Deployments: run by the service account "app", with the
+// claim "uploads" among its volumes but mounted by no container. The seed's volumes are on an
+// NFS server that does not exist; the kubelet leaves alone a volume no container mounts, while
+// the scheduler still wants the claim bound.
+func camPodSpec(name string) corev1.PodSpec {
+	spec := camRunPodSpec(name)
+	spec.ServiceAccountName = "app"
+	spec.Volumes = []corev1.Volume{{Name: "uploads", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "uploads"}}}}
+	return spec
+}
+
+// camDeploymentReplicas is the replicas of Deployment app-<d>.
+func camDeploymentReplicas(d int) int32 { return int32(d%2 + 1) }
+
+// camSeedDeployment creates a Deployment and rolls it out a second time once its controller
+// made the first ReplicaSet, so that it owns two: revision 1 at 0 replicas, revision 2 running
+// n pods. Revision 1 has 0 replicas from the start, so that its pods need not start and stop.
+func camSeedDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, n int32) error {
+	labels := map[string]string{"app": name}
+	spec := camPodSpec(name)
+	spec.Containers[0].Env = []corev1.EnvVar{{Name: "REVISION", Value: "1"}}
+	d, err := cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: new(int32(0)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return err
 	}
-	s.Status = appsv1.StatefulSetStatus{ObservedGeneration: 1, Replicas: n, ReadyReplicas: n, CurrentReplicas: n, UpdatedReplicas: n, AvailableReplicas: n, CurrentRevision: "db-1", UpdateRevision: "db-1"}
-	_, err = cs.AppsV1().StatefulSets(ns).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		l, err := cs.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+		if err != nil {
+			return false, err
+		}
+		for _, rs := range l.Items {
+			if ref := metav1.GetControllerOf(&rs); ref != nil && ref.UID == d.UID {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the first ReplicaSet of Deployment %s/%s: %w", ns, name, err)
+	}
+	_, err = cs.AppsV1().Deployments(ns).Patch(ctx, name, types.JSONPatchType,
+		fmt.Appendf(nil, `[{"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": "2"}, {"op": "replace", "path": "/spec/replicas", "value": %d}]`, n), metav1.PatchOptions{})
 	return err
 }
 
-// camJobRunner stands in for the job controller on both clusters: it marks every new Job of a
-// step (annotation planrun.dev/step; not the application's Jobs the seed and the restore
-// create) Complete, as the hook's pod would have made it, and records the order in which
-// they appeared.
-type camJobRunner struct {
-	mu   sync.Mutex
-	seen []camJob
-	fail map[string]bool // hook step ids whose Job fails
+// camSettle waits until the seeded workloads of cs run as seeded: every Deployment rolled out
+// (its second ReplicaSet has all the replicas, the first none), and in each migrated namespace
+// exactly the pods of its workloads, all Running and Ready, none terminating. It returns how many
+// that is per namespace.
+func camSettle(t *testing.T, cs kubernetes.Interface) map[string]int {
+	t.Helper()
+	want := map[string]int{}
+	for _, ns := range camNamespaces {
+		for d := range 3 {
+			want[ns] += int(camDeploymentReplicas(d))
+		}
+		want[ns]++ // the StatefulSet
+	}
+	want[camNamespaces[2]] += 1 + 1 + 1 // the Job's parallelism, the DaemonSet on the node, the ReplicaSet
+	for _, ns := range append(slices.Clone(camNamespaces), camOtherNS) {
+		poll(t, "the claims of "+ns+" bound by the PV controller", func() (bool, string, error) {
+			l, err := cs.CoreV1().PersistentVolumeClaims(ns).List(t.Context(), metav1.ListOptions{})
+			if err != nil {
+				return false, "", err
+			}
+			var unbound []string
+			for _, c := range l.Items {
+				if c.Name != camPendingClaim && (c.Status.Phase != corev1.ClaimBound || c.Annotations["pv.kubernetes.io/bind-completed"] == "") {
+					unbound = append(unbound, c.Name+" "+string(c.Status.Phase))
+				}
+			}
+			return len(l.Items) > 0 && len(unbound) == 0, fmt.Sprint(unbound), nil
+		})
+	}
+	for _, ns := range camNamespaces {
+		poll(t, "the Deployments of "+ns+" rolled out", func() (bool, string, error) {
+			l, err := cs.AppsV1().Deployments(ns).List(t.Context(), metav1.ListOptions{})
+			if err != nil {
+				return false, "", err
+			}
+			var pending []string
+			for _, d := range l.Items {
+				st := d.Status
+				if st.ObservedGeneration != d.Generation || st.Replicas != *d.Spec.Replicas || st.UpdatedReplicas != st.Replicas || st.AvailableReplicas != st.Replicas {
+					pending = append(pending, fmt.Sprintf("%s %+v", d.Name, st))
+				}
+			}
+			return len(l.Items) == 3 && len(pending) == 0, fmt.Sprint(pending), nil
+		})
+		waitPods(t, cs, ns, "", want[ns])
+	}
+	return want
 }
 
+// camSeedStatefulSet creates the StatefulSet db at 1 replica: its claim data-db-1 is left from
+// when it had 2.
+func camSeedStatefulSet(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	n := int32(1)
+	labels := map[string]string{"app": "db"}
+	_, err := cs.AppsV1().StatefulSets(ns).Create(ctx, &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Labels: labels},
+		Spec: appsv1.StatefulSetSpec{Replicas: &n, ServiceName: "db", Selector: &metav1.LabelSelector{MatchLabels: labels},
+			// The claims' volumes are on an NFS server that does not exist: no container mounts
+			// them (see camPodSpec).
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: camRunPodSpec("db")},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("5Gi")}}}}}},
+	}, metav1.CreateOptions{})
+	return err
+}
+
+// camHookRecorder records, as each hook step of a run succeeds, the Jobs of that step on each
+// cluster (a hook's Jobs are deleted when a run rolls back, so they are looked at while they
+// are there), with their pods and what the pods printed, read from the API.
+type camHookRecorder struct {
+	clusters map[string]kubernetes.Interface
+	mu       sync.Mutex
+	seen     []camJob
+	errs     []error
+}
+
+// camJob is a hook Job found on a cluster.
 type camJob struct {
 	Cluster, Step, Hook, Namespace, Name, Image, ServiceAccount string
 	BackoffLimit                                                int32 // -1: not set
 	Command, Args                                               []string
+	// Pods are the Job's pods as "name phase node"; Logs what each printed, by pod name.
+	Pods []string
+	Logs map[string]string
 }
 
-func startCAMJobRunner(t *testing.T, clusters map[string]kubernetes.Interface) *camJobRunner {
-	r := &camJobRunner{fail: map[string]bool{}}
-	ctx := t.Context()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		handled := map[string]bool{}
-		for ctx.Err() == nil {
-			for cluster, cs := range clusters {
-				l, err := cs.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
-				if err != nil {
-					continue
-				}
-				for _, j := range l.Items {
-					key := cluster + "/" + string(j.UID)
-					if handled[key] {
-						continue
-					}
-					handled[key] = true
-					step, ok := j.Annotations["planrun.dev/step"]
-					if !ok {
-						continue // an application's Job: no hook
-					}
-					rec := camJob{Cluster: cluster, Step: step, Hook: j.Labels["migration.planrun.dev/hook"], Namespace: j.Namespace, Name: j.Name,
-						ServiceAccount: j.Spec.Template.Spec.ServiceAccountName, BackoffLimit: -1}
-					if cs := j.Spec.Template.Spec.Containers; len(cs) > 0 {
-						rec.Image, rec.Command, rec.Args = cs[0].Image, cs[0].Command, cs[0].Args
-					}
-					if j.Spec.BackoffLimit != nil {
-						rec.BackoffLimit = *j.Spec.BackoffLimit
-					}
-					r.mu.Lock()
-					r.seen = append(r.seen, rec)
-					fail := r.fail[step]
-					r.mu.Unlock()
-					now := metav1.Now()
-					j.Status.StartTime = &now
-					if fail {
-						j.Status.Failed = 7
-						j.Status.Conditions = []batchv1.JobCondition{
-							{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, LastProbeTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
-							{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, LastProbeTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"}}
-					} else {
-						j.Status.Succeeded, j.Status.CompletionTime = 1, &now
-						j.Status.Conditions = []batchv1.JobCondition{
-							{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now, LastProbeTime: now, Reason: "CompletionsReached"},
-							{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now, LastProbeTime: now, Reason: "CompletionsReached"}}
-					}
-					if _, err := cs.BatchV1().Jobs(j.Namespace).UpdateStatus(ctx, &j, metav1.UpdateOptions{}); err != nil && ctx.Err() == nil {
-						t.Logf("job stand-in: %s %s/%s: %v", cluster, j.Namespace, j.Name, err)
-						handled[key] = false
-					}
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
-	t.Cleanup(func() { <-done })
-	return r
-}
-
-func (r *camJobRunner) Seen() []camJob {
+func (r *camHookRecorder) observe(ctx context.Context, ev engine.Event) {
+	if ev.Type != engine.EventStepSucceeded || !slices.ContainsFunc(camHooks, func(h camHook) bool { return h.Step == ev.StepID }) {
+		return
+	}
+	var found []camJob
+	var errs []error
+	for _, cluster := range []string{"source", "target"} {
+		jobs, err := r.jobs(ctx, cluster, ev.RunID, ev.StepID)
+		found = append(found, jobs...)
+		errs = append(errs, err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.seen = append(r.seen, found...)
+	if err := errors.Join(errs...); err != nil {
+		r.errs = append(r.errs, fmt.Errorf("after %s: %w", ev.StepID, err))
+	}
+}
+
+// jobs are the Jobs of run and step on cluster, with their pods and logs.
+func (r *camHookRecorder) jobs(ctx context.Context, cluster, run, step string) ([]camJob, error) {
+	cs := r.clusters[cluster]
+	l, err := cs.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var out []camJob
+	for _, j := range l.Items {
+		if j.Annotations["planrun.dev/step"] != step || j.Annotations["planrun.dev/run"] != run {
+			continue // an application's Job, or another step's or run's
+		}
+		rec := camJob{Cluster: cluster, Step: step, Hook: j.Labels["migration.planrun.dev/hook"], Namespace: j.Namespace, Name: j.Name,
+			ServiceAccount: j.Spec.Template.Spec.ServiceAccountName, BackoffLimit: -1, Logs: map[string]string{}}
+		if c := j.Spec.Template.Spec.Containers; len(c) > 0 {
+			rec.Image, rec.Command, rec.Args = c[0].Image, c[0].Command, c[0].Args
+		}
+		if j.Spec.BackoffLimit != nil {
+			rec.BackoffLimit = *j.Spec.BackoffLimit
+		}
+		pods, err := cs.CoreV1().Pods(j.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + j.Name})
+		if err != nil {
+			return out, err
+		}
+		for _, p := range pods.Items {
+			if ref := metav1.GetControllerOf(&p); ref == nil || ref.UID != j.UID {
+				continue
+			}
+			rec.Pods = append(rec.Pods, fmt.Sprintf("%s %s %s", p.Name, p.Status.Phase, p.Spec.NodeName))
+			b, err := cs.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+			if err != nil {
+				return out, fmt.Errorf("logs of %s pod %s/%s: %w", cluster, p.Namespace, p.Name, err)
+			}
+			rec.Logs[p.Name] = string(b)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// Seen is what was recorded, in order; the test fails if the recording met errors.
+func (r *camHookRecorder) Seen(t *testing.T) []camJob {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := errors.Join(r.errs...); err != nil {
+		t.Errorf("recording the hooks: %v", err)
+	}
 	return slices.Clone(r.seen)
 }
 
-// camHookArgs sets the four hooks, each a Job in camHookNS run by camHookSA that runs the
-// playbook of its own (camHookPlaybook).
+// hookJobs lists the Jobs of any hook step on both clusters, as "cluster ns/name".
+func (e *camEnv) hookJobs(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for name, cs := range map[string]kubernetes.Interface{"source": e.scs, "target": e.dcs} {
+		jobs, err := cs.BatchV1().Jobs("").List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, job := range jobs.Items {
+			if _, hook := job.Annotations["planrun.dev/step"]; hook || job.Namespace == camHookNS {
+				out = append(out, name+" "+job.Namespace+"/"+job.Name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// camRunningPods counts the pods of ns that run (neither Succeeded nor Failed), terminating ones
+// included, as "name phase" (or "name terminating").
+func camRunningPods(t *testing.T, cs kubernetes.Interface, ns string) []string {
+	t.Helper()
+	pods, err := cs.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range pods.Items {
+		switch {
+		case p.DeletionTimestamp != nil:
+			out = append(out, p.Name+" terminating")
+		case p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed:
+			out = append(out, p.Name+" "+string(p.Status.Phase))
+		}
+	}
+	return out
+}
+
+// assertSourceStopped checks that no pod runs in the migrated namespaces of the source: the
+// quiesce waited for them.
+func (e *camEnv) assertSourceStopped(t *testing.T) {
+	t.Helper()
+	for _, ns := range camNamespaces {
+		if pods := camRunningPods(t, e.scs, ns); len(pods) != 0 {
+			t.Errorf("source: pods of %s still run after the quiesce: %v", ns, pods)
+		}
+	}
+}
+
+// waitRunning waits until every migrated namespace on cs (named by mapNS) runs its workloads'
+// pods again: as many as on the source before, all Running and Ready.
+func (e *camEnv) waitRunning(t *testing.T, cs kubernetes.Interface, mapNS func(string) string) {
+	t.Helper()
+	for _, ns := range camNamespaces {
+		waitPods(t, cs, mapNS(ns), "", e.pods[ns])
+	}
+}
+
+// waitNamespacesGone waits until the namespaces are gone from the target: deleted, and emptied
+// and removed by its namespace controller.
+func (e *camEnv) waitNamespacesGone(t *testing.T, namespaces []string) {
+	t.Helper()
+	for _, ns := range namespaces {
+		poll(t, "target namespace "+ns+" gone", func() (bool, string, error) {
+			n, err := e.dcs.CoreV1().Namespaces().Get(t.Context(), ns, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return true, "", nil
+			}
+			if err != nil {
+				return false, "", err
+			}
+			return false, fmt.Sprintf("%s, %v", n.Status.Phase, n.Status.Conditions), nil
+		})
+	}
+}
+
+// camHookArgs sets the four hooks, each a Job in camHookNS run by camHookSA that prints a line
+// of its own (camHookMessage).
 func camHookArgs() []string {
 	var args []string
 	for _, h := range camHooks {
-		args = append(args, "--set", fmt.Sprintf("%s={image: %s, namespace: %s, serviceAccount: %s, command: [ansible-runner], args: [run, %s], timeout: 2m}",
-			h.Param, camHookImage, camHookNS, camHookSA, camHookPlaybook(h)))
+		args = append(args, "--set", camHookParam(h, `[echo]`, fmt.Sprintf(`["%s"]`, camHookMessage(h))))
 	}
 	return args
 }
 
-// camHookPlaybook is the playbook the hook h runs: <param>.yml.
-func camHookPlaybook(h camHook) string { return h.Param + ".yml" }
+// camHookParam is the param value of hook h running command with args (YAML lists).
+func camHookParam(h camHook, command, args string) string {
+	return fmt.Sprintf("%s={image: %s, namespace: %s, serviceAccount: %s, command: %s, args: %s, timeout: 2m}",
+		h.Param, camHookImage, camHookNS, camHookSA, command, args)
+}
+
+// camHookMessage is what the hook h prints: its phase and the playbook it stands for.
+func camHookMessage(h camHook) string { return h.Phase + " hook: run " + h.Param + ".yml" }
 
 func (e *camEnv) applyArgs(runID string, extra ...string) []string {
 	plan, _ := filepath.Abs(camPlan)
@@ -469,7 +652,13 @@ func (e *camEnv) applyArgs(runID string, extra ...string) []string {
 
 func (e *camEnv) run(t *testing.T, k *plantest.KillPoint, plain bool, args ...string) plantest.Result {
 	t.Helper()
-	return plantest.RunBinary(t, planrunBin, e.dir, plantest.RunOptions{Kill: k, Plain: plain}, args...)
+	ctx := t.Context()
+	return plantest.RunBinary(t, planrunBin, e.dir, plantest.RunOptions{Kill: k, Plain: plain, OnEvent: func(ev engine.Event) {
+		e.hooks.observe(ctx, ev)
+		if e.watch != nil {
+			e.watch(ev)
+		}
+	}}, args...)
 }
 
 func camMapNS(ns string) string {
@@ -580,6 +769,7 @@ func camNorm(gr string, obj map[string]any, mapNS func(string) string, pvAction,
 			delete(r.(map[string]any), "uid")
 		}
 	}
+	camStripControllers(o)
 	if mapNS == nil {
 		mapNS = func(s string) string { return s }
 	}
@@ -780,6 +970,12 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 		}
 	}
 	wantKeys := map[string]bool{}
+	// Every namespace's kube-root-ca.crt holds its cluster's CA, put there by the cluster's own
+	// publisher: the target's, not the source's, whatever the restore did to it.
+	targetCA, err := e.dcs.CoreV1().ConfigMaps(camHookNS).Get(t.Context(), "kube-root-ca.crt", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for k, o := range src {
 		if !camRestored(k, want) {
 			continue
@@ -790,6 +986,12 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 		got, ok := target[tk]
 		if !ok {
 			problem("target: %s missing (source %s)", tk, k)
+			continue
+		}
+		if gr == "/configmaps" && camStrAt(got, "metadata", "name") == "kube-root-ca.crt" {
+			if g, w := normalized(got["data"]), normalized(targetCA.Data); g != w {
+				problem("target: %s holds %s, want the target's CA %s", tk, g, w)
+			}
 			continue
 		}
 		w := normalized(camNorm(gr, o, camMapNS, want.pvAction, want.storageClass))
@@ -804,13 +1006,16 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 	// Nothing else on the target: neither what the plan leaves out nor anything of the
 	// namespace that is not migrated (its objects, its Namespace, its volume).
 	for tk := range target {
-		if !wantKeys[tk] {
+		if !wantKeys[tk] && !camClusterMade(tk) { // pods and the like: the target's controllers make them
 			problem("target: %s was not asked for", tk)
 		}
 	}
 	// Owner references point at the owners created on the target.
 	owners := 0
 	for tk, o := range target {
+		if camNotRestored[camKeyResource(tk)] {
+			continue // owned by what the target's controllers run
+		}
 		refs, _ := camAt(o, "metadata", "ownerReferences").([]any)
 		for _, r := range refs {
 			ref, _ := r.(map[string]any)
@@ -860,8 +1065,9 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 				if got, ok := target[camTargetKey(k)]; ok {
 					gs := camMapAt(got, "spec")
 					if camStrAt(gs, "nfs", "server") != camNFSServer || camAt(gs, "nfs", "path") != camAt(spec, "nfs", "path") || gs["persistentVolumeReclaimPolicy"] != "Retain" ||
-						camStrAt(gs, "claimRef", "namespace") != camMapNS(refNS) || camStrAt(gs, "claimRef", "name") != refName || camAt(gs, "claimRef", "uid") != nil {
-						problem("target: %s: nfs %v, reclaim %v, claimRef %v; want the source's nfs %v, Retain, claimRef to %s/%s without uid",
+						camStrAt(gs, "claimRef", "namespace") != camMapNS(refNS) || camStrAt(gs, "claimRef", "name") != refName ||
+						camAt(gs, "claimRef", "uid") != camAt(target["/persistentvolumeclaims "+camMapNS(refNS)+"/"+refName], "metadata", "uid") {
+						problem("target: %s: nfs %v, reclaim %v, claimRef %v; want the source's nfs %v, Retain, claimRef to %s/%s, bound by the target to that claim's uid",
 							camTargetKey(k), gs["nfs"], gs["persistentVolumeReclaimPolicy"], gs["claimRef"], spec["nfs"], camMapNS(refNS), refName)
 					}
 				}
@@ -887,6 +1093,9 @@ func camAssertMigrated(t *testing.T, e *camEnv, before map[string]map[string]any
 	quiesced := map[string]int{}
 	for k, o := range src {
 		gr := camKeyResource(k)
+		if camNotRestored[gr] {
+			continue // pods and the like come and go with the workloads; the tests look at pods
+		}
 		cur, ok := source[k]
 		if !ok {
 			problem("source: %s is gone", k)
@@ -962,30 +1171,105 @@ func camStripServer(obj map[string]any) map[string]any {
 			delete(md, "annotations")
 		}
 	}
+	camStripControllers(o)
 	return o
 }
 
-// camAssertHooks checks that the hooks ran as Jobs in order (camHooks), each on the cluster the
-// seed says, labelled with its phase, with the image, namespace, service account, command and
-// backoffLimit asked for and the args of its own phase (run <its playbook>), around the right
-// steps.
-func camAssertHooks(t *testing.T, e *camEnv, r plantest.Result) {
+// camWorkloadKinds are the kinds whose status their controllers keep.
+var camWorkloadKinds = map[string]bool{"Deployment": true, "ReplicaSet": true, "StatefulSet": true, "DaemonSet": true, "Job": true, "CronJob": true}
+
+// camStripControllers removes from o (in place) what the clusters' controllers change on their
+// own: a workload's status (counts of its pods, conditions with their times); on a ReplicaSet
+// that a Deployment controls, the replicas and the annotations the Deployment sets on it (its
+// Deployment scales it, as when quiesced, and copies its own annotations to it, the quiesce's
+// planrun.dev/previous-replicas too, which the Deployment controller never removes again); a
+// claim's Unused condition (whether a pod uses it).
+func camStripControllers(o map[string]any) {
+	kind, _ := o["kind"].(string)
+	if kind == "PersistentVolumeClaim" {
+		if conds, ok := camAt(o, "status", "conditions").([]any); ok {
+			conds = slices.DeleteFunc(slices.Clone(conds), func(c any) bool {
+				m, _ := c.(map[string]any)
+				return m["type"] == "Unused"
+			})
+			camSet(o, conds, "status", "conditions")
+			if len(conds) == 0 {
+				delete(camMapAt(o, "status"), "conditions")
+			}
+		}
+		return
+	}
+	if !camWorkloadKinds[kind] {
+		return
+	}
+	delete(o, "status")
+	md := o["metadata"].(map[string]any)
+	if refs, _ := md["ownerReferences"].([]any); kind == "ReplicaSet" && slices.ContainsFunc(refs, func(r any) bool {
+		ref, _ := r.(map[string]any)
+		return ref["controller"] == true
+	}) {
+		delete(camMapAt(o, "spec"), "replicas")
+		if ann, _ := md["annotations"].(map[string]any); ann != nil {
+			delete(ann, "deployment.kubernetes.io/desired-replicas")
+			delete(ann, "deployment.kubernetes.io/max-replicas")
+			delete(ann, "planrun.dev/previous-replicas")
+			if len(ann) == 0 {
+				delete(md, "annotations")
+			}
+		}
+	}
+}
+
+// camAssertHookJobs checks that hooks ran, in order, as the Jobs seen: each on the cluster the
+// seed says and not on the other, labelled with its phase, with the image, namespace, service
+// account, command and backoffLimit asked for and the args of its own hook; each ran one pod, on
+// that cluster's node, that Succeeded and printed the hook's line, in the logs read from the
+// API and in the log planrun kept in the run's folder (j's outputs of the hook step).
+func camAssertHookJobs(t *testing.T, e *camEnv, jobs []camJob, hooks []camHook, j *engine.Journal) {
 	t.Helper()
-	jobs := e.jobs.Seen()
-	if got, want := camSeenSteps(jobs), camHookSteps(camHooks); !slices.Equal(got, want) {
+	if got, want := camSeenSteps(jobs), camHookSteps(hooks); !slices.Equal(got, want) {
 		t.Errorf("hook Jobs seen %v, want %v", got, want)
 	}
-	for i, j := range jobs[:min(len(jobs), len(camHooks))] {
-		h := camHooks[i]
-		if j.Hook != h.Phase {
-			t.Errorf("hook Job of %s: label migration.planrun.dev/hook=%q, want %s", j.Step, j.Hook, h.Phase)
+	for i, job := range jobs[:min(len(jobs), len(hooks))] {
+		h := hooks[i]
+		if job.Hook != h.Phase {
+			t.Errorf("hook Job of %s: label migration.planrun.dev/hook=%q, want %s", job.Step, job.Hook, h.Phase)
 		}
-		if wantArgs := []string{"run", camHookPlaybook(h)}; j.Namespace != camHookNS || j.Image != camHookImage || j.ServiceAccount != camHookSA || j.BackoffLimit != 6 ||
-			!slices.Equal(j.Command, []string{"ansible-runner"}) || !slices.Equal(j.Args, wantArgs) {
-			t.Errorf("hook Job of %s: %+v; want namespace %s, image %s, service account %s, backoffLimit 6, command [ansible-runner], args %v",
-				h.Step, j, camHookNS, camHookImage, camHookSA, wantArgs)
+		msg := camHookMessage(h)
+		if job.Namespace != camHookNS || job.Image != camHookImage || job.ServiceAccount != camHookSA || job.BackoffLimit != 6 ||
+			!slices.Equal(job.Command, []string{"echo"}) || !slices.Equal(job.Args, []string{msg}) {
+			t.Errorf("hook Job of %s: %+v; want namespace %s, image %s, service account %s, backoffLimit 6, command [echo], args [%s]",
+				h.Step, job, camHookNS, camHookImage, camHookSA, msg)
+		}
+		if len(job.Pods) != 1 || !strings.HasSuffix(job.Pods[0], " Succeeded localhost") {
+			t.Errorf("hook Job of %s on the %s: pods %v, want one Succeeded on its node", h.Step, job.Cluster, job.Pods)
+			continue
+		}
+		pod, _, _ := strings.Cut(job.Pods[0], " ")
+		if got := job.Logs[pod]; got != msg+"\n" {
+			t.Errorf("hook %s: pod %s printed %q, want %q", h.Step, pod, got, msg+"\n")
+		}
+		out := camStep(t, j, h.Step).Outputs
+		logs, _ := out["logs"].([]any)
+		dir, _ := out["logDir"].(string)
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(e.dir, dir) // planrun ran there
+		}
+		if len(logs) != 1 || fmt.Sprint(logs[0]) != pod+".log" {
+			t.Errorf("hook %s: logs kept %v, want %s.log", h.Step, logs, pod)
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, pod+".log")); err != nil || string(b) != msg+"\n" {
+			t.Errorf("hook %s: the log planrun kept: %q (%v), want %q", h.Step, b, err, msg+"\n")
 		}
 	}
+}
+
+// camAssertHooks checks that the four hooks ran (camAssertHookJobs) around the right steps of
+// the run r.
+func camAssertHooks(t *testing.T, e *camEnv, r plantest.Result) {
+	t.Helper()
+	camAssertHookJobs(t, e, e.hooks.Seen(t), camHooks, loadJournal(t, e.dir, r.Events[0].RunID))
 	// Around the right steps: the order in which steps finished.
 	var order []string
 	for _, ev := range r.Events {
@@ -1010,10 +1294,36 @@ func TestCAMFinalMigrateMove(t *testing.T) {
 	e := startCAM(t)
 	before := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
 	t.Logf("source: %d objects (%d to migrate)", len(before), len(camSourceObjects(before)))
+	// Right after the quiesce, before anything reaches the target, no pod of the application
+	// runs on the source any more.
+	var afterQuiesce []string
+	e.watch = func(ev engine.Event) {
+		if ev.Type == engine.EventStepStarted && ev.StepID == "retain-source-volumes" {
+			for _, ns := range camNamespaces {
+				pods, err := e.scs.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+				if err != nil {
+					afterQuiesce = append(afterQuiesce, err.Error())
+				}
+				for _, p := range pods.Items {
+					if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+						afterQuiesce = append(afterQuiesce, ns+"/"+p.Name)
+					}
+				}
+			}
+			afterQuiesce = append(afterQuiesce, "listed")
+		}
+	}
 	r := e.run(t, nil, false, e.applyArgs("final", append([]string{"--set", "pvAction=move"}, camHookArgs()...)...)...)
 	if r.Code != 0 {
 		t.Fatalf("apply exited %d\n%s", r.Code, r)
 	}
+	if !slices.Equal(afterQuiesce, []string{"listed"}) {
+		t.Errorf("source pods when the quiesce had finished: %v; want none", afterQuiesce)
+	}
+	// The application runs on the target: its controllers made the pods again, on the claims
+	// of the moved volumes (bound by then); on the source it stays stopped.
+	e.waitRunning(t, e.dcs, camMapNS)
+	e.assertSourceStopped(t)
 	camAssertMigrated(t, e, before, camExpect{pvAction: "move"})
 	camAssertHooks(t, e, r)
 	j := loadJournal(t, e.dir, "final")
@@ -1057,9 +1367,15 @@ func TestCAMStageThenFinalCopy(t *testing.T) {
 				t.Errorf("%s: step %s %s, want Skipped", id, s, st)
 			}
 		}
+		// A stage does not stop the application.
+		for _, ns := range camNamespaces {
+			if pods := camRunningPods(t, e.scs, ns); len(pods) != e.pods[ns] || slices.ContainsFunc(pods, func(p string) bool { return !strings.HasSuffix(p, " Running") }) {
+				t.Errorf("%s: source pods of %s: %v; want its %d pods Running", id, ns, pods, e.pods[ns])
+			}
+		}
 	}
-	if jobs := e.jobs.Seen(); len(jobs) != 0 {
-		t.Errorf("hooks left empty ran: %v", jobs)
+	if jobs, left := e.hooks.Seen(t), e.hookJobs(t); len(jobs) != 0 || len(left) != 0 {
+		t.Errorf("hooks left empty ran: %v, Jobs %v", jobs, left)
 	}
 	// The application changes between the stages and the final migrate.
 	cm, err := e.scs.CoreV1().ConfigMaps("search").Get(t.Context(), "config-07", metav1.GetOptions{})
@@ -1070,12 +1386,8 @@ func TestCAMStageThenFinalCopy(t *testing.T) {
 	if _, err := e.scs.CoreV1().ConfigMaps("search").Update(t.Context(), cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pvc, err := e.scs.CoreV1().PersistentVolumeClaims("shop").Get(t.Context(), "uploads", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pvc.Labels["tier"] = "gold"
-	if _, err := e.scs.CoreV1().PersistentVolumeClaims("shop").Update(t.Context(), pvc, metav1.UpdateOptions{}); err != nil {
+	// A patch: the claim's controllers write its status meanwhile, so an update could conflict.
+	if _, err := e.scs.CoreV1().PersistentVolumeClaims("shop").Patch(t.Context(), "uploads", types.MergePatchType, []byte(`{"metadata":{"labels":{"tier":"gold"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	before = camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
@@ -1084,6 +1396,7 @@ func TestCAMStageThenFinalCopy(t *testing.T) {
 		t.Fatalf("final exited %d\n%s", r.Code, r)
 	}
 	camAssertMigrated(t, e, before, camExpect{pvAction: "copy", storageClass: "fast-ceph"})
+	e.assertSourceStopped(t)
 	// The claims the stages created are kept: the unchanged ones as they are, the changed one
 	// updated.
 	out := camStep(t, loadJournal(t, e.dir, "final"), "restore").Outputs
@@ -1151,9 +1464,13 @@ func TestCAMKilledAndResumed(t *testing.T) {
 		t.Errorf("resumed restore outputs alreadyRestored %d, restored %d, failed %v; want both parts of the restore, none failed", already, restored, out["failed"])
 	}
 	t.Logf("resumed restore: %d already restored by the killed attempt, %d restored", already, restored)
+	e.waitRunning(t, e.dcs, camMapNS)
+	e.assertSourceStopped(t)
 	camAssertMigrated(t, e, before, want)
-	if got, want := camSeenSteps(e.jobs.Seen()), camHookSteps(camHooks); !slices.Equal(got, want) {
-		t.Errorf("hook Jobs %v, want each once: %v", got, want)
+	// Each hook ran once, over the killed run and the resumed one: one Job each, still there.
+	camAssertHookJobs(t, e, e.hooks.Seen(t), camHooks, j)
+	if jobs := e.hookJobs(t); len(jobs) != len(camHooks) {
+		t.Errorf("hook Jobs on the clusters: %v, want one per hook", jobs)
 	}
 }
 
@@ -1221,14 +1538,20 @@ func TestCAMRollsBack(t *testing.T) {
 		t.Errorf("quiesce stopped %v of %d workloads, want all %d: a Job, a DaemonSet, a ReplicaSet, %d CronJobs among them", stopped, len(objs), camWorkloads, len(camNamespaces))
 	}
 	// The source as it was: replicas, parallelism, node selectors, CronJobs, reclaim policies,
-	// everything (the server's bookkeeping aside); no hook Job left on either cluster.
+	// everything (the server's and the controllers' bookkeeping aside), its pods running again;
+	// no hook Job left on either cluster, nor their pods.
 	for _, k := range []string{"batch/jobs " + camNamespaces[2] + "/reindex", "apps/daemonsets " + camNamespaces[2] + "/log-agent", "apps/replicasets " + camNamespaces[2] + "/legacy-worker"} {
 		if before[k] == nil {
 			t.Errorf("source: no %s seeded", k)
 		}
 	}
+	same := func(ns string) string { return ns }
+	e.waitRunning(t, e.scs, same)
 	after := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
 	for k, o := range before {
+		if camNotRestored[camKeyResource(k)] {
+			continue // the pods and the like are new ones
+		}
 		a, ok := after[k]
 		if !ok {
 			t.Errorf("source: %s is gone", k)
@@ -1239,44 +1562,107 @@ func TestCAMRollsBack(t *testing.T) {
 		}
 	}
 	for k := range after {
-		if _, ok := before[k]; !ok {
+		if _, ok := before[k]; !ok && !camNotRestored[camKeyResource(k)] {
 			t.Errorf("source: %s was added", k)
 		}
 	}
-	for name, cs := range map[string]kubernetes.Interface{"source": e.scs, "target": e.dcs} {
-		jobs, err := cs.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, job := range jobs.Items {
-			if _, hook := job.Annotations["planrun.dev/step"]; hook || job.Namespace == camHookNS {
-				t.Errorf("%s: hook Job %s/%s left", name, job.Namespace, job.Name)
+	if left := e.hookJobs(t); len(left) != 0 {
+		t.Errorf("hook Jobs left: %v", left)
+	}
+	camAssertHookJobs(t, e, e.hooks.Seen(t), camHooks[:3], j)
+	for _, cs := range []kubernetes.Interface{e.scs, e.dcs} {
+		waitPods(t, cs, camHookNS, "migration.planrun.dev/hook", 0) // the collector deletes the deleted Jobs' pods
+	}
+	// The target: nothing the run created; the namespaces it created finish terminating.
+	mapped := []string{camMappedShop, "payments", "search"}
+	e.waitNamespacesGone(t, mapped)
+	poll(t, "the target without what the run created", func() (bool, string, error) {
+		var left []string
+		for k := range camSnapshot(t, e.dst, append(slices.Clone(mapped), camOtherNS)) {
+			if _, ok := targetBefore[k]; !ok {
+				left = append(left, k)
 			}
 		}
+		return len(left) == 0, fmt.Sprint(left), nil
+	})
+
+	// Rolled back after the restore: the application's pods ran on the target when the operator
+	// gave up during the PostRestore hook (deleting its Job). The namespaces the restore created
+	// are deleted with their running pods, and finish terminating; the source runs again.
+	if err := e.dcs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Delete(ctx, binding.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	if got, want := camSeenSteps(e.jobs.Seen()), camHookSteps(camHooks[:3]); !slices.Equal(got, want) {
-		t.Errorf("hook Jobs seen %v, want the three before the restore: %v", got, want)
+	poll(t, "the admission policy lifted", func() (bool, string, error) {
+		_, err := e.dcs.CoreV1().ConfigMaps(camHookNS).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: camRefusedCM}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil, fmt.Sprint(err), nil
+	})
+	hookArgs := camHookArgs()
+	if !strings.HasPrefix(hookArgs[len(hookArgs)-1], camHooks[3].Param+"=") {
+		t.Fatalf("the last hook param is not %s: %s", camHooks[3].Param, hookArgs[len(hookArgs)-1])
 	}
-	// The target: nothing the run created. Namespaces, claims and volumes it created are deleted
-	// but stay Terminating: these API servers have no namespace or volume-protection controller
-	// to finish deleting them.
-	terminating := 0
-	for k, o := range camSnapshot(t, e.dst, []string{camMappedShop, "payments", "search", camOtherNS}) {
-		if _, ok := targetBefore[k]; ok {
-			continue
+	hookArgs[len(hookArgs)-1] = strings.Replace(camHookParam(camHooks[3], `[sleep]`, `["3600"]`), "timeout: 2m", "timeout: 10m", 1)
+	var ranOnTarget []string
+	var abortErr error
+	e.watch = func(ev engine.Event) {
+		if ev.Type != engine.EventStepStarted || ev.StepID != camHooks[3].Step {
+			return
 		}
-		if camAt(o, "metadata", "deletionTimestamp") != nil {
-			terminating++
-			continue
-		}
-		t.Errorf("target: %s left by the run", k)
+		abortErr = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			ranOnTarget = nil
+			for _, ns := range mapped {
+				pods, ready, err := podsOf(ctx, e.dcs, ns, "")
+				if err != nil || ready == 0 {
+					return false, err
+				}
+				ranOnTarget = append(ranOnTarget, fmt.Sprintf("%s: %v", ns, pods))
+			}
+			jobs, err := e.dcs.BatchV1().Jobs(camHookNS).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, err
+			}
+			for _, job := range jobs.Items {
+				if job.Annotations["planrun.dev/run"] == "r2" && job.Annotations["planrun.dev/step"] == camHooks[3].Step {
+					return true, e.dcs.BatchV1().Jobs(camHookNS).Delete(ctx, job.Name, metav1.DeleteOptions{PropagationPolicy: new(metav1.DeletePropagationBackground)})
+				}
+			}
+			return false, nil
+		})
 	}
-	t.Logf("target: %d objects the run created are Terminating (finalizers of controllers these test clusters lack)", terminating)
+	r = e.run(t, nil, false, e.applyArgs("r2", append([]string{"--set", "pvAction=move"}, hookArgs...)...)...)
+	e.watch = nil
+	if abortErr != nil {
+		t.Fatalf("waiting for the application's pods on the target, then aborting the PostRestore hook: %v (pods %v)", abortErr, ranOnTarget)
+	}
+	t.Logf("running on the target when the hook was aborted: %v", ranOnTarget)
+	if r.Code != 1 {
+		t.Fatalf("second apply exited %d, want 1\n%s", r.Code, r)
+	}
+	j = loadJournal(t, e.dir, "r2")
+	if j.Status != engine.RunRolledBack {
+		t.Fatalf("second run %s, want RolledBack\n%s", j.Status, r)
+	}
+	if rec := camStep(t, j, camHooks[3].Step); rec.Status != engine.StepFailed || !strings.Contains(rec.Error, "was deleted while waiting for it") {
+		t.Errorf("%s %s: %s; want failed, its Job deleted", camHooks[3].Step, rec.Status, rec.Error)
+	}
+	if st := camStep(t, j, "restore").Status; st != engine.StepRolledBack {
+		t.Errorf("second run: restore %s, want RolledBack", st)
+	}
+	e.waitNamespacesGone(t, mapped)
+	e.waitRunning(t, e.scs, same)
 }
 
-// TestCAMDryRun changes nothing on either cluster and says what would happen.
-func TestCAMDryRun(t *testing.T) {
+// TestCAMDryRunThenLimits shares one pair of clusters: the dry run changes nothing, so the
+// limits find them as seeded.
+func TestCAMDryRunThenLimits(t *testing.T) {
 	e := startCAM(t)
+	if !t.Run("dry run", func(t *testing.T) { camDryRun(t, e) }) {
+		return
+	}
+	t.Run("limits", func(t *testing.T) { camLimits(t, e) })
+}
+
+// camDryRun changes nothing on either cluster and says what would happen.
+func camDryRun(t *testing.T, e *camEnv) {
 	namespaces := append(slices.Clone(camNamespaces), camOtherNS, camHookNS)
 	srcBefore := camSnapshot(t, e.src, namespaces)
 	dstBefore := camSnapshot(t, e.dst, append(namespaces, camMappedShop))
@@ -1367,13 +1753,13 @@ func TestCAMDryRun(t *testing.T) {
 			t.Errorf("%s: %d objects after the dry run, %d before", name, len(after), len(c.before))
 		}
 		for k, o := range c.before {
-			if normalized(o) != normalized(after[k]) {
+			if !camNotRestored[camKeyResource(k)] && normalized(o) != normalized(after[k]) { // the kubelets update their pods
 				t.Errorf("%s: the dry run changed %s", name, k)
 			}
 		}
 	}
-	if len(e.jobs.Seen()) != 0 {
-		t.Errorf("the dry run started Jobs: %v", e.jobs.Seen())
+	if jobs, left := e.hooks.Seen(t), e.hookJobs(t); len(jobs) != 0 || len(left) != 0 {
+		t.Errorf("the dry run started Jobs: %v, %v", jobs, left)
 	}
 	for _, p := range []string{filepath.Join(e.dir, "runs", "r"), filepath.Join(e.dir, "cam-backup")} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
@@ -1382,20 +1768,30 @@ func TestCAMDryRun(t *testing.T) {
 	}
 }
 
-// TestCAMLimits: one over the namespace limit the plan refuses before anything is touched; one
+// camLimits: one over the namespace limit the plan refuses before anything is touched; one
 // over the pod and PV limits it warns (a warning line in plain output, step.warning events and
 // outputs.warning with -o json) and goes on; exactly at the three limits it neither refuses nor
 // warns. Bound PVs are the Bound claims' (camBoundPVs): the Pending camPendingClaim, which names
 // a volume too, does not count.
-func TestCAMLimits(t *testing.T) {
-	e := startCAM(t)
+func camLimits(t *testing.T, e *camEnv) {
 	ctx := t.Context()
-	const pods = 5
-	for i := range pods {
-		if _, err := e.scs.CoreV1().Pods(camNamespaces[i%3]).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("worker-%d", i)},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "w", Image: "registry.example.com/worker:1"}}}}, metav1.CreateOptions{}); err != nil {
+	// The pods of the namespaces: those of their workloads, and 5 more without owner.
+	const workers = 5
+	pods := workers
+	for _, n := range e.pods {
+		pods += n
+	}
+	perNS := map[string]int{}
+	for i := range workers {
+		ns := camNamespaces[i%3]
+		perNS[ns]++
+		if _, err := e.scs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("worker-%d", i), Labels: map[string]string{"app": "worker"}},
+			Spec: camRunPodSpec("w")}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for ns, n := range perNS {
+		waitPods(t, e.scs, ns, "app=worker", n) // running, so that nothing changes while the runs compare
 	}
 	before := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
 
@@ -1418,7 +1814,7 @@ func TestCAMLimits(t *testing.T) {
 	}
 	after := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
 	for k, o := range before {
-		if normalized(o) != normalized(after[k]) {
+		if !camNotRestored[camKeyResource(k)] && normalized(o) != normalized(after[k]) { // the kubelets update their pods
 			t.Errorf("the refused run changed %s", k)
 		}
 	}

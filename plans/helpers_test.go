@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -136,4 +138,54 @@ func seedDeployment(ctx context.Context, cs kubernetes.Interface, ns, name strin
 		}
 	}
 	return nil
+}
+
+// poll waits up to two minutes for cond, failing the test with what it waited for and the last
+// state cond described. Controllers on a loaded 2-core machine may take a while to schedule,
+// start, stop or collect, never that long.
+func poll(t *testing.T, what string, cond func() (done bool, state string, err error)) {
+	t.Helper()
+	var state string
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		done, s, err := cond()
+		state = s
+		return done, err
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v (last: %s)", what, err, state)
+	}
+}
+
+// podsOf lists the pods of namespace ns matching selector, as "name phase" (terminating ones
+// "name terminating"), and counts those Running and Ready and not terminating.
+func podsOf(ctx context.Context, cs kubernetes.Interface, ns, selector string) (all []string, ready int, err error) {
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list pods %s in %s: %w", selector, ns, err)
+	}
+	for _, p := range pods.Items {
+		state := string(p.Status.Phase)
+		if p.DeletionTimestamp != nil {
+			state = "terminating"
+		}
+		all = append(all, p.Name+" "+state)
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+	}
+	return all, ready, nil
+}
+
+// waitPods waits until the pods of ns matching selector are exactly n, all Running and Ready
+// (n 0: until they are gone, terminating ones too).
+func waitPods(t *testing.T, cs kubernetes.Interface, ns, selector string, n int) {
+	t.Helper()
+	poll(t, fmt.Sprintf("%d Ready pods %s in %s", n, selector, ns), func() (bool, string, error) {
+		all, ready, err := podsOf(t.Context(), cs, ns, selector)
+		return len(all) == n && ready == n, fmt.Sprint(all), err
+	})
 }

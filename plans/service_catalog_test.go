@@ -62,7 +62,8 @@ func scGVR(resource string) schema.GroupVersionResource {
 
 var secretsGVR = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
 
-// scEnv is a control plane with the old Service Catalog stood in by CRDs, and seeded objects.
+// scEnv is a complete cluster (controllers: the garbage collector deletes what a deleted owner
+// leaves) with the old Service Catalog stood in by CRDs, and seeded objects.
 type scEnv struct {
 	cp       *controlplane.ControlPlane
 	dyn      dynamic.Interface
@@ -71,9 +72,14 @@ type scEnv struct {
 	migrator string
 }
 
-func startCatalog(t *testing.T, withAPIServer bool) *scEnv {
+// startCatalog starts the cluster (with controllers, or as opts say) and seeds it; withAPIServer
+// adds the old apiserver Deployment whose presence makes the plan migrate.
+func startCatalog(t *testing.T, withAPIServer bool, opts ...controlplane.Option) *scEnv {
 	t.Helper()
-	cp := controlplane.StartForTest(t)
+	if len(opts) == 0 {
+		opts = []controlplane.Option{controlplane.WithControllers()}
+	}
+	cp := controlplane.StartForTest(t, opts...)
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.QPS, cfg.Burst = -1, 0
 	e := &scEnv{cp: cp, dyn: dynamic.NewForConfigOrDie(cfg), cs: kubernetes.NewForConfigOrDie(cfg), dir: t.TempDir()}
@@ -99,7 +105,10 @@ func startCatalog(t *testing.T, withAPIServer bool) *scEnv {
 				Selector: &metav1.LabelSelector{MatchLabels: labels},
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "catalog", Image: "quay.io/kubernetes-service-catalog/service-catalog:v0.2.3"}}},
+					// On a node the pods run; sleep as PID 1 ignores SIGTERM, so a deleted pod
+					// runs on for its grace period, as a busy controller manager may.
+					Spec: corev1.PodSpec{TerminationGracePeriodSeconds: new(int64(3)), Containers: []corev1.Container{{
+						Name: "catalog", Image: controlplane.BusyboxImage, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}}}},
 				},
 			},
 		}, metav1.CreateOptions{})
@@ -488,14 +497,73 @@ func countByResource(snap map[string]*unstructured.Unstructured) map[string]int 
 	return out
 }
 
+// bindingSecrets counts the Secrets of the seeded bindings that exist.
+func (e *scEnv) bindingSecrets(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for _, ns := range teams {
+		l, err := e.cs.CoreV1().Secrets(ns).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range l.Items {
+			if strings.HasPrefix(s.Name, "binding-") && strings.HasSuffix(s.Name, "-creds") {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// waitGCCaughtUp makes sure the garbage collector has had its chance at the Secrets: a
+// ServiceBinding of the new CRDs and a Secret it owns, created after the run, are deleted, and
+// this waits until the collector has deleted that Secret. By then it watches the new CRDs,
+// knows the owner references the run wrote, and would have deleted a Secret whose owner is gone.
+func (e *scEnv) waitGCCaughtUp(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	ns := teams[0]
+	bindings := e.dyn.Resource(scGVR("servicebindings")).Namespace(ns)
+	owner, err := bindings.Create(ctx, &unstructured.Unstructured{Object: map[string]any{"apiVersion": scGroup + "/" + scVersion, "kind": "ServiceBinding",
+		"metadata": map[string]any{"name": "gc-probe"}, "spec": map[string]any{"instanceRef": map[string]any{"name": "instance-00"}, "secretName": "gc-probe-creds"}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gc-probe-creds", OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: scGroup + "/" + scVersion, Kind: "ServiceBinding", Name: owner.GetName(), UID: owner.GetUID(), Controller: new(true), BlockOwnerDeletion: new(true)}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bindings.Delete(ctx, owner.GetName(), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the garbage collector to delete the probe's Secret", func() (bool, string, error) {
+		_, err := e.cs.CoreV1().Secrets(ns).Get(ctx, "gc-probe-creds", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err), nil
+	})
+}
+
 // TestServiceCatalogMigrates applies the plan to the seeded catalog and checks the end state.
+// On a cluster with a node, so that the controller manager's pods really run: the plan must not
+// back up anything before they are gone.
 func TestServiceCatalogMigrates(t *testing.T) {
-	e := startCatalog(t, true)
+	e := startCatalog(t, true, controlplane.WithNode())
 	before := snapshot(t, e)
 	t.Logf("seeded %v", countByResource(before))
-	// Once frozen, even a status write is refused with the plan's message.
+	cmPods := "app=" + scController
+	waitPods(t, e.cs, scNamespace, cmPods, replicas)
+	// Once frozen, even a status write is refused with the plan's message; once the backup
+	// starts, no pod of the controller manager is left.
 	var statusErr error
+	var podsAtBackup []string
+	var podsErr error
+	backupStarted := false
 	r := plantest.RunBinary(t, planrunBin, e.dir, plantest.RunOptions{OnEvent: func(ev engine.Event) {
+		if ev.Type == engine.EventStepStarted && ev.StepID == "backup" {
+			podsAtBackup, _, podsErr = podsOf(t.Context(), e.cs, scNamespace, cmPods)
+			backupStarted = true
+			return
+		}
 		if ev.Type != engine.EventStepSucceeded || ev.StepID != "freeze" {
 			return
 		}
@@ -514,7 +582,19 @@ func TestServiceCatalogMigrates(t *testing.T) {
 	if statusErr == nil || !strings.Contains(statusErr.Error(), "read-only while Service Catalog migrates to CRDs") {
 		t.Errorf("a status write during the freeze: %v; want it refused with the plan's message", statusErr)
 	}
+	if !backupStarted || podsErr != nil || len(podsAtBackup) != 0 {
+		t.Errorf("when the backup started (%v), the controller manager's pods were %q (%v); want none left", backupStarted, podsAtBackup, podsErr)
+	}
 	assertMigrated(t, e, before)
+	// The Secrets outlive the garbage collector's look at them; the controller manager runs
+	// again, the old apiserver's pods are gone with its Deployment.
+	e.waitGCCaughtUp(t)
+	if n := e.bindingSecrets(t); n != len(teams)*34 {
+		t.Errorf("%d binding Secrets after the garbage collector caught up, want %d", n, len(teams)*34)
+	}
+	assertMigrated(t, e, before)
+	waitPods(t, e.cs, scNamespace, cmPods, replicas)
+	waitPods(t, e.cs, scNamespace, "app="+scAPIServer, 0)
 	j := e.journal(t)
 	out := j.Step("restore").Outputs
 	if fmt.Sprint(out["failed"]) != "0" || fmt.Sprint(out["restored"]) != fmt.Sprint(len(before)-len(teams)*34) {
@@ -576,6 +656,50 @@ func TestServiceCatalogKilledAndResumed(t *testing.T) {
 		t.Fatalf("run %s", st)
 	}
 	assertMigrated(t, e, before)
+	e.waitGCCaughtUp(t)
+	if n := e.bindingSecrets(t); n != len(teams)*34 {
+		t.Errorf("%d binding Secrets after the garbage collector caught up, want %d", n, len(teams)*34)
+	}
+}
+
+// TestServiceCatalogWithoutStripDeletesSecrets is why strip-secret-owners exists: the plan
+// without it, on a cluster whose garbage collector runs, loses every binding's Secret once the
+// old bindings are deleted. planrun is stopped right after delete-servicebindings: later steps
+// (reown-secrets) would race the collector for the Secrets, and the point is what the deletion
+// alone does.
+func TestServiceCatalogWithoutStripDeletesSecrets(t *testing.T) {
+	e := startCatalog(t, true)
+	b, err := os.ReadFile(scPlan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The step is the list item from its id to the next step's.
+	text := string(b)
+	start := strings.Index(text, "  - id: strip-secret-owners\n")
+	end := strings.Index(text, "  - id: hold\n")
+	if start < 0 || end < start {
+		t.Fatalf("strip-secret-owners followed by hold not found in %s", scPlan)
+	}
+	plan := filepath.Join(e.dir, "without-strip.yaml")
+	if err := os.WriteFile(plan, []byte(text[:start]+text[end:]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := e.planArgs()
+	args[1] = plan
+	if n := e.bindingSecrets(t); n != len(teams)*34 {
+		t.Fatalf("%d binding Secrets seeded, want %d", n, len(teams)*34)
+	}
+	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepSucceeded, Step: "delete-servicebindings"}, false, args...)
+	if !r.Killed {
+		t.Fatalf("not killed after delete-servicebindings (exit %d)\n%s", r.Code, r)
+	}
+	if rec := e.journal(t).Step("strip-secret-owners"); rec != nil {
+		t.Fatalf("the plan run still has strip-secret-owners (%s)", rec.Status)
+	}
+	poll(t, "the garbage collector to delete the binding Secrets", func() (bool, string, error) {
+		n := e.bindingSecrets(t)
+		return n == 0, fmt.Sprintf("%d left", n), nil
+	})
 }
 
 // TestServiceCatalogRollsBack breaks the backup on disk after the freeze, the scale-down and the
@@ -653,6 +777,11 @@ func TestServiceCatalogRollsBack(t *testing.T) {
 		t.Errorf("controller manager at %d replicas, want %d", got, replicas)
 	}
 	e.assertUnfrozen(t)
+	// Owned again by the old bindings' own UIDs: the garbage collector keeps them.
+	e.waitGCCaughtUp(t)
+	if n := e.bindingSecrets(t); n != len(teams)*34 {
+		t.Errorf("%d binding Secrets after the garbage collector caught up, want %d", n, len(teams)*34)
+	}
 }
 
 // TestServiceCatalogDryRun changes nothing and says what would happen.

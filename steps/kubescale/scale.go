@@ -50,6 +50,10 @@ type Scale struct {
 	Name            string `yaml:"name" doc:"Name of the object; give name or labelSelector."`
 	LabelSelector   string `yaml:"labelSelector" doc:"Scale every object matching this label selector, such as app=web."`
 	Replicas        int    `yaml:"replicas" plan:"required" doc:"Replicas to set."`
+	// Wait exists because setting replicas only asks: the pods of a Deployment scaled to 0 run
+	// on, and act, until their controllers delete them and their grace period ends.
+	Wait    bool            `yaml:"wait" doc:"Wait until every object has as many pods as replicas (the pods its scale subresource's status.selector matches, terminating ones counted, so scaled to 0: until they are gone; above 0: all of them Ready)."`
+	Timeout engine.Duration `yaml:"timeout" doc:"How long wait waits for the pods (default 5m)."`
 }
 
 var (
@@ -78,6 +82,8 @@ func (s *Scale) Validate() error {
 		return errors.New("name and labelSelector: give only one")
 	case s.Replicas < 0:
 		return fmt.Errorf("replicas: must not be negative, got %d", s.Replicas)
+	case s.Timeout < 0:
+		return fmt.Errorf("timeout: must not be negative, got %s", time.Duration(s.Timeout))
 	}
 	if s.LabelSelector != "" {
 		if _, err := labels.Parse(s.LabelSelector); err != nil {
@@ -128,6 +134,16 @@ func (s *Scale) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs,
 	out := engine.Outputs{"replicas": s.Replicas, "previous": previous, "changed": changed}
 	if rc.DryRun {
 		out["dryRun"] = true
+		return out, nil
+	}
+	if s.Wait {
+		timeout := time.Duration(s.Timeout)
+		if timeout == 0 {
+			timeout = defaultWaitTimeout
+		}
+		if err := waitForPods(ctx, rc, c, m, s.Kind, targets, s.Replicas, timeout); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -11,9 +11,11 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
@@ -210,6 +212,56 @@ steps:
 	wantReplicas(t, statefulSets, ns, "db-a", 1, "2")
 	wantReplicas(t, statefulSets, ns, "db-b", 1, "3")
 	wantReplicas(t, statefulSets, ns, "cache", 1, "-")
+}
+
+// TestScaleWaitsForPods: with wait, the step returns only once the pods of what it scaled to 0
+// are gone, terminating ones too (this API server runs no controllers, so the test stands in
+// for them: a pod held by a finalizer is terminating until the test lets it go); a pod that
+// never goes fails the step at its timeout, naming it.
+func TestScaleWaitsForPods(t *testing.T) {
+	kubetest.Need(t, clusters)
+	ns := clusters[0].Namespace(t)
+	ctx := context.Background()
+	deployment(t, ns, "web", 1, nil)
+	pods := clusters[0].Typed.CoreV1().Pods(ns)
+	terminating := func(name string) {
+		t.Helper()
+		tmpl := podTemplate("web")
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: tmpl.Labels, Finalizers: []string{"planrun.dev/test-hold"}}, Spec: tmpl.Spec}
+		if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := pods.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := func(name string) error {
+		_, err := pods.Patch(ctx, name, types.JSONPatchType, []byte(`[{"op": "remove", "path": "/metadata/finalizers"}]`), metav1.PatchOptions{})
+		return err
+	}
+
+	terminating("web-1")
+	released := make(chan error, 1)
+	go func() {
+		// Long enough for a step that does not wait to have returned already.
+		time.Sleep(time.Second)
+		released <- release("web-1")
+	}()
+	run := kubetest.Apply(t, main(), scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: `+ns+`, name: web, replicas: 0, wait: true}`), kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	if _, err := pods.Get(ctx, "web-1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the step returned with the pod still there (%v)", err)
+	}
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+
+	terminating("web-2")
+	defer release("web-2")
+	run = kubetest.Apply(t, main(), scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: `+ns+`, name: web, replicas: 0, wait: true, timeout: 1s}`), kubetest.Options{})
+	kubetest.WantRunError(t, run, `step "s" failed: Deployment `+ns+`/web: scaled to 0, but its pods are not after 1s: 1 pod(s): web-2 terminating`)
 }
 
 const widgetCRD = `{
