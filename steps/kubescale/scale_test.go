@@ -161,9 +161,11 @@ func TestScale(t *testing.T) {
 func TestScaleResumesAfterCrash(t *testing.T) {
 	kubetest.Need(t, clusters)
 	ns := clusters[0].Namespace(t)
-	d := deployment(t, ns, "web", 2, nil)
-	d.Annotations = map[string]string{kubescale.AnnotationReplicas: "4"} // written by the attempt that died
-	if _, err := clusters[0].Typed.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
+	deployment(t, ns, "web", 2, nil)
+	// Written by the attempt that died. A patch, not an update: the Deployment controller writes
+	// the object's status meanwhile, and an update of the created copy would conflict.
+	patch := []byte(`{"metadata":{"annotations":{"` + kubescale.AnnotationReplicas + `":"4"}}}`)
+	if _, err := clusters[0].Typed.AppsV1().Deployments(ns).Patch(context.Background(), "web", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	run := kubetest.Apply(t, main(), scalePlan(`{apiVersion: apps/v1, kind: Deployment, namespace: `+ns+`, name: web, replicas: 0}`), kubetest.Options{})
@@ -215,9 +217,9 @@ steps:
 }
 
 // TestScaleWaitsForPods: with wait, the step returns only once the pods of what it scaled to 0
-// are gone, terminating ones too (this API server runs no controllers, so the test stands in
-// for them: a pod held by a finalizer is terminating until the test lets it go); a pod that
-// never goes fails the step at its timeout, naming it.
+// are gone, terminating ones too; a pod that never goes fails the step at its timeout, naming it.
+// The pods are held by a finalizer, terminating until the test lets them go: how long a real
+// pod takes to stop depends on its grace period and the node, which a test cannot pin down.
 func TestScaleWaitsForPods(t *testing.T) {
 	kubetest.Need(t, clusters)
 	ns := clusters[0].Namespace(t)
