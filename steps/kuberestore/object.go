@@ -68,6 +68,15 @@ func identify(p *resPlan, line []byte) (kind, ns, name string) {
 	return kind, m.Metadata.Namespace, name
 }
 
+// perClusterConfigMaps are written into every namespace by the cluster's own controllers, with
+// the cluster's own CA: the source's copy would give the target's pods a CA that did not sign
+// their API server's certificate (until the target's controller wrote it back). They are never
+// restored, whatever the conflict policy.
+var perClusterConfigMaps = map[string]bool{
+	"kube-root-ca.crt":         true, // kube-controller-manager's root CA publisher
+	"openshift-service-ca.crt": true, // OpenShift's service CA operator
+}
+
 // prepare decodes an object of the backup and makes it what will be created: filtered,
 // stripped, transformed, mapped. It returns nil for an object the filters leave out.
 func (x *restorer) prepare(p *resPlan, line []byte) (*object, error) {
@@ -100,6 +109,9 @@ func (x *restorer) prepare(p *resPlan, line []byte) (*object, error) {
 	}
 	lbls := labelSet(meta)
 	if x.cfg.selector != nil && !x.cfg.selector.Matches(lbls) {
+		return nil, nil
+	}
+	if p.Group == "" && p.Resource == "configmaps" && perClusterConfigMaps[o.name] {
 		return nil, nil
 	}
 	strip(p, obj, meta)

@@ -210,6 +210,45 @@ func TestConflictPolicies(t *testing.T) {
 	}
 }
 
+// TestPerClusterConfigMapsNotRestored: the root CA ConfigMap a cluster writes into every
+// namespace is never restored from another cluster's backup, even with onConflict update or
+// recreate, and not created where the target has none yet.
+func TestPerClusterConfigMapsNotRestored(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	for _, policy := range []string{"update", "recreate"} {
+		t.Run(policy, func(t *testing.T) {
+			ns, fresh := c.Namespace(t), c.Namespace(t)
+			dir := t.TempDir()
+			writeBackup(t, dir, []*unstructured.Unstructured{
+				configMap(ns, "kube-root-ca.crt", map[string]any{"ca.crt": "source CA"}),
+				configMap(ns, "app", map[string]any{"v": "backup"}),
+			})
+			// The target's own, as its root CA publisher wrote it (this control plane has no
+			// controllers: the test writes it).
+			if _, err := c.Typed.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt"}, Data: map[string]string{"ca.crt": "target CA"}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			for _, target := range []string{ns, fresh} {
+				run := kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q, onConflict: %s, includeResources: [configmaps], labelSelector: "", namespaceMapping: {%s: %s}}`, dir, policy, ns, target)), kubetest.Options{})
+				if run.Err != nil {
+					t.Fatal(run.Err)
+				}
+				if _, err := c.Typed.CoreV1().ConfigMaps(target).Get(context.Background(), "app", metav1.GetOptions{}); err != nil {
+					t.Fatalf("the other ConfigMap was not restored into %s: %v", target, err)
+				}
+			}
+			if got, _ := c.Typed.CoreV1().ConfigMaps(ns).Get(context.Background(), "kube-root-ca.crt", metav1.GetOptions{}); got.Data["ca.crt"] != "target CA" {
+				t.Errorf("the target's root CA ConfigMap holds %v", got.Data)
+			}
+			if _, err := c.Typed.CoreV1().ConfigMaps(fresh).Get(context.Background(), "kube-root-ca.crt", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("the source's root CA ConfigMap was created in %s (%v)", fresh, err)
+			}
+		})
+	}
+}
+
 func TestMappingFiltersTransform(t *testing.T) {
 	kubetest.Need(t, clusters)
 	c := clusters[0]
