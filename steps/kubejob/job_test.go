@@ -133,9 +133,11 @@ steps:
 // old failure.
 func TestJobFails(t *testing.T) {
 	kubetest.Need(t, clusters)
+	// Every line on stderr: the runtime copies stdout and stderr into the log separately, so
+	// lines of the two streams may land in either order.
 	ns := clusters[0].Namespace(t)
 	dir := t.TempDir()
-	run := kubetest.Apply(t, main(), jobStep(ns, "echo starting; echo boom-detail >&2; exit 3", ", timeout: 5m"), kubetest.Options{NoRollback: true, Dir: dir})
+	run := kubetest.Apply(t, main(), jobStep(ns, "echo starting >&2; echo boom-detail >&2; exit 3", ", timeout: 5m"), kubetest.Options{NoRollback: true, Dir: dir})
 	failedPods := podsOf(t, ns, "planrun-run-s")
 	if len(failedPods) != 1 || failedPods[0].Status.Phase != corev1.PodFailed {
 		t.Fatalf("pods of the Job: %s", kubetest.PodSummary(failedPods))
@@ -316,7 +318,7 @@ func TestJobAsHook(t *testing.T) {
 		wantLog      string
 	}{
 		{name: "succeeds", script: "echo quiescing the app", wantLog: "quiescing the app\n"},
-		{name: "fails", script: "echo quiescing the app; echo boom-detail >&2; exit 3", wantLog: "quiescing the app\nboom-detail\n",
+		{name: "fails", script: "echo quiescing the app >&2; echo boom-detail >&2; exit 3", wantLog: "quiescing the app\nboom-detail\n",
 			wantErr: []string{`step "quiesce-app" failed: Job `, `/planrun-run-quiesce-app failed: BackoffLimitExceeded: `, ` exited with status 3: boom-detail`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -37,7 +37,9 @@ func TestKeepLogsOfEveryPod(t *testing.T) {
 		}
 		return p
 	}
-	failed := pod("hook-aaaaa", job, "echo first attempt; echo it broke >&2; exit 3")
+	// Both lines on stderr: the runtime copies stdout and stderr into the log separately, so lines
+	// of the two streams may land in either order.
+	failed := pod("hook-aaaaa", job, "echo first attempt >&2; echo it broke >&2; exit 3")
 	second := pod("hook-bbbbb", job, "echo second attempt")
 	second.Spec.InitContainers = []corev1.Container{second.Spec.Containers[0]}
 	second.Spec.InitContainers[0].Name, second.Spec.InitContainers[0].Command = "setup", []string{"sh", "-c", "echo setting up"}
