@@ -17,6 +17,7 @@ import (
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/parallel"
 	"planrun.dev/planrun/internal/safepath"
+	"planrun.dev/planrun/steps/storage"
 )
 
 func init() {
@@ -36,35 +37,28 @@ const (
 
 // Copy copies files from one location to another.
 type Copy struct {
-	From    string   `yaml:"from" plan:"required" doc:"Source: a folder (its contents are copied) or a single file; a plain path or a file:// URL."`
-	To      string   `yaml:"to" plan:"required" doc:"Destination folder, created if absent: a plain path or a file:// URL (object stores such as s3:// are not supported yet)."`
-	Include []string `yaml:"include" doc:"Copy only files matching one of these glob patterns (path.Match): a pattern with a slash matches the path relative to from, one without matches the file name. Default: every file."`
-	Workers int      `yaml:"workers" doc:"Files copied in parallel (default 4)."`
-
-	from, to Location // opened by Provision
+	From            string                   `yaml:"from" plan:"required" doc:"Source: a folder or bucket prefix (its contents are copied) or a single file or object; a plain path, file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix."`
+	To              string                   `yaml:"to" plan:"required" doc:"Destination folder or bucket prefix, created if absent; a location URL as from."`
+	FromCredentials *storage.CredentialsFrom `yaml:"fromCredentials" doc:"Secret with the credentials of from (default: the provider's own chain: environment, profile, workload identity)."`
+	ToCredentials   *storage.CredentialsFrom `yaml:"toCredentials" doc:"Secret with the credentials of to (default: the provider's own chain)."`
+	Include         []string                 `yaml:"include" doc:"Copy only files matching one of these glob patterns (path.Match): a pattern with a slash matches the path relative to from, one without matches the file name. Default: every file."`
+	Workers         int                      `yaml:"workers" doc:"Files copied in parallel (default 4)."`
 }
 
 var (
-	_ engine.Action      = (*Copy)(nil)
-	_ engine.Provisioner = (*Copy)(nil)
-	_ engine.Validator   = (*Copy)(nil)
-	_ engine.Describer   = (*Copy)(nil)
+	_ engine.Action    = (*Copy)(nil)
+	_ engine.Validator = (*Copy)(nil)
+	_ engine.Describer = (*Copy)(nil)
 )
-
-// Provision implements engine.Provisioner: it resolves from and to into locations.
-func (c *Copy) Provision() error {
-	var err error
-	if c.from, err = OpenLocation(c.From); err != nil {
-		return fmt.Errorf("from: %w", err)
-	}
-	if c.to, err = OpenLocation(c.To); err != nil {
-		return fmt.Errorf("to: %w", err)
-	}
-	return nil
-}
 
 // Validate implements engine.Validator.
 func (c *Copy) Validate() error {
+	if err := storage.Check(c.From); err != nil {
+		return fmt.Errorf("from: %w", err)
+	}
+	if err := storage.Check(c.To); err != nil {
+		return fmt.Errorf("to: %w", err)
+	}
 	for i, p := range c.Include {
 		if _, err := path.Match(p, ""); err != nil {
 			return fmt.Errorf("include[%d]: bad pattern %q: %v", i, p, err)
@@ -91,7 +85,14 @@ type item struct {
 
 // Run implements engine.Action.
 func (c *Copy) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
-	from, to := c.from, c.to
+	from, err := storage.OpenFor(ctx, rc, c.From, c.FromCredentials)
+	if err != nil {
+		return nil, fmt.Errorf("from: %w", err)
+	}
+	to, err := storage.OpenFor(ctx, rc, c.To, c.ToCredentials)
+	if err != nil {
+		return nil, fmt.Errorf("to: %w", err)
+	}
 	dirs, items, err := c.plan(ctx, from)
 	if err != nil {
 		return nil, err
@@ -169,7 +170,7 @@ func (c *Copy) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 
 // plan lists the folders to create and the files to copy. A folder source copies its contents
 // into the destination folder; a file source copies that file into it under its own name.
-func (c *Copy) plan(ctx context.Context, from Location) ([]Entry, []*item, error) {
+func (c *Copy) plan(ctx context.Context, from storage.Location) ([]storage.Entry, []*item, error) {
 	root, err := from.Stat(ctx, "")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("from: %s does not exist", from)
@@ -185,28 +186,28 @@ func (c *Copy) plan(ctx context.Context, from Location) ([]Entry, []*item, error
 		if !c.included(name) {
 			return nil, nil, fmt.Errorf("from: %s is a file that include excludes", from)
 		}
-		return []Entry{{Path: "", Mode: 0o755, Dir: true}}, []*item{{src: "", dst: name, size: root.Size, mode: root.Mode}}, nil
+		return []storage.Entry{{Path: "", Mode: 0o755, Dir: true}}, []*item{{src: "", dst: name, size: root.Size, mode: root.Mode}}, nil
 	}
-	entries, err := from.List(ctx, "")
-	if err != nil {
-		return nil, nil, fmt.Errorf("from: listing %s: %w", from, err)
-	}
-	dirs := []Entry{{Path: "", Mode: dirMode(root.Mode), Dir: true}}
+	dirs := []storage.Entry{{Path: "", Mode: dirMode(root.Mode), Dir: true}}
 	var items []*item
-	for _, e := range entries {
+	err = from.Walk(ctx, "", func(e storage.Entry) error {
 		// A location lists its own names; one that is not a safe relative path (an object
 		// store key such as "../x") must not become a path in the destination.
 		if err := safepath.Rel("files.copy entry", e.Path); err != nil {
-			return nil, nil, fmt.Errorf("from: %s: %w", from, err)
+			return fmt.Errorf("from: %s: %w", from, err)
 		}
 		if e.Dir {
 			e.Mode = dirMode(e.Mode)
 			dirs = append(dirs, e)
-			continue
+			return nil
 		}
 		if c.included(e.Path) {
 			items = append(items, &item{src: e.Path, dst: e.Path, size: e.Size, mode: e.Mode})
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("from: listing %s: %w", from, err)
 	}
 	return dirs, items, nil
 }
@@ -237,7 +238,7 @@ func (c *Copy) included(p string) bool {
 // copyOne copies one file unless the destination already holds the same bytes (and mode, where
 // both ends have modes). The source is hashed while it is copied; the destination checks what
 // it stored against that hash before the file takes its final name (Upload.Commit).
-func copyOne(ctx context.Context, from, to Location, it *item, dryRun bool, p *progress) error {
+func copyOne(ctx context.Context, from, to storage.Location, it *item, dryRun bool, p *progress) error {
 	same, err := sameFile(ctx, from, to, it)
 	if err != nil {
 		return err
@@ -255,7 +256,11 @@ func copyOne(ctx context.Context, from, to Location, it *item, dryRun bool, p *p
 		return err
 	}
 	defer r.Close()
-	w, err := to.Create(ctx, it.dst, it.mode)
+	known := ""
+	if k, ok := r.(storage.KnownSHA256); ok {
+		known = k.SHA256()
+	}
+	w, err := to.Create(ctx, it.dst, storage.CreateOptions{Mode: it.mode, SHA256: known})
 	if err != nil {
 		return err
 	}
@@ -279,7 +284,7 @@ func copyOne(ctx context.Context, from, to Location, it *item, dryRun bool, p *p
 // sameFile reports whether the destination already holds the file: same size, same mode (when
 // both ends have modes) and same sha256. Sizes are compared first so that the usual cases (a
 // missing or different file) cost no reading.
-func sameFile(ctx context.Context, from, to Location, it *item) (bool, error) {
+func sameFile(ctx context.Context, from, to storage.Location, it *item) (bool, error) {
 	d, err := to.Stat(ctx, it.dst)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
@@ -308,9 +313,9 @@ func sameFile(ctx context.Context, from, to Location, it *item) (bool, error) {
 	return true, nil
 }
 
-func sum(ctx context.Context, l Location, p string) (string, error) {
-	if s, ok := l.(Summer); ok {
-		return s.SHA256(ctx, p)
+func sum(ctx context.Context, l storage.Location, p string) (string, error) {
+	if e, err := l.Stat(ctx, p); err == nil && e.SHA256 != "" {
+		return e.SHA256, nil
 	}
 	r, err := l.Open(ctx, p)
 	if err != nil {

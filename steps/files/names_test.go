@@ -8,27 +8,32 @@ import (
 	"testing"
 
 	"planrun.dev/planrun/internal/safepath"
+	"planrun.dev/planrun/steps/storage"
 )
 
 // listing is a Location (as an object store would be) that lists the names it is given.
 type listing struct{ names []string }
 
 func (l listing) String() string { return "test://listing" }
-func (l listing) Stat(context.Context, string) (Entry, error) {
-	return Entry{Dir: true}, nil
+func (l listing) Stat(context.Context, string) (storage.Entry, error) {
+	return storage.Entry{Dir: true}, nil
 }
-func (l listing) List(context.Context, string) ([]Entry, error) {
-	out := make([]Entry, len(l.names))
-	for i, n := range l.names {
-		out[i] = Entry{Path: n, Size: 1}
+func (l listing) Walk(_ context.Context, _ string, fn func(storage.Entry) error) error {
+	for _, n := range l.names {
+		if err := fn(storage.Entry{Path: n, Size: 1}); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 func (l listing) Open(context.Context, string) (io.ReadCloser, error) { return nil, fs.ErrNotExist }
 func (l listing) MkdirAll(context.Context, string, fs.FileMode) error { return nil }
-func (l listing) Create(context.Context, string, fs.FileMode) (Upload, error) {
+func (l listing) Create(context.Context, string, storage.CreateOptions) (storage.Upload, error) {
 	return nil, fs.ErrPermission
 }
+func (l listing) Remove(context.Context, string) error    { return fs.ErrPermission }
+func (l listing) RemoveAll(context.Context, string) error { return fs.ErrPermission }
+func (l listing) Close() error                            { return nil }
 
 // A source whose listing names a path outside the destination folder is refused before
 // anything is copied.

@@ -1,0 +1,82 @@
+package storage
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/steps/kube"
+)
+
+// CredentialsFrom names the Secret that holds a location's credentials, in a step's config
+// (credentialsFrom: {cluster: garden, namespace: garden, name: backup-seed-a}).
+type CredentialsFrom struct {
+	Cluster   string `yaml:"cluster" plan:"cluster" doc:"Plan cluster the Secret is on; may be left out when the plan has at most one."`
+	Namespace string `yaml:"namespace" plan:"required" doc:"Namespace of the Secret."`
+	Name      string `yaml:"name" plan:"required" doc:"Name of the Secret. S3 reads accessKeyID/secretAccessKey (Gardener), aws_access_key_id/aws_secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws-access-key-id/aws-secret-access-key (CAM), or an AWS credentials file under cloud (Velero); GCS a service account JSON key under serviceaccount.json, service_account.json, credentials.json or cloud; Azure storageAccount/storageKey, AZURE_STORAGE_ACCOUNT/AZURE_STORAGE_KEY, a connection string, or those as KEY=value lines under cloud."`
+}
+
+func (c *CredentialsFrom) String() string {
+	s := "Secret " + c.Namespace + "/" + c.Name
+	if c.Cluster != "" {
+		s += " on cluster " + c.Cluster
+	}
+	return s
+}
+
+var secrets = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+
+// Resolve reads the Secret. Its values are decoded into Credentials and go nowhere else.
+func (c *CredentialsFrom) Resolve(ctx context.Context, rc *engine.RunContext) (*Credentials, error) {
+	if c == nil {
+		return nil, nil
+	}
+	cl, err := kube.ClusterRef{Cluster: c.Cluster}.Client(rc)
+	if err != nil {
+		return nil, fmt.Errorf("credentialsFrom: %w", err)
+	}
+	obj, err := cl.Dynamic.Resource(secrets).Namespace(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("credentialsFrom: %s not found", c)
+		}
+		return nil, fmt.Errorf("credentialsFrom: %s: %s", c, kube.Reason(kube.Classify(err)))
+	}
+	data := map[string][]byte{}
+	raw, _, _ := unstructured.NestedStringMap(obj.Object, "data")
+	for k, v := range raw {
+		b, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return nil, fmt.Errorf("credentialsFrom: %s: key %s is not base64", c, k)
+		}
+		data[k] = b
+	}
+	return NewCredentials(c.String(), data), nil
+}
+
+// OpenFor opens a step's location: credentials from the Secret credentialsFrom names when it
+// is set, the provider's default chain otherwise. Locations are shared by the steps of a run
+// (one client per URL and Secret), and closed when the run ends.
+func OpenFor(ctx context.Context, rc *engine.RunContext, raw string, from *CredentialsFrom) (Location, error) {
+	key := "storage/" + raw
+	if from != nil {
+		key += "\x00" + from.String()
+	}
+	v, err := rc.Shared(key, func() (any, error) {
+		creds, err := from.Resolve(ctx, rc)
+		if err != nil {
+			return nil, err
+		}
+		return Open(ctx, raw, creds)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(Location), nil
+}
