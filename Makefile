@@ -6,6 +6,9 @@ BENCHTIME ?= 1s
 # The cluster binaries are built from Go modules into a cache outside the repo; the script prints
 # the folder, which envtest and internal/controlplane read from KUBEBUILDER_ASSETS.
 ASSETS = $(shell hack/build-control-plane.sh kube-apiserver etcd kubectl kube-controller-manager kube-scheduler kubelet)
+# The S3 server of object-storage tests (versitygw), built the same way; the script prints the
+# binary's path, which internal/s3test reads from PLANRUN_S3_SERVER.
+S3_SERVER = $(shell hack/build-s3-server.sh)
 # What `planrun version` prints; the planrun image (hack/images) stamps the same two.
 VERSION = $(shell git describe --always --dirty 2>/dev/null)
 COMMIT  = $(shell git rev-parse HEAD 2>/dev/null)
@@ -13,7 +16,7 @@ LDFLAGS = -X planrun.dev/planrun/internal/version.Version=$(VERSION) -X planrun.
 # Image tarballs for a test node's containerd (hack/images), outside the repo like the binaries.
 IMAGES_DIR = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/planrun/images
 
-.PHONY: all build demo test unit fuzz bench controlplane node-deps image images vet fmt-check schema clean
+.PHONY: all build demo test unit fuzz bench controlplane s3-server node-deps image images vet fmt-check schema clean
 
 all: build
 
@@ -24,9 +27,9 @@ build:
 demo: node-deps
 	hack/demo.sh
 
-## test: everything — format, vet, unit and real-control-plane tests, a short fuzz run
+## test: everything — format, vet, unit, real-control-plane and real-S3-server tests, a short fuzz run
 test: fmt-check vet node-deps
-	KUBEBUILDER_ASSETS="$(ASSETS)" $(GO) test -count=1 -timeout 45m ./...
+	KUBEBUILDER_ASSETS="$(ASSETS)" PLANRUN_S3_SERVER="$(S3_SERVER)" $(GO) test -count=1 -timeout 45m ./...
 	GO=$(GO) FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 ## unit: the tests that need no control plane
@@ -39,10 +42,13 @@ fuzz:
 
 ## bench: benchmarks (figures, never timed assertions)
 bench:
-	BENCHTIME=$(BENCHTIME) hack/bench.sh
+	PLANRUN_S3_SERVER="$(S3_SERVER)" BENCHTIME=$(BENCHTIME) hack/bench.sh
 
 controlplane:
 	@echo "$(ASSETS)"
+
+s3-server:
+	@echo "$(S3_SERVER)"
 
 ## node-deps: the Debian packages a local node needs (containerd, runc, CNI plugins, busybox-static, iproute2); idempotent
 node-deps:

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 : "${BENCHTIME:=1s}"
 KUBEBUILDER_ASSETS="$(hack/build-control-plane.sh kube-apiserver etcd kubectl etcdctl)"
 export KUBEBUILDER_ASSETS
+# make bench passes the S3 server it built; run by hand, the script builds (or finds) it itself.
+PLANRUN_S3_SERVER="${PLANRUN_S3_SERVER:-$(hack/build-s3-server.sh)}"
+export PLANRUN_S3_SERVER
 out="$(mktemp -t planrun-bench.XXXXXX)"
 trap 'rm -f "$out"' EXIT
 # -p 1: one package at a time, so that benchmarks do not compete for the CPUs.
