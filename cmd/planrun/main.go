@@ -178,8 +178,10 @@ type app struct {
 	kubeconfig     string
 	kubeContext    string
 	namespace      string
-	logger         *slog.Logger
-	rf             runFlags
+	// credentialsFrom is verify-backup's --credentials-from NAMESPACE/NAME.
+	credentialsFrom string
+	logger          *slog.Logger
+	rf              runFlags
 }
 
 func (a *app) globalFlags(fs *pflag.FlagSet) {

@@ -8,18 +8,21 @@ import (
 	"testing"
 
 	"planrun.dev/planrun/steps/kube/archive"
+	"planrun.dev/planrun/steps/storage"
 )
 
 func TestVerifyBackupCommand(t *testing.T) {
 	dir := t.TempDir()
-	m := &archive.Manifest{Version: archive.Version}
+	loc := storage.OpenLocal(dir)
+	ctx := t.Context()
+	m := &archive.Manifest{}
 	for _, res := range []string{"configmaps", "secrets"} {
-		w, err := archive.Create(dir, "", res, "ns")
+		w, err := archive.Create(ctx, loc, archive.None, "", res, "ns")
 		if err != nil {
 			t.Fatal(err)
 		}
 		w.Write([]byte(`{"apiVersion":"v1","kind":"X","metadata":{"name":"a","namespace":"ns"}}`))
-		f, err := w.Close()
+		f, err := w.Close(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -27,7 +30,7 @@ func TestVerifyBackupCommand(t *testing.T) {
 		m.Objects++
 		m.Bytes += f.Bytes
 	}
-	if err := archive.WriteManifest(dir, m); err != nil {
+	if err := archive.WriteManifest(ctx, loc, m); err != nil {
 		t.Fatal(err)
 	}
 
@@ -55,7 +58,7 @@ func TestVerifyBackupCommand(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"verify-backup"}, exitUsage, "verify-backup takes one argument: the backup folder"},
+		{[]string{"verify-backup"}, exitUsage, "verify-backup takes one argument: the backup location (a folder or a URL)"},
 		{[]string{"verify-backup", t.TempDir()}, exitRunFailed, "is not a complete backup: no manifest.json"},
 	} {
 		code, _, stderr := runCLI(t, tc.args...)

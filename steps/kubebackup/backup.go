@@ -1,5 +1,6 @@
 // Package kubebackup implements kube.backup (chosen resources, read with paged lists and written
-// as they stream to a backup folder in the steps/kube/archive format) and kube.verifyBackup.
+// as they stream to a backup location — a folder or a bucket prefix — in the steps/kube/archive
+// format) and kube.verifyBackup.
 package kubebackup
 
 import (
@@ -7,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -26,17 +26,18 @@ import (
 	"planrun.dev/planrun/internal/parallel"
 	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/kube/archive"
+	"planrun.dev/planrun/steps/storage"
 )
 
 func init() {
 	engine.Register(engine.StepType{
 		Name: "kube.backup",
-		Doc:  "Back up resources (paged lists, streamed) to a folder with a manifest of counts and sha256 sums.",
+		Doc:  "Back up resources (paged lists, streamed) to a folder or bucket prefix with a manifest of counts and sha256 sums; resumes without listing again what it finished.",
 		New:  func() engine.Action { return new(Backup) },
 	})
 }
 
-// Backup writes chosen resources to a backup folder.
+// Backup writes chosen resources to a backup location (a folder or a bucket prefix).
 //
 // Which objects: every object of the chosen resources (resources:, or allResources: true for
 // every listable resource but events), in the chosen namespaces (namespaces:, all when empty,
@@ -49,15 +50,17 @@ func init() {
 // PersistentVolumes the chosen namespaces' claims name (as Velero backs up a claim's volume).
 type Backup struct {
 	kube.ClusterRef      `yaml:",inline"`
-	To                   string   `yaml:"to" plan:"required" doc:"Backup folder. Created if absent; a previous planrun backup in it is replaced; any other non-empty folder is refused unless overwrite is true. A dry run leaves it alone and writes the backup to a temporary folder (removed when the run ends), which kube.verifyBackup and kube.restore of the same dry run read instead."`
-	Resources            []any    `yaml:"resources" doc:"Resources to back up: names such as configmaps or deployments.apps (resource.group), or {apiVersion: apps/v1, kind: Deployment}. Required unless allResources is true."`
-	AllResources         bool     `yaml:"allResources" doc:"Back up every resource the server can list, except events (and subresources)."`
-	Namespaces           []string `yaml:"namespaces" doc:"Namespaces to back up; empty means all."`
-	ExcludeNamespaces    []string `yaml:"excludeNamespaces" doc:"Namespaces left out when namespaces is empty."`
-	LabelSelector        string   `yaml:"labelSelector" doc:"Only objects matching this label selector, such as app=web."`
-	IncludeClusterScoped *bool    `yaml:"includeClusterScoped" doc:"Back up cluster-scoped resources too. Default: true when namespaces is empty, false otherwise."`
-	Overwrite            bool     `yaml:"overwrite" doc:"Write into a non-empty folder that is not a planrun backup (its resources/ and manifest.json are replaced; other files are left alone)."`
-	IncludeBoundVolumes  bool     `yaml:"includeBoundVolumes" doc:"With namespaces: also back up the PersistentVolumes of those namespaces' claims (named by a claim's spec.volumeName, unless the volume's claimRef points at another claim), without the other cluster-scoped objects."`
+	To                   string                   `yaml:"to" plan:"required" doc:"Backup location: a folder (a plain path or file:///path) or a bucket prefix (s3://bucket/prefix?region=…&endpoint=…, gs://bucket/prefix, azblob://container/prefix). Created if absent; a previous planrun backup in it is replaced; anything else non-empty is refused unless overwrite is true. A dry run only checks it and writes the backup to a temporary folder (removed when the run ends), which kube.verifyBackup and kube.restore of the same dry run read instead."`
+	CredentialsFrom      *storage.CredentialsFrom `yaml:"credentialsFrom" doc:"Secret with the credentials of to (default: the provider's own chain: environment, profile, workload identity)."`
+	Compression          string                   `yaml:"compression" doc:"none (default), gzip or zstd: how the object files are stored (.jsonl, .jsonl.gz, .jsonl.zst). The manifest's sizes and sums are those of the stored files; a compressed backup is format version 2, which planrun releases without compression refuse to read."`
+	Resources            []any                    `yaml:"resources" doc:"Resources to back up: names such as configmaps or deployments.apps (resource.group), or {apiVersion: apps/v1, kind: Deployment}. Required unless allResources is true."`
+	AllResources         bool                     `yaml:"allResources" doc:"Back up every resource the server can list, except events (and subresources)."`
+	Namespaces           []string                 `yaml:"namespaces" doc:"Namespaces to back up; empty means all."`
+	ExcludeNamespaces    []string                 `yaml:"excludeNamespaces" doc:"Namespaces left out when namespaces is empty."`
+	LabelSelector        string                   `yaml:"labelSelector" doc:"Only objects matching this label selector, such as app=web."`
+	IncludeClusterScoped *bool                    `yaml:"includeClusterScoped" doc:"Back up cluster-scoped resources too. Default: true when namespaces is empty, false otherwise."`
+	Overwrite            bool                     `yaml:"overwrite" doc:"Write into a non-empty folder that is not a planrun backup (its resources/ and manifest.json are replaced; other files are left alone)."`
+	IncludeBoundVolumes  bool                     `yaml:"includeBoundVolumes" doc:"With namespaces: also back up the PersistentVolumes of those namespaces' claims (named by a claim's spec.volumeName, unless the volume's claimRef points at another claim), without the other cluster-scoped objects."`
 
 	refs []resourceRef
 }
@@ -81,10 +84,6 @@ func (r resourceRef) String() string {
 	}
 	return r.apiVersion + " " + r.kind
 }
-
-// MarkerFile marks a folder as a planrun backup from the moment a backup starts writing into it,
-// so that a backup interrupted before its manifest was written is recognised and replaced.
-const MarkerFile = ".planrun-backup"
 
 // pageSize is the limit of each list request.
 const pageSize = 500
@@ -127,6 +126,12 @@ func (b *Backup) Validate() error {
 		return errors.New("excludeNamespaces: only applies when namespaces is empty (all namespaces)")
 	case b.IncludeBoundVolumes && len(b.Namespaces) == 0:
 		return errors.New("includeBoundVolumes: only applies with namespaces (a backup of all namespaces takes every PersistentVolume with the cluster-scoped resources)")
+	}
+	if err := storage.Check(b.To); err != nil {
+		return fmt.Errorf("to: %w", err)
+	}
+	if _, err := archive.ParseCompression(b.Compression); err != nil {
+		return fmt.Errorf("compression: %v", err)
 	}
 	if _, err := labels.Parse(b.LabelSelector); err != nil {
 		return fmt.Errorf("labelSelector: %v", err)
@@ -247,23 +252,24 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 			return nil, kube.ObjectError("Namespace", "", ns, err)
 		}
 	}
-	dir, err := filepath.Abs(b.To)
+	raw, err := location(b.To)
+	if err != nil {
+		return nil, err
+	}
+	comp, err := archive.ParseCompression(b.Compression)
+	if err != nil {
+		return nil, fmt.Errorf("compression: %v", err)
+	}
+	loc, err := storage.OpenFor(ctx, rc, raw, b.CredentialsFrom)
 	if err != nil {
 		return nil, fmt.Errorf("to: %w", err)
 	}
-	if err := prepareFolder(dir, b.Overwrite, rc.DryRun); err != nil {
+	if err := checkLocation(ctx, loc, b.Overwrite); err != nil {
 		return nil, err
 	}
-	// A dry run writes the backup into a temporary folder instead (see archive.DryRunFolder),
-	// so that the verify and restore after it in the same dry run have something to read.
-	writeDir := dir
-	if rc.DryRun {
-		if writeDir, err = archive.DryRunFolder(rc, dir); err != nil {
-			return nil, err
-		}
-		if err := prepareFolder(writeDir, false, false); err != nil {
-			return nil, err
-		}
+	cp, err := loadCheckpoint(rc, b.fingerprint(raw, c.Name))
+	if err != nil {
+		return nil, err
 	}
 	lister, err := newLister(rc, c)
 	if err != nil {
@@ -295,10 +301,44 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 			jobs = append(jobs, &job{target: t, keep: b.keepFunc(t)})
 		}
 	}
+	// A dry run writes the backup into a temporary folder instead (see archive.DryRunLocation),
+	// so that the verify and restore after it in the same dry run have something to read.
+	writeLoc := loc
+	if rc.DryRun {
+		if writeLoc, err = archive.DryRunLocation(rc, raw); err != nil {
+			return nil, err
+		}
+	}
+	present, err := prepareLocation(ctx, writeLoc, cp.keep(jobs))
+	if err != nil {
+		return nil, err
+	}
 	prog := &progress{rc: rc}
-	opts := listOptions{labelSelector: b.LabelSelector, dir: writeDir}
-	if err := parallel.Each(ctx, parallelLists, jobs, func(ctx context.Context, j *job) error {
-		return lister.backup(ctx, j, opts, prog)
+	var todo []*job
+	resumed := 0
+	for _, j := range jobs {
+		if cp.reuse(j, present) {
+			resumed++
+			prog.add(j.count, j.bytes)
+			continue
+		}
+		// A list finished before whose files are not all there any more is listed again; what
+		// is left of it goes first, so that nothing it no longer lists stays behind.
+		for _, f := range cp.prev[j.key()].Files {
+			if present[f.Path] {
+				if err := writeLoc.Remove(ctx, f.Path); err != nil {
+					return nil, fmt.Errorf("to: %w", err)
+				}
+			}
+		}
+		todo = append(todo, j)
+	}
+	opts := listOptions{labelSelector: b.LabelSelector, loc: writeLoc, compression: comp}
+	if err := parallel.Each(ctx, parallelLists, todo, func(ctx context.Context, j *job) error {
+		if err := lister.backup(ctx, j, opts, prog); err != nil {
+			return err
+		}
+		return cp.finished(ctx, j)
 	}); err != nil {
 		return nil, err
 	}
@@ -309,18 +349,22 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 		byGR[t.groupResource()] = &archive.Resource{Group: t.gvr.Group, Version: t.gvr.Version, Resource: t.gvr.Resource,
 			Kind: t.kind, Namespaced: t.namespaced, Files: []archive.File{}}
 	}
-	m := &archive.Manifest{Version: archive.Version, Created: time.Now().UTC(), Cluster: archive.ClusterInfo{Name: c.Name, Server: c.Config.Host}}
+	m := &archive.Manifest{Compression: comp, Created: time.Now().UTC(), Cluster: archive.ClusterInfo{Name: c.Name, Server: c.Config.Host}}
 	if v, err := c.ServerVersion(ctx); err != nil {
 		return nil, fmt.Errorf("server version: %w", err)
 	} else if v != nil {
 		m.Cluster.ServerVersion = v.GitVersion
 	}
+	var uncompressed int64
 	for _, j := range jobs {
 		r := byGR[j.target.groupResource()]
 		r.Count += j.count
 		r.Files = append(r.Files, j.files...)
 		m.Objects += j.count
-		m.Bytes += j.bytes
+		for _, f := range j.files {
+			m.Bytes += f.Bytes
+		}
+		uncompressed += j.bytes
 	}
 	grs := make([]string, 0, len(byGR))
 	for gr := range byGR {
@@ -336,11 +380,15 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 		m.Resources = append(m.Resources, *r)
 		resources = append(resources, map[string]any{"resource": gr, "count": r.Count})
 	}
-	out := engine.Outputs{"dir": dir, "objects": m.Objects, "bytes": m.Bytes, "files": files, "resources": resources}
+	out := engine.Outputs{"dir": loc.String(), "objects": m.Objects, "bytes": m.Bytes, "files": files, "resources": resources,
+		"compression": comp.String(), "resumedLists": resumed}
+	if comp != archive.None {
+		out["uncompressedBytes"] = uncompressed
+	}
 	if rc.DryRun {
 		out["dryRun"] = true
 	}
-	if err := archive.WriteManifest(writeDir, m); err != nil {
+	if err := archive.WriteManifest(ctx, writeLoc, m); err != nil {
 		return nil, fmt.Errorf("to: writing the manifest: %w", err)
 	}
 	return out, nil
@@ -457,46 +505,17 @@ func hasVerb(verbs []string, v string) bool {
 	return false
 }
 
-// prepareFolder makes dir ready for a new backup: created if absent; a previous planrun backup
-// (complete or interrupted) is cleared; any other non-empty folder is refused unless overwrite.
-// A dry run only checks.
-func prepareFolder(dir string, overwrite, dryRun bool) error {
-	entries, err := os.ReadDir(dir)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		if dryRun {
-			return nil
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("to: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("to: %w", err)
-	default:
-		isBackup := false
-		for _, e := range entries {
-			if e.Name() == archive.ManifestFile || e.Name() == MarkerFile {
-				isBackup = true
-			}
-		}
-		if len(entries) > 0 && !isBackup && !overwrite {
-			return fmt.Errorf("to: %s is not empty and is not a planrun backup folder (set overwrite: true to write into it anyway)", dir)
-		}
+// location is to: as the step opens it: a plain path made absolute (outputs and messages name
+// it as the run saw it), any URL as written.
+func location(to string) (string, error) {
+	if strings.Contains(to, "://") {
+		return to, nil
 	}
-	if dryRun {
-		return nil
+	abs, err := filepath.Abs(to)
+	if err != nil {
+		return "", fmt.Errorf("to: %w", err)
 	}
-	// The manifest goes first: from now on the folder is an incomplete backup.
-	if err := os.Remove(filepath.Join(dir, archive.ManifestFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("to: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, MarkerFile), []byte("planrun backup folder: manifest.json is written last\n"), 0o644); err != nil {
-		return fmt.Errorf("to: %w", err)
-	}
-	if err := os.RemoveAll(filepath.Join(dir, "resources")); err != nil {
-		return fmt.Errorf("to: %w", err)
-	}
-	return nil
+	return abs, nil
 }
 
 // progress sums what every list has read and reports it.

@@ -27,6 +27,7 @@ import (
 	"planrun.dev/planrun/steps/kube/archive"
 	"planrun.dev/planrun/steps/kube/kubetest"
 	"planrun.dev/planrun/steps/kubebackup"
+	"planrun.dev/planrun/steps/storage"
 )
 
 var clusters []*kubetest.Cluster
@@ -71,7 +72,12 @@ func createMany(t testing.TB, n int, create func(i int) error) {
 
 func readManifest(t *testing.T, dir string) *archive.Manifest {
 	t.Helper()
-	m, err := archive.ReadManifest(dir)
+	return readManifestAt(t, storage.OpenLocal(dir))
+}
+
+func readManifestAt(t *testing.T, loc storage.Location) *archive.Manifest {
+	t.Helper()
+	m, err := archive.ReadManifest(ctx, loc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,12 +95,18 @@ func resource(t *testing.T, m *archive.Manifest, gr string) archive.Resource {
 	return archive.Resource{}
 }
 
-// readObjects reads every object of a resource in a backup.
+// readObjects reads every object of a resource in a backup folder.
 func readObjects(t *testing.T, dir string, r archive.Resource) []map[string]any {
+	t.Helper()
+	return readObjectsAt(t, storage.OpenLocal(dir), archive.None, r)
+}
+
+// readObjectsAt reads every object of a resource in a backup stored with compression c.
+func readObjectsAt(t *testing.T, loc storage.Location, c archive.Compression, r archive.Resource) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for _, f := range r.Files {
-		rd, err := archive.Open(dir, f)
+		rd, err := archive.Open(ctx, loc, c, f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +236,7 @@ steps:
 			if !w.namespaced {
 				wantNS = ""
 			}
-			if f.Namespace != wantNS || f.Path != archive.FilePath(r.Group, r.Resource, wantNS) {
+			if f.Namespace != wantNS || f.Path != archive.FilePath(r.Group, r.Resource, wantNS, archive.None) {
 				t.Errorf("file %+v", f)
 			}
 			st, _ := os.Stat(filepath.Join(dir, f.Path))
@@ -445,7 +457,7 @@ func TestBackupDryRunRerunAndFolders(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "resources/configmaps")); !os.IsNotExist(err) {
 			t.Fatalf("configmaps of the previous backup kept: %v", err)
 		}
-		if _, err := archive.Verify(dir, nil); err != nil {
+		if _, err := archive.Verify(ctx, storage.OpenLocal(dir), nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -467,7 +479,7 @@ func TestBackupDryRunRerunAndFolders(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(dir, "notes.txt")); string(b) != "mine" {
 			t.Fatalf("notes.txt: %q %v", b, err)
 		}
-		if _, err := archive.Verify(dir, nil); err != nil {
+		if _, err := archive.Verify(ctx, storage.OpenLocal(dir), nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -652,7 +664,7 @@ func TestBackupBoundVolumes(t *testing.T) {
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("persistentvolumes %v, want %v", got, tc.want)
 			}
-			if _, err := archive.Verify(dir, nil); err != nil {
+			if _, err := archive.Verify(ctx, storage.OpenLocal(dir), nil); err != nil {
 				t.Errorf("verify: %v", err)
 			}
 		})

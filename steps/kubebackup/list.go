@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,6 +17,7 @@ import (
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/kube/archive"
+	"planrun.dev/planrun/steps/storage"
 )
 
 // A backup reads list pages as raw JSON and copies each item to its file as the bytes arrive: no
@@ -33,7 +32,15 @@ type job struct {
 	keepItem  func(item []byte) bool            // nil keeps every object; else asked after keep
 
 	files        []archive.File
-	count, bytes int64
+	count, bytes int64 // objects, and their size before compression
+}
+
+// key names the job in the step's checkpoint: its resource (in the version listed) and
+// namespace. The filters that also decide what it lists come from the step's config, which the
+// checkpoint's fingerprint covers.
+func (j *job) key() string {
+	gvr := j.target.gvr
+	return gvr.Group + "/" + gvr.Version + "/" + gvr.Resource + "|" + j.namespace
 }
 
 func (j *job) where() string {
@@ -45,7 +52,8 @@ func (j *job) where() string {
 
 type listOptions struct {
 	labelSelector string
-	dir           string
+	loc           storage.Location
+	compression   archive.Compression
 }
 
 type lister struct{ rest rest.Interface }
@@ -82,7 +90,9 @@ func (l *lister) backup(ctx context.Context, j *job, opts listOptions, prog *pro
 			return err
 		}
 		for _, f := range j.files {
-			os.Remove(filepath.Join(opts.dir, filepath.FromSlash(f.Path)))
+			if err := opts.loc.Remove(ctx, f.Path); err != nil {
+				return fmt.Errorf("to: %w", err)
+			}
 		}
 		prog.add(-j.count, -j.bytes)
 		j.files, j.count, j.bytes = nil, 0, 0
@@ -105,18 +115,19 @@ func (l *lister) list(ctx context.Context, j *job, opts listOptions, prog *progr
 	)
 	defer func() {
 		if w != nil {
-			// On failure the file is recorded so that a restart removes it; the manifest is not written.
+			// On failure nothing appears under the file's name; it is recorded so that a restart
+			// removes what an earlier attempt may have left there. The manifest is not written.
 			w.Abort()
-			j.files = append(j.files, archive.File{Path: archive.FilePath(gvr.Group, gvr.Resource, wNS)})
+			j.files = append(j.files, archive.File{Path: w.Path()})
 		}
 	}()
 	closeWriter := func() error {
-		f, err := w.Close()
+		f, err := w.Close(ctx)
 		w = nil
 		j.files = append(j.files, f)
 		closed[wNS] = true
 		if err != nil {
-			return fmt.Errorf("to: %s: %w", f.Path, err)
+			return toError(f.Path, err)
 		}
 		return nil
 	}
@@ -169,13 +180,13 @@ func (l *lister) list(ctx context.Context, j *job, opts listOptions, prog *progr
 					// The API server lists in key order, so a namespace's objects are contiguous.
 					return fmt.Errorf("list %s: objects of namespace %q came out of order", j.where(), ns)
 				}
-				if w, err = archive.Create(opts.dir, gvr.Group, gvr.Resource, ns); err != nil {
+				if w, err = archive.Create(ctx, opts.loc, opts.compression, gvr.Group, gvr.Resource, ns); err != nil {
 					return fmt.Errorf("to: %w", err)
 				}
 				wNS = ns
 			}
 			if err := w.Write(item); err != nil {
-				return fmt.Errorf("to: %s: %w", archive.FilePath(gvr.Group, gvr.Resource, ns), err)
+				return toError(w.Path(), err)
 			}
 			return nil
 		})
@@ -200,6 +211,16 @@ func (l *lister) list(ctx context.Context, j *job, opts listOptions, prog *progr
 		return closeWriter()
 	}
 	return nil
+}
+
+// toError names the file of the backup a write failed on, unless the location's error does
+// (a *storage.Error names the location and the path).
+func toError(path string, err error) error {
+	var se *storage.Error
+	if errors.As(err, &se) {
+		return fmt.Errorf("to: %w", err)
+	}
+	return fmt.Errorf("to: %s: %w", path, err)
 }
 
 func listPath(gvr schema.GroupVersionResource, ns string) string {

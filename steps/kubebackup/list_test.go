@@ -15,6 +15,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube/archive"
+	"planrun.dev/planrun/steps/storage"
 )
 
 func item(ns, name string) string {
@@ -68,10 +69,10 @@ func TestListRestartsAfterExpiredContinue(t *testing.T) {
 		expired,
 		page("", item("a", "1"), item("b", "3")),
 	})
-	dir := t.TempDir()
+	loc := storage.OpenLocal(t.TempDir())
 	j := &job{target: cmTarget}
 	prog := &progress{rc: &engine.RunContext{}}
-	if err := l.backup(context.Background(), j, listOptions{dir: dir}, prog); err != nil {
+	if err := l.backup(context.Background(), j, listOptions{loc: loc}, prog); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(*seen, ","); got != ",tok1," {
@@ -80,24 +81,24 @@ func TestListRestartsAfterExpiredContinue(t *testing.T) {
 	if j.count != 2 || prog.done != 2 || prog.nbytes != j.bytes || len(j.files) != 2 || j.files[0].Namespace != "a" || j.files[0].Count != 1 || j.files[1].Namespace != "b" {
 		t.Fatalf("job %+v, progress %d", j, prog.done)
 	}
-	m := &archive.Manifest{Version: archive.Version, Resources: []archive.Resource{{Version: "v1", Resource: "configmaps", Files: j.files}}}
-	if err := archive.WriteManifest(dir, m); err != nil {
+	m := &archive.Manifest{Resources: []archive.Resource{{Version: "v1", Resource: "configmaps", Files: j.files}}}
+	if err := archive.WriteManifest(context.Background(), loc, m); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := archive.Verify(dir, nil); err != nil {
+	if _, err := archive.Verify(context.Background(), loc, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestListErrors(t *testing.T) {
 	l, _ := fakeLister(t, []func(http.ResponseWriter, *http.Request){page("", item("a", "1"), item("b", "2"), item("a", "3"))})
-	err := l.backup(context.Background(), &job{target: cmTarget}, listOptions{dir: t.TempDir()}, &progress{rc: &engine.RunContext{}})
+	err := l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{rc: &engine.RunContext{}})
 	if err == nil || err.Error() != `list configmaps: objects of namespace "a" came out of order` {
 		t.Fatalf("got %v", err)
 	}
 
 	l, _ = fakeLister(t, []func(http.ResponseWriter, *http.Request){expired, expired, expired, expired, expired, expired})
-	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{dir: t.TempDir()}, &progress{rc: &engine.RunContext{}})
+	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{rc: &engine.RunContext{}})
 	if err == nil || !strings.Contains(err.Error(), "list configmaps: The provided continue parameter is too old") {
 		t.Fatalf("got %v", err)
 	}
@@ -107,7 +108,7 @@ func TestListErrors(t *testing.T) {
 		fmt.Fprint(w, `{"kind":"ConfigMapList","items":[`+item("a", "1")+`,{"meta`)
 	}
 	l, _ = fakeLister(t, []func(http.ResponseWriter, *http.Request){truncated})
-	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{dir: t.TempDir()}, &progress{rc: &engine.RunContext{}})
+	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{rc: &engine.RunContext{}})
 	if err == nil || !engine.IsTransient(err) || !strings.Contains(err.Error(), "list configmaps: reading the response: ") {
 		t.Fatalf("got %v", err)
 	}

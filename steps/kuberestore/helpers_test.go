@@ -1,6 +1,7 @@
 package kuberestore_test
 
 import (
+	"context"
 	"encoding/json"
 	"sort"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"planrun.dev/planrun/steps/kube/archive"
 	"planrun.dev/planrun/steps/kube/kubetest"
+	"planrun.dev/planrun/steps/storage"
 )
 
 var clusters []*kubetest.Cluster
@@ -94,11 +96,13 @@ func writeBackup(t testing.TB, dir string, objs []*unstructured.Unstructured) {
 		groups[k] = append(groups[k], o)
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].kind+"/"+keys[i].ns < keys[j].kind+"/"+keys[j].ns })
-	m := &archive.Manifest{Version: archive.Version}
+	ctx := context.Background()
+	loc := storage.OpenLocal(dir)
+	m := &archive.Manifest{}
 	byKind := map[string]int{}
 	for _, k := range keys {
 		info := kinds[k.kind]
-		w, err := archive.Create(dir, info.gvr.Group, info.gvr.Resource, k.ns)
+		w, err := archive.Create(ctx, loc, archive.None, info.gvr.Group, info.gvr.Resource, k.ns)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,7 +115,7 @@ func writeBackup(t testing.TB, dir string, objs []*unstructured.Unstructured) {
 				t.Fatal(err)
 			}
 		}
-		f, err := w.Close()
+		f, err := w.Close(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +130,7 @@ func writeBackup(t testing.TB, dir string, objs []*unstructured.Unstructured) {
 		m.Objects += f.Count
 		m.Bytes += f.Bytes
 	}
-	if err := archive.WriteManifest(dir, m); err != nil {
+	if err := archive.WriteManifest(ctx, loc, m); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,4 +1,5 @@
-// Package kuberestore implements kube.restore: objects from a backup folder (steps/kube/archive)
+// Package kuberestore implements kube.restore: objects from a backup (steps/kube/archive, in a
+// folder or a bucket prefix)
 // created again, in dependency order, by a pool of workers, with owner references remapped to
 // the new UIDs, status restored on request, conflicts resolved by policy, and every failure
 // collected. Running it again after a crash skips what is already restored and finishes the rest.
@@ -29,12 +30,13 @@ import (
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/kube/archive"
+	"planrun.dev/planrun/steps/storage"
 )
 
 func init() {
 	engine.Register(engine.StepType{
 		Name: "kube.restore",
-		Doc:  "Restore a backup folder: CRDs, namespaces, then objects in dependency order, owner references remapped to new UIDs.",
+		Doc:  "Restore a backup (folder or bucket prefix): CRDs, namespaces, then objects in dependency order, owner references remapped to new UIDs; every file checked against its manifest sha256.",
 		New:  func() engine.Action { return new(Restore) },
 	})
 }
@@ -87,21 +89,22 @@ const (
 // Restore is the config of kube.restore.
 type Restore struct {
 	kube.ClusterRef      `yaml:",inline"`
-	From                 string             `yaml:"from" plan:"required" doc:"Backup folder written by kube.backup."`
-	RestoreStatus        bool               `yaml:"restoreStatus" doc:"Restore status too, through the /status subresource where the kind has one."`
-	RemapOwnerReferences *bool              `yaml:"remapOwnerReferences" doc:"Point owner references at the restored owners' new UIDs (default true); false drops them."`
-	OnConflict           string             `yaml:"onConflict" doc:"When an object exists that this backup did not restore: skip (default), update or recreate."`
-	NamespaceMapping     map[string]string  `yaml:"namespaceMapping" doc:"Restore the objects of namespace old into namespace new (created if missing)."`
-	IncludeResources     []string           `yaml:"includeResources" doc:"Restore only these resources (resource, resource.group or Kind)."`
-	ExcludeResources     []string           `yaml:"excludeResources" doc:"Do not restore these resources (resource, resource.group or Kind)."`
-	IncludeNamespaces    []string           `yaml:"includeNamespaces" doc:"Restore only the objects of these (backup) namespaces; cluster-scoped objects other than namespaces are kept."`
-	ExcludeNamespaces    []string           `yaml:"excludeNamespaces" doc:"Do not restore the objects of these (backup) namespaces."`
-	LabelSelector        string             `yaml:"labelSelector" doc:"Restore only the objects whose labels match."`
-	Order                []string           `yaml:"order" doc:"Resources (resource or resource.group) in restore order after CRDs and namespaces; replaces the built-in priority list."`
-	Transforms           []Transform        `yaml:"transforms" doc:"JSON patches applied to matching objects before they are created."`
-	CreateThenUpdate     []CreateThenUpdate `yaml:"createThenUpdate" doc:"Fields left out at create time and set by an update right after (APIs that refuse them on create)."`
-	Workers              int                `yaml:"workers" doc:"Objects restored in parallel (default 32)."`
-	UndoOnFailure        bool               `yaml:"undoOnFailure" doc:"When objects fail to restore, delete what the step created (in this and earlier attempts, as its undo does) before it fails, so that a failed restore leaves nothing behind; a rollback of the run cannot undo a step that did not succeed."`
+	From                 string                   `yaml:"from" plan:"required" doc:"Backup written by kube.backup: a folder (plain path or file:///path) or a bucket prefix (s3://, gs://, azblob://). Every file is checked against the sha256 of the manifest as it streams; a file that does not match fails the restore, naming it. Compressed backups are decompressed as they are read."`
+	CredentialsFrom      *storage.CredentialsFrom `yaml:"credentialsFrom" doc:"Secret with the credentials of from (default: the provider's own chain: environment, profile, workload identity)."`
+	RestoreStatus        bool                     `yaml:"restoreStatus" doc:"Restore status too, through the /status subresource where the kind has one."`
+	RemapOwnerReferences *bool                    `yaml:"remapOwnerReferences" doc:"Point owner references at the restored owners' new UIDs (default true); false drops them."`
+	OnConflict           string                   `yaml:"onConflict" doc:"When an object exists that this backup did not restore: skip (default), update or recreate."`
+	NamespaceMapping     map[string]string        `yaml:"namespaceMapping" doc:"Restore the objects of namespace old into namespace new (created if missing)."`
+	IncludeResources     []string                 `yaml:"includeResources" doc:"Restore only these resources (resource, resource.group or Kind)."`
+	ExcludeResources     []string                 `yaml:"excludeResources" doc:"Do not restore these resources (resource, resource.group or Kind)."`
+	IncludeNamespaces    []string                 `yaml:"includeNamespaces" doc:"Restore only the objects of these (backup) namespaces; cluster-scoped objects other than namespaces are kept."`
+	ExcludeNamespaces    []string                 `yaml:"excludeNamespaces" doc:"Do not restore the objects of these (backup) namespaces."`
+	LabelSelector        string                   `yaml:"labelSelector" doc:"Restore only the objects whose labels match."`
+	Order                []string                 `yaml:"order" doc:"Resources (resource or resource.group) in restore order after CRDs and namespaces; replaces the built-in priority list."`
+	Transforms           []Transform              `yaml:"transforms" doc:"JSON patches applied to matching objects before they are created."`
+	CreateThenUpdate     []CreateThenUpdate       `yaml:"createThenUpdate" doc:"Fields left out at create time and set by an update right after (APIs that refuse them on create)."`
+	Workers              int                      `yaml:"workers" doc:"Objects restored in parallel (default 32)."`
+	UndoOnFailure        bool                     `yaml:"undoOnFailure" doc:"When objects fail to restore, delete what the step created (in this and earlier attempts, as its undo does) before it fails, so that a failed restore leaves nothing behind; a rollback of the run cannot undo a step that did not succeed."`
 
 	selector   labels.Selector
 	transforms []transform
@@ -159,6 +162,9 @@ func (r *Restore) Provision() error {
 	case "", "skip", "update", "recreate":
 	default:
 		return fmt.Errorf("onConflict: %q is not one of skip, update, recreate", r.OnConflict)
+	}
+	if err := storage.Check(r.From); err != nil {
+		return fmt.Errorf("from: %w", err)
 	}
 	if r.Workers < 0 || r.Workers > 1024 {
 		return fmt.Errorf("workers: %d is not between 1 and 1024", r.Workers)
@@ -264,7 +270,7 @@ func matchResource(set map[string]bool, r archive.Resource) bool {
 }
 
 // Describe implements engine.Describer.
-func (r *Restore) Describe() string { return "restore from " + r.From }
+func (r *Restore) Describe() string { return "restore from " + storage.Display(r.From) }
 
 // resPlan is one resource of the backup to restore, with what the cluster says about it.
 type resPlan struct {
@@ -294,23 +300,26 @@ type counts struct{ restored, updated, skipped, failed atomic.Int64 }
 
 // Run implements engine.Action.
 func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
-	if dir := archive.ReadFolder(rc, r.From); dir != r.From {
-		// A dry run reads the backup a backup step of the same dry run wrote instead of From.
-		cfg := *r
-		cfg.From = dir
-		r = &cfg
-	}
 	c, err := r.Client(rc)
 	if err != nil {
 		return nil, err
 	}
-	m, raw, err := archive.ReadManifestFile(r.From)
+	// A dry run reads the backup a backup step of the same dry run wrote instead of From.
+	loc, ok := archive.DryRunWritten(rc, r.From)
+	if !ok {
+		if loc, err = storage.OpenFor(ctx, rc, r.From, r.CredentialsFrom); err != nil {
+			return nil, fmt.Errorf("from: %w", err)
+		}
+	}
+	m, raw, err := archive.ReadManifestFile(ctx, loc)
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(raw)
 	x := &restorer{
 		cfg:      r,
+		loc:      loc,
+		comp:     m.Compression,
 		c:        c,
 		rc:       rc,
 		backupID: hex.EncodeToString(sum[:8]),
@@ -571,6 +580,8 @@ func (x *restorer) fail(p *resPlan, kind, ns, name string, err error) {
 // restorer is one run of the step.
 type restorer struct {
 	cfg      *Restore
+	loc      storage.Location    // the backup
+	comp     archive.Compression // of its files
 	c        *kube.Client
 	rc       *engine.RunContext
 	rest     *rest.RESTClient

@@ -122,11 +122,16 @@ func (x *restorer) run(ctx context.Context, workers int) error {
 	return ctx.Err()
 }
 
-// feed streams one backup file into the worker pool.
+// feed streams one backup file into the worker pool; its errors name the backup and the file.
+// The reader checks the file against its
+// manifest entry (size, sha256, count) as it goes and fails at its end when it does not match:
+// the restore fails, naming the file. (Objects of the file may have been restored by then; the
+// file's sum is only known once it is read, and reading every file twice would double what a
+// restore from a bucket downloads.)
 func (x *restorer) feed(ctx context.Context, p *resPlan, f archive.File, jobs chan<- job, wg *sync.WaitGroup) error {
-	r, err := archive.Open(x.cfg.From, f)
+	r, err := archive.Open(ctx, x.loc, x.comp, f)
 	if err != nil {
-		return fmt.Errorf("backup %s: %w", x.cfg.From, err)
+		return err
 	}
 	defer r.Close()
 	for {
@@ -135,7 +140,7 @@ func (x *restorer) feed(ctx context.Context, p *resPlan, f archive.File, jobs ch
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("backup %s: %s: %w", x.cfg.From, f.Path, err)
+			return err
 		}
 		x.bytes.Add(int64(len(line)) + 1)
 		wg.Add(1)

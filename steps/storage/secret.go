@@ -2,13 +2,7 @@ package storage
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
-
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube"
@@ -30,9 +24,8 @@ func (c *CredentialsFrom) String() string {
 	return s
 }
 
-var secrets = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
-
-// Resolve reads the Secret. Its values are decoded into Credentials and go nowhere else.
+// Resolve reads the Secret, on the step's cluster. Its values are decoded into Credentials and
+// go nowhere else.
 func (c *CredentialsFrom) Resolve(ctx context.Context, rc *engine.RunContext) (*Credentials, error) {
 	if c == nil {
 		return nil, nil
@@ -41,23 +34,11 @@ func (c *CredentialsFrom) Resolve(ctx context.Context, rc *engine.RunContext) (*
 	if err != nil {
 		return nil, fmt.Errorf("credentialsFrom: %w", err)
 	}
-	obj, err := cl.Dynamic.Resource(secrets).Namespace(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
+	creds, err := c.ResolveWith(ctx, cl)
 	if err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("credentialsFrom: %s not found", c)
-		}
-		return nil, fmt.Errorf("credentialsFrom: %s: %s", c, kube.Reason(kube.Classify(err)))
+		return nil, fmt.Errorf("credentialsFrom: %w", err)
 	}
-	data := map[string][]byte{}
-	raw, _, _ := unstructured.NestedStringMap(obj.Object, "data")
-	for k, v := range raw {
-		b, err := base64.StdEncoding.DecodeString(v)
-		if err != nil {
-			return nil, fmt.Errorf("credentialsFrom: %s: key %s is not base64", c, k)
-		}
-		data[k] = b
-	}
-	return NewCredentials(c.String(), data), nil
+	return creds, nil
 }
 
 // OpenFor opens a step's location: credentials from the Secret credentialsFrom names when it

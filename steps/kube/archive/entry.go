@@ -1,19 +1,36 @@
 package archive
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"planrun.dev/planrun/internal/safepath"
+	"planrun.dev/planrun/steps/storage"
 )
 
 // ErrNotRegular is matched (errors.Is) by the error for an entry of a backup folder that is a
 // symlink, a folder, a device or a pipe where a file is expected: a reader follows no link out of
 // the backup and never blocks on a FIFO.
 var ErrNotRegular = errors.New("not a regular file")
+
+// openFile opens the file at rel (ManifestFile, or a path read from a manifest and checked by
+// checkEntry) in the backup at loc. This is the only way this package reads a backup. A local
+// folder is read through openEntry, which follows no symlink and reads no special file; an object
+// store has neither, and its keys are rel under the location's prefix.
+func openFile(ctx context.Context, loc storage.Location, rel string) (io.ReadCloser, error) {
+	if lf, ok := loc.(storage.LocalFile); ok {
+		return openEntry(lf.LocalPath(""), rel)
+	}
+	if err := safepath.Rel("backup entry", rel); err != nil {
+		return nil, err
+	}
+	return loc.Open(ctx, rel)
+}
 
 // openEntry opens the file at rel, a slash-separated path read from a manifest, inside the
 // backup folder dir. rel must pass safepath.Rel, and neither it nor any folder on the way may be

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +11,9 @@ import (
 	"syscall"
 	"testing"
 
+	"planrun.dev/planrun/internal/s3test"
 	"planrun.dev/planrun/internal/safepath"
+	"planrun.dev/planrun/steps/storage"
 )
 
 // manifestWith is a manifest naming one file at path.
@@ -18,6 +21,8 @@ func manifestWith(path string) string {
 	p, _ := json.Marshal(path)
 	return fmt.Sprintf(`{"version": 1, "resources": [{"version": "v1", "resource": "configmaps", "files": [{"path": %s}]}]}`, p)
 }
+
+var ctx = context.Background()
 
 // A crafted manifest whose entry names leave the backup folder is refused by every reader:
 // ReadManifest (and so kube.restore, kube.verifyBackup and planrun verify-backup), Verify, Open.
@@ -42,14 +47,15 @@ func TestHostileManifestNames(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, ManifestFile), []byte(manifestWith(path)), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := ReadManifest(dir)
+			loc := storage.OpenLocal(dir)
+			_, err := ReadManifest(ctx, loc)
 			if !errors.Is(err, safepath.ErrUnsafe) || !strings.Contains(err.Error(), "resources[0].files[0]: backup entry") || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("ReadManifest: %v", err)
 			}
-			if _, err := Verify(dir, nil); !errors.Is(err, safepath.ErrUnsafe) {
+			if _, err := Verify(ctx, loc, nil); !errors.Is(err, safepath.ErrUnsafe) {
 				t.Fatalf("Verify: %v", err)
 			}
-			if _, err := Open(dir, File{Path: path}); !errors.Is(err, safepath.ErrUnsafe) {
+			if _, err := Open(ctx, loc, None, File{Path: path}); !errors.Is(err, safepath.ErrUnsafe) {
 				t.Fatalf("Open: %v", err)
 			}
 		})
@@ -90,10 +96,11 @@ func TestNonRegularEntries(t *testing.T) {
 			dir := t.TempDir()
 			must(t, os.WriteFile(filepath.Join(dir, ManifestFile), []byte(manifestWith(entry)), 0o644))
 			tc.make(t, dir)
-			if _, err := Open(dir, File{Path: entry}); !errors.Is(err, ErrNotRegular) {
+			loc := storage.OpenLocal(dir)
+			if _, err := Open(ctx, loc, None, File{Path: entry}); !errors.Is(err, ErrNotRegular) {
 				t.Fatalf("Open: %v", err)
 			}
-			if _, err := Verify(dir, nil); !errors.Is(err, ErrNotRegular) && (err == nil || !strings.Contains(err.Error(), "not a regular file")) {
+			if _, err := Verify(ctx, loc, nil); !errors.Is(err, ErrNotRegular) && (err == nil || !strings.Contains(err.Error(), "not a regular file")) {
 				t.Fatalf("Verify: %v", err)
 			}
 		})
@@ -103,10 +110,25 @@ func TestNonRegularEntries(t *testing.T) {
 		elsewhere := filepath.Join(t.TempDir(), ManifestFile)
 		must(t, os.WriteFile(elsewhere, []byte(manifestWith(entry)), 0o644))
 		must(t, os.Symlink(elsewhere, filepath.Join(dir, ManifestFile)))
-		if _, err := ReadManifest(dir); !errors.Is(err, ErrNotRegular) {
+		if _, err := ReadManifest(ctx, storage.OpenLocal(dir)); !errors.Is(err, ErrNotRegular) {
 			t.Fatalf("ReadManifest: %v", err)
 		}
 	})
+}
+
+// A crafted manifest in a bucket is refused as in a folder: the names it gives never reach
+// the object store.
+func TestHostileManifestInBucket(t *testing.T) {
+	srv := s3test.StartForTest(t)
+	must(t, srv.CreateBucket("hostile"))
+	loc := openS3(t, srv, "hostile", "b")
+	must(t, storage.WriteFile(ctx, loc, ManifestFile, []byte(manifestWith("resources/../../other/manifest.json")), 0o644))
+	if _, err := ReadManifest(ctx, loc); !errors.Is(err, safepath.ErrUnsafe) || !strings.HasPrefix(err.Error(), "backup "+loc.String()+": manifest.json: resources[0].files[0]: backup entry") {
+		t.Fatalf("ReadManifest: %v", err)
+	}
+	if _, err := Open(ctx, loc, None, File{Path: "resources/../../other/x.jsonl"}); !errors.Is(err, safepath.ErrUnsafe) {
+		t.Fatalf("Open: %v", err)
+	}
 }
 
 func mkdir(t *testing.T, dir, rel string) {

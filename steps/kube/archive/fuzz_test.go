@@ -31,8 +31,8 @@ func FuzzParseManifest(f *testing.F) {
 				if err := safepath.Rel("backup entry", file.Path); err != nil {
 					t.Fatalf("accepted an unsafe path: %v", err)
 				}
-				if !strings.HasPrefix(file.Path, resourcesDir+"/") {
-					t.Fatalf("accepted %q outside %s/", file.Path, resourcesDir)
+				if !strings.HasPrefix(file.Path, ResourcesDir+"/") {
+					t.Fatalf("accepted %q outside %s/", file.Path, ResourcesDir)
 				}
 				rel, err := filepath.Rel(dir, filepath.Join(dir, filepath.FromSlash(file.Path)))
 				if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || filepath.IsAbs(rel) {
