@@ -261,13 +261,12 @@ func (s *Snapshot) save(ctx context.Context, rc *engine.RunContext, cli *clientv
 		_ = up.Abort()
 		return saved{}, err
 	}
-	h := sha256.New()
 	pw := &progressWriter{rc: rc, total: status.DbSize}
 	// The snapshot holds at least what etcd reported before it started.
 	scan := newRevisionScanner(status.Header.Revision)
 	iw := &integrityWriter{h: sha256.New(), body: scan}
 	dst := &writeErr{w: up}
-	n, err := io.Copy(io.MultiWriter(dst, h, pw, iw), resp.Snapshot)
+	n, err := io.Copy(io.MultiWriter(dst, pw, iw), resp.Snapshot)
 	if err != nil {
 		// A write error names the location; anything else came from the stream.
 		if dst.err != nil {
@@ -279,14 +278,14 @@ func (s *Snapshot) save(ctx context.Context, rc *engine.RunContext, cli *clientv
 		return fail(ds.Error(errors.New("the snapshot stream was empty")))
 	}
 	// The server appends the sha256 of the database: check it now rather than at restore time.
-	if !iw.ok() {
+	sum, ok := iw.finish()
+	if !ok {
 		return fail(engine.Transient(ds.Error(fmt.Errorf("the snapshot received (%d bytes) does not match the sha256 etcd appended to it", n))))
 	}
 	rev, err := scan.Revision()
 	if err != nil {
 		return fail(ds.Error(fmt.Errorf("reading the revision of the snapshot received (%d bytes): %w", n, err)))
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
 	if err := up.Commit(ctx, sum); err != nil {
 		return fail(f.fail("to", "writing", err))
 	}
@@ -319,9 +318,9 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// integrityWriter hashes everything but the last sha256.Size bytes written, which it keeps:
-// etcd appends the sha256 of the database to the snapshot stream. What it hashes (the
-// database) also goes to body.
+// integrityWriter hashes the snapshot stream, keeping its last sha256.Size bytes apart: etcd
+// appends the sha256 of the database to it. What it hashes (the database) also goes to body.
+// One pass gives both sums: the database's, then, with the tail added, the whole stream's.
 type integrityWriter struct {
 	h    hash.Hash
 	body io.Writer
@@ -339,6 +338,10 @@ func (w *integrityWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-func (w *integrityWriter) ok() bool {
-	return len(w.tail) == sha256.Size && bytes.Equal(w.h.Sum(nil), w.tail)
+// finish returns the sha256 (hex) of the whole stream, and whether it ended with the sha256 of
+// the database before it.
+func (w *integrityWriter) finish() (string, bool) {
+	ok := len(w.tail) == sha256.Size && bytes.Equal(w.h.Sum(nil), w.tail)
+	w.h.Write(w.tail)
+	return hex.EncodeToString(w.h.Sum(nil)), ok
 }
