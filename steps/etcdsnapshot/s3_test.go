@@ -377,7 +377,8 @@ func resumeRun(t testing.TB, url, body, dir string) (*engine.Journal, error) {
 }
 
 // TestRestoreFromS3Refuses: a snapshot object changed after its manifest was written is refused
-// naming its URL, before anything is restored, and the downloaded copy is removed.
+// naming its URL, before anything is restored, and the downloaded copy is removed (as is one an
+// earlier attempt left).
 func TestRestoreFromS3Refuses(t *testing.T) {
 	e, _, _ := seeded(t)
 	srv := startS3(t)
@@ -388,7 +389,11 @@ func TestRestoreFromS3Refuses(t *testing.T) {
 	object[len(object)/2] ^= 0xff
 	putObject(t, srv, snapshotKey, object)
 
+	// What an attempt that stopped mid-download left is replaced, then removed.
 	data := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(filepath.Join(filepath.Dir(data), ".data.snapshot.planrun-part"), []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	_, err := apply(t, e.URL, restoreStep(to, data, ""), runOpts{})
 	plantest.WantError(t, err, fmt.Sprintf(`step "r" failed: snapshot: %s has sha256 %s but manifest %s says %s: refusing to restore it`, to, sum(object), srv.URL(bucket, snapshotKey+".manifest.json"), m.SHA256))
 	if !errors.Is(err, storage.ErrChecksum) {
