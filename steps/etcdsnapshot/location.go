@@ -27,12 +27,14 @@ func parseSnapshotFile(raw string) (snapshotFile, error) {
 	if err != nil {
 		return snapshotFile{}, err
 	}
-	return snapshotFile{
-		dir:         dir,
-		name:        name,
-		url:         storage.Redact(storage.JoinFile(dir, name)),
-		manifestURL: storage.Redact(storage.JoinFile(dir, name+ManifestSuffix)),
-	}, nil
+	show := func(name string) string {
+		p := storage.JoinFile(dir, name)
+		if storage.IsLocal(dir) {
+			return p // a path, which Redact would take for a URL (a "#" or a "?" in it)
+		}
+		return storage.Redact(p)
+	}
+	return snapshotFile{dir: dir, name: name, url: show(name), manifestURL: show(name + ManifestSuffix)}, nil
 }
 
 func (f snapshotFile) manifestName() string { return f.name + ManifestSuffix }

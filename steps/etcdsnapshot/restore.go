@@ -62,8 +62,8 @@ var (
 	_ engine.Describer   = (*Restore)(nil)
 )
 
-// Provision implements engine.Provisioner: snapshot is split into its folder's location and its
-// name.
+// Provision implements engine.Provisioner: snapshot is checked (storage.SplitFile) and split into
+// its folder's location and its name.
 func (r *Restore) Provision() error {
 	f, err := parseSnapshotFile(r.Snapshot)
 	if err != nil {

@@ -498,3 +498,21 @@ func TestS3CredentialsFromSecret(t *testing.T) {
 		t.Errorf("the error holds the secret: %v", err)
 	}
 }
+
+// TestLocationConfigErrors: a location that is not a file, of an unknown scheme, or with
+// credentials in it, is refused when the plan loads, the credentials not repeated.
+func TestLocationConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{snapshotStep("/backups/", ""), `step "snap": with: to: /backups/ names a folder, want a file`},
+		{snapshotStep("s3://bucket?region=r", ""), `step "snap": with: to: s3://bucket?region=r names a folder, want a file (s3://bucket/path/file)`},
+		{restoreStep("ftp://host/snap.db", "/tmp/d", ""), `step "r": with: snapshot: ftp://host/snap.db: scheme ftp:// is not supported`},
+		{restoreStep("s3://key:hunter2@bucket/snap.db", "/tmp/d", ""), `step "r": with: snapshot: s3://REDACTED@bucket/snap.db: a location URL must not hold credentials`},
+		{snapshotStep("/backups/x.db", ", credentialsFrom: {name: s}"), `step "snap": with: missing required field "namespace"`},
+	} {
+		_, err := load(t, "http://127.0.0.1:1", tc.body)
+		plantest.WantError(t, err, tc.want)
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error holds the password: %v", err)
+		}
+	}
+}

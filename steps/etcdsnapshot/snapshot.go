@@ -32,7 +32,7 @@ func init() {
 // Snapshot saves a full snapshot of a datastore to a file or an object.
 type Snapshot struct {
 	Datastore       string                   `yaml:"datastore" plan:"required,datastore" doc:"Name of the plan's etcd datastore to snapshot. With several endpoints, the snapshot is taken from the leader (a follower may lag behind the last writes); outputs.member says which."`
-	To              string                   `yaml:"to" plan:"required" doc:"The snapshot file: a path (its folder is created if absent), file:///path, or an object in a bucket (s3://bucket/prefix/final-full-snapshot.db?region=…, gs://…, azblob://…). It is streamed there (multipart, nothing kept in memory or on local disk) and appears only once complete and checked; its manifest is written beside it as <to>.manifest.json."`
+	To              string                   `yaml:"to" plan:"required" doc:"The snapshot file: a path (its folder is created if absent), file:///path, or an object in a bucket (s3://bucket/prefix/final-full-snapshot.db?region=…, gs://…, azblob://…). It is streamed there (to an object store as a multipart upload: parts of 8 MiB in memory, no local copy) and appears only once complete and checked against etcd's own hash; its manifest is written beside it, last, as <to>.manifest.json."`
 	CredentialsFrom *storage.CredentialsFrom `yaml:"credentialsFrom" doc:"Secret with the credentials of an object store to (default: the provider's own chain: environment, profile, workload identity)."`
 	Overwrite       bool                     `yaml:"overwrite" doc:"Replace an existing file or object at to that is not a planrun snapshot (one with a manifest beside it is always replaced)."`
 
@@ -42,25 +42,18 @@ type Snapshot struct {
 var (
 	_ engine.Action      = (*Snapshot)(nil)
 	_ engine.Provisioner = (*Snapshot)(nil)
-	_ engine.Validator   = (*Snapshot)(nil)
 	_ engine.Describer   = (*Snapshot)(nil)
 )
 
-// Provision implements engine.Provisioner: to is split into its folder's location and its name.
+// Provision implements engine.Provisioner: to is checked (storage.SplitFile: a known scheme, a
+// file rather than a folder, no credentials in the URL) and split into its folder's location
+// and its name.
 func (s *Snapshot) Provision() error {
 	f, err := parseSnapshotFile(s.To)
 	if err != nil {
 		return fmt.Errorf("to: %w", err)
 	}
 	s.file = f
-	return nil
-}
-
-// Validate implements engine.Validator.
-func (s *Snapshot) Validate() error {
-	if s.To == "" {
-		return errors.New("to: must not be empty")
-	}
 	return nil
 }
 
