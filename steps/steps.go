@@ -17,4 +17,5 @@ import (
 	_ "planrun.dev/planrun/steps/kuberestore"  // type: kube.restore
 	_ "planrun.dev/planrun/steps/kubescale"    // types: kube.scale, kube.quiesce
 	_ "planrun.dev/planrun/steps/kubewait"     // type: kube.wait
+	_ "planrun.dev/planrun/steps/set"          // type: set
 )

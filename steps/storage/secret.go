@@ -12,9 +12,12 @@ import (
 // (credentialsFrom: {cluster: garden, namespace: garden, name: backup-seed-a}).
 type CredentialsFrom struct {
 	Cluster   string `yaml:"cluster" plan:"cluster" doc:"Plan cluster the Secret is on; may be left out when the plan has at most one."`
-	Namespace string `yaml:"namespace" plan:"required" doc:"Namespace of the Secret."`
-	Name      string `yaml:"name" plan:"required" doc:"Name of the Secret. S3 reads accessKeyID/secretAccessKey (Gardener), aws_access_key_id/aws_secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws-access-key-id/aws-secret-access-key (CAM), or an AWS credentials file under cloud (Velero); GCS a service account JSON key under serviceaccount.json, service_account.json, credentials.json or cloud; Azure storageAccount/storageKey, AZURE_STORAGE_ACCOUNT/AZURE_STORAGE_KEY, a connection string, or those as KEY=value lines under cloud."`
+	Namespace string `yaml:"namespace" doc:"Namespace of the Secret."`
+	Name      string `yaml:"name" doc:"Name of the Secret (an empty credentialsFrom, {}, means the provider's default chain, so that a plan can choose in an expression). S3 reads accessKeyID/secretAccessKey (Gardener), aws_access_key_id/aws_secret_access_key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, aws-access-key-id/aws-secret-access-key (CAM), or an AWS credentials file under cloud (Velero); GCS a service account JSON key under serviceaccount.json, service_account.json, credentials.json or cloud; Azure storageAccount/storageKey, AZURE_STORAGE_ACCOUNT/AZURE_STORAGE_KEY, a connection string, or those as KEY=value lines under cloud."`
 }
+
+// IsZero reports whether no Secret is named: nil or {} (the provider's default chain).
+func (c *CredentialsFrom) IsZero() bool { return c == nil || *c == CredentialsFrom{} }
 
 func (c *CredentialsFrom) String() string {
 	s := "Secret " + c.Namespace + "/" + c.Name
@@ -27,8 +30,11 @@ func (c *CredentialsFrom) String() string {
 // Resolve reads the Secret, on the step's cluster. Its values are decoded into Credentials and
 // go nowhere else.
 func (c *CredentialsFrom) Resolve(ctx context.Context, rc *engine.RunContext) (*Credentials, error) {
-	if c == nil {
+	if c.IsZero() {
 		return nil, nil
+	}
+	if c.Name == "" || c.Namespace == "" {
+		return nil, fmt.Errorf("credentialsFrom: give both namespace and name of the Secret (got namespace %q, name %q)", c.Namespace, c.Name)
 	}
 	cl, err := kube.ClusterRef{Cluster: c.Cluster}.Client(rc)
 	if err != nil {
@@ -46,7 +52,7 @@ func (c *CredentialsFrom) Resolve(ctx context.Context, rc *engine.RunContext) (*
 // (one client per URL and Secret), and closed when the run ends.
 func OpenFor(ctx context.Context, rc *engine.RunContext, raw string, from *CredentialsFrom) (Location, error) {
 	key := "storage/" + raw
-	if from != nil {
+	if !from.IsZero() {
 		key += "\x00" + from.String()
 	}
 	v, err := rc.Shared(key, func() (any, error) {
