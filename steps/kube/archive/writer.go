@@ -13,40 +13,80 @@ import (
 )
 
 // Writer writes one object file of a backup as the objects come: through the compressor, if
-// any, into an upload of the location, hashing the stored bytes as they go. Nothing is held
-// but a buffer; the file appears under its name only when Close commits it, with the sum
-// computed on the way (an object store checks that it received exactly those bytes).
+// any, to the location, hashing the stored bytes as they go. The file appears under its name only
+// when Close commits it, with the sum computed on the way (the location checks that it received
+// exactly those bytes).
+//
+// To an object store that takes a small file whole (storage.WholePutter), the stored bytes go to
+// a buffer of wholeLimit bytes first: a file that fits is sent in one request when it is complete,
+// its sha256 recorded in the object's metadata, without passing through the SDK's upload
+// machinery (which would copy it again into buffers that grow with the file). A file that
+// outgrows the buffer is streamed from then on. Memory is one buffer per file being written,
+// whatever the object count.
 type Writer struct {
+	loc   storage.Location
+	ctx   context.Context
 	rel   string
 	ns    string
-	up    storage.Upload
-	sink  *hashCounter   // the stored bytes: what the manifest describes
-	comp  io.WriteCloser // nil without compression
+	mode  fs.FileMode
+	up    storage.Upload      // nil while the file is still in buf
+	whole storage.WholePutter // nil for locations that stream every file
+	buf   []byte              // the stored bytes so far, while they fit in wholeLimit
+	sink  *hashCounter        // the stored bytes: what the manifest describes
+	comp  io.WriteCloser      // nil without compression
 	bw    *bufio.Writer
 	count int64
 	raw   int64
 	done  bool
 }
 
-// writeBuffer is the buffer in front of the compressor or the upload: few, large writes.
+// writeBuffer is the buffer in front of the compressor or the location: few, large writes.
 const writeBuffer = 256 << 10
+
+// wholeLimit is the largest file sent whole: the default part size of a multipart upload, so
+// that what is sent whole would have been one part anyway.
+const wholeLimit = 8 << 20
+
+// wholeBuffers keeps the buffers of files sent whole for the next files: a backup writes a few
+// files at a time, one after the other.
+var wholeBuffers = make(chan []byte, 8)
+
+func getWholeBuffer() []byte {
+	select {
+	case b := <-wholeBuffers:
+		return b[:0]
+	default:
+		return make([]byte, 0, wholeLimit)
+	}
+}
+
+func putWholeBuffer(b []byte) {
+	if cap(b) != wholeLimit {
+		return
+	}
+	select {
+	case wholeBuffers <- b:
+	default:
+	}
+}
 
 // Create starts the file of a resource's objects of one namespace ("" for cluster-scoped) in the
 // backup at loc, stored with compression c. Files of Secrets are 0600.
 func Create(ctx context.Context, loc storage.Location, c Compression, group, resource, namespace string) (*Writer, error) {
-	rel := FilePath(group, resource, namespace, c)
-	mode := fs.FileMode(0o644)
+	w := &Writer{loc: loc, ctx: ctx, rel: FilePath(group, resource, namespace, c), ns: namespace, mode: 0o644}
 	if Sensitive(group, resource) {
-		mode = 0o600
+		w.mode = 0o600
 	}
-	up, err := loc.Create(ctx, rel, storage.CreateOptions{Mode: mode})
-	if err != nil {
+	if wp, ok := loc.(storage.WholePutter); ok {
+		w.whole, w.buf = wp, getWholeBuffer()
+	} else if err := w.stream(); err != nil {
 		return nil, err
 	}
-	w := &Writer{rel: rel, ns: namespace, up: up, sink: &hashCounter{w: up, h: sha256.New()}}
+	w.sink = &hashCounter{w: (*writerSink)(w), h: sha256.New()}
 	var next io.Writer = w.sink
+	var err error
 	if w.comp, err = c.compressor(w.sink); err != nil {
-		up.Abort()
+		w.Abort()
 		return nil, err
 	}
 	if w.comp != nil {
@@ -54,6 +94,39 @@ func Create(ctx context.Context, loc storage.Location, c Compression, group, res
 	}
 	w.bw = bufio.NewWriterSize(next, writeBuffer)
 	return w, nil
+}
+
+// stream starts the upload of the file, with what the buffer holds so far.
+func (w *Writer) stream() error {
+	up, err := w.loc.Create(w.ctx, w.rel, storage.CreateOptions{Mode: w.mode})
+	if err != nil {
+		return err
+	}
+	w.up = up
+	if w.whole != nil {
+		_, err := up.Write(w.buf)
+		putWholeBuffer(w.buf)
+		w.buf = nil
+		return err
+	}
+	return nil
+}
+
+// writerSink receives the stored bytes: into the buffer while they fit, else into the upload.
+type writerSink Writer
+
+func (s *writerSink) Write(p []byte) (int, error) {
+	w := (*Writer)(s)
+	if w.up == nil && len(w.buf)+len(p) > wholeLimit {
+		if err := w.stream(); err != nil {
+			return 0, err
+		}
+	}
+	if w.up == nil {
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	}
+	return w.up.Write(p)
 }
 
 // Path is the file's path in the backup.
@@ -76,28 +149,45 @@ func (w *Writer) Write(objectJSON []byte) error {
 func (w *Writer) RawBytes() int64 { return w.raw }
 
 // Close completes the file (flushes, ends the compressed stream, commits the upload with the
-// sum of the stored bytes) and returns its manifest entry. On error nothing is left under the
-// file's name.
+// sum of the stored bytes, or sends the file whole) and returns its manifest entry. On error
+// nothing is left under the file's name.
 func (w *Writer) Close(ctx context.Context) (File, error) {
-	w.done = true
 	err := w.bw.Flush()
 	if err == nil && w.comp != nil {
 		err = w.comp.Close()
 	}
 	sum := hex.EncodeToString(w.sink.h.Sum(nil))
-	if err == nil {
-		err = w.up.Commit(ctx, sum)
-	} else {
-		w.up.Abort()
+	f := File{Path: w.rel, Namespace: w.ns, Count: w.count, Bytes: w.sink.n, SHA256: sum}
+	if err != nil {
+		w.Abort()
+		return f, err
 	}
-	return File{Path: w.rel, Namespace: w.ns, Count: w.count, Bytes: w.sink.n, SHA256: sum}, err
+	w.done = true
+	if w.up == nil {
+		defer func() { putWholeBuffer(w.buf); w.buf = nil }()
+		sent, err := w.whole.PutWhole(ctx, w.rel, w.buf, storage.CreateOptions{Mode: w.mode, SHA256: sum})
+		if sent || err != nil {
+			return f, err
+		}
+		if err := w.stream(); err != nil { // the location cannot take this file whole
+			return f, err
+		}
+	}
+	return f, w.up.Commit(ctx, sum)
 }
 
 // Abort discards the file (a failed backup): nothing appears under its name.
 func (w *Writer) Abort() {
-	if !w.done {
-		w.done = true
+	if w.done {
+		return
+	}
+	w.done = true
+	if w.up != nil {
 		w.up.Abort()
+	}
+	if w.buf != nil {
+		putWholeBuffer(w.buf)
+		w.buf = nil
 	}
 }
 
