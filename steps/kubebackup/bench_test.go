@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"planrun.dev/planrun/internal/memprobe"
 	"planrun.dev/planrun/internal/s3test"
 	"planrun.dev/planrun/steps/kube/kubetest"
 )
@@ -230,44 +231,46 @@ func BenchmarkBackupS3(b *testing.B) {
 		s3Rate, localRate, s3Rate/localRate)
 }
 
-// BenchmarkBackupS3Memory: peak heap and peak RSS of kube.backup to S3 for 2,000 and 10,000
-// objects (one namespace, so each file grows with the object count): memory stays flat.
+// BenchmarkBackupS3Memory: peak heap (in use, and live after each collection) and peak RSS of
+// kube.backup to S3 for 2,000 and 10,000 objects (one namespace, so each file grows with the
+// object count): memory stays flat.
 func BenchmarkBackupS3Memory(b *testing.B) {
 	kubetest.Need(b, clusters)
 	c := clusters[0]
 	srv := startS3Bench(b)
-	peaks := map[int][2]float64{}
+	peaks := map[int]memprobe.Peak{}
 	for _, n := range []int{2_000, 10_000} {
 		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
 			ns := c.Namespace(b)
 			seed(b, c, ns, n)
 			plan := backupPlan(srv.URL("bench", ns), ns)
 			backupOnce(b, plan, n)
-			var peakHeap, peakRSS uint64
+			var peak memprobe.Peak
 			for b.Loop() {
 				b.StopTimer()
-				debug.FreeOSMemory()
-				resetPeakRSS()
-				stop := sampleHeap()
+				stop := memprobe.Start()
 				b.StartTimer()
 				backupOnce(b, plan, n)
 				b.StopTimer()
-				peakHeap = max(peakHeap, stop())
-				peakRSS = max(peakRSS, readPeakRSS())
+				peak = peak.Max(stop())
 				b.StartTimer()
 			}
 			const mib = 1 << 20
-			b.ReportMetric(float64(peakHeap)/mib, "peak-heap-MiB")
-			if peakRSS > 0 {
-				b.ReportMetric(float64(peakRSS)/mib, "peak-rss-MiB")
+			b.ReportMetric(float64(peak.Heap)/mib, "peak-heap-MiB")
+			b.ReportMetric(float64(peak.Live)/mib, "peak-live-MiB")
+			if peak.RSS > 0 {
+				b.ReportMetric(float64(peak.RSS)/mib, "peak-rss-MiB")
 			}
-			peaks[n] = [2]float64{float64(peakHeap), float64(peakRSS)}
+			peaks[n] = peak
 		})
 	}
-	if p2, p10 := peaks[2_000], peaks[10_000]; p2[0] > 0 && p10[0] > 0 {
-		fmt.Printf("BenchmarkBackupS3Memory: peak heap 10k/2k = %.2f (%.1f / %.1f MiB)", p10[0]/p2[0], p10[0]/(1<<20), p2[0]/(1<<20))
-		if p2[1] > 0 && p10[1] > 0 {
-			fmt.Printf(", peak RSS 10k/2k = %.2f (%.1f / %.1f MiB)", p10[1]/p2[1], p10[1]/(1<<20), p2[1]/(1<<20))
+	if p2, p10 := peaks[2_000], peaks[10_000]; p2.Heap > 0 && p10.Heap > 0 {
+		const mib = 1 << 20
+		fmt.Printf("BenchmarkBackupS3Memory: peak heap 10k/2k = %.2f (%.1f / %.1f MiB), live heap %.2f (%.1f / %.1f MiB)",
+			float64(p10.Heap)/float64(p2.Heap), float64(p10.Heap)/mib, float64(p2.Heap)/mib,
+			float64(p10.Live)/float64(p2.Live), float64(p10.Live)/mib, float64(p2.Live)/mib)
+		if p2.RSS > 0 && p10.RSS > 0 {
+			fmt.Printf(", peak RSS %.2f (%.1f / %.1f MiB)", float64(p10.RSS)/float64(p2.RSS), float64(p10.RSS)/mib, float64(p2.RSS)/mib)
 		}
 		fmt.Println(" (target ≤ 1.5)")
 	}

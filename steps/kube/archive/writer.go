@@ -48,8 +48,9 @@ const writeBuffer = 256 << 10
 const wholeLimit = 8 << 20
 
 // wholeBuffers keeps the buffers of files sent whole for the next files: a backup writes a few
-// files at a time, one after the other.
-var wholeBuffers = make(chan []byte, 8)
+// files at a time (kube.backup runs 4 lists), one after the other. A bounded list rather than a
+// sync.Pool, which the collector empties: each new buffer is 8 MiB to allocate and fault in.
+var wholeBuffers = make(chan []byte, 4)
 
 func getWholeBuffer() []byte {
 	select {
