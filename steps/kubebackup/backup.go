@@ -264,7 +264,8 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 	if err != nil {
 		return nil, fmt.Errorf("to: %w", err)
 	}
-	if err := checkLocation(ctx, loc, b.Overwrite); err != nil {
+	marker, err := checkLocation(ctx, loc, b.Overwrite)
+	if err != nil {
 		return nil, err
 	}
 	cp, err := loadCheckpoint(rc, b.fingerprint(raw, c.Name))
@@ -308,8 +309,9 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 		if writeLoc, err = archive.DryRunLocation(rc, raw); err != nil {
 			return nil, err
 		}
+		marker = false
 	}
-	present, err := prepareLocation(ctx, writeLoc, cp.keep(jobs))
+	present, leftovers, err := prepareLocation(ctx, writeLoc, cp.keep(jobs), marker)
 	if err != nil {
 		return nil, err
 	}
@@ -323,12 +325,10 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 			continue
 		}
 		// A list finished before whose files are not all there any more is listed again; what
-		// is left of it goes first, so that nothing it no longer lists stays behind.
+		// is left of it and not written again goes with the other leftovers.
 		for _, f := range cp.prev[j.key()].Files {
 			if present[f.Path] {
-				if err := writeLoc.Remove(ctx, f.Path); err != nil {
-					return nil, fmt.Errorf("to: %w", err)
-				}
+				leftovers = append(leftovers, f.Path)
 			}
 		}
 		todo = append(todo, j)
@@ -340,6 +340,9 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 		}
 		return cp.finished(ctx, j)
 	}); err != nil {
+		return nil, err
+	}
+	if err := removeLeftovers(ctx, writeLoc, leftovers, jobs); err != nil {
 		return nil, err
 	}
 

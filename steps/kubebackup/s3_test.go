@@ -24,6 +24,7 @@ import (
 	"planrun.dev/planrun/internal/s3test"
 	"planrun.dev/planrun/steps/kube/archive"
 	"planrun.dev/planrun/steps/kube/kubetest"
+	"planrun.dev/planrun/steps/kubebackup"
 	"planrun.dev/planrun/steps/storage"
 )
 
@@ -494,5 +495,69 @@ func TestBackupResumeSkipsFinishedLists(t *testing.T) {
 	}
 	if objs := readObjectsAt(t, loc, m.Compression, r); int64(len(objs)) != want {
 		t.Fatalf("read %d objects back, want %d", len(objs), want)
+	}
+}
+
+// TestBackupS3Prefixes: a bucket prefix follows the folder rules. One holding something else is
+// refused unless overwrite (what is there stays); a previous backup is replaced: files it had
+// that the new one does not write (another resource, a leftover of a crash) are gone, the
+// manifest lists only the new ones, and the backup verifies.
+func TestBackupS3Prefixes(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	srv := startS3(t, "prefixes")
+	ns := c.Namespace(t)
+	seedApp(t, c, ns)
+	put := func(key, body string) {
+		t.Helper()
+		if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("prefixes"), Key: aws.String(key), Body: strings.NewReader(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(key string) bool {
+		_, err := srv.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("prefixes"), Key: aws.String(key)})
+		return err == nil
+	}
+	plan := func(url, resources, extra string) string {
+		return fmt.Sprintf("steps:\n  - {id: b, type: kube.backup, with: {to: %q, resources: [%s], namespaces: [%s]%s}}\n", url, resources, ns, extra)
+	}
+
+	other := srv.URL("prefixes", "theirs")
+	put("theirs/notes.txt", "mine")
+	run := kubetest.Apply(t, main(), plan(other, "secrets", ""), kubetest.Options{})
+	kubetest.WantRunError(t, run, fmt.Sprintf(`step "b" failed: to: %s is not empty and is not a planrun backup folder (set overwrite: true to write into it anyway)`, other))
+	if exists("theirs/" + kubebackup.MarkerFile) {
+		t.Fatal("a refused prefix was written to")
+	}
+	if run := kubetest.Apply(t, main(), plan(other, "secrets", ", overwrite: true"), kubetest.Options{}); run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	if !exists("theirs/notes.txt") {
+		t.Fatal("overwrite removed a file that is not part of the backup")
+	}
+
+	url := srv.URL("prefixes", "b")
+	if run := kubetest.Apply(t, main(), plan(url, "configmaps, secrets", ""), kubetest.Options{}); run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	cmFile := "b/resources/configmaps/" + ns + ".jsonl"
+	if !exists(cmFile) {
+		t.Fatalf("%s not written", cmFile)
+	}
+	put("b/resources/secrets/stale.jsonl", "{}\n") // left by a crash
+	if run := kubetest.Apply(t, main(), plan(url, "secrets", ""), kubetest.Options{}); run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	for _, key := range []string{cmFile, "b/resources/secrets/stale.jsonl"} {
+		if exists(key) {
+			t.Errorf("%s of the previous backup kept", key)
+		}
+	}
+	loc := openBucket(t, srv, url)
+	if m := readManifestAt(t, loc); len(m.Resources) != 1 || m.Objects != 2 {
+		t.Fatalf("manifest %+v", m)
+	}
+	if _, err := archive.Verify(ctx, loc, nil); err != nil {
+		t.Fatal(err)
 	}
 }
