@@ -160,7 +160,7 @@ func (b *Backup) Describe() string {
 	if b.IncludeBoundVolumes {
 		where += " with their bound PersistentVolumes"
 	}
-	return fmt.Sprintf("back up %s in %s to %s", what, where, b.To)
+	return fmt.Sprintf("back up %s in %s to %s", what, where, storage.Display(b.To))
 }
 
 func (b *Backup) clusterScoped() bool {
