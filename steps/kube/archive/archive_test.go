@@ -294,3 +294,29 @@ func sha256sum(i int) []byte {
 	s := sha256.Sum256([]byte(fmt.Sprint(i)))
 	return s[:]
 }
+
+// TestMetadataSumChecked: an object whose recorded sha256 is not the manifest's (another file of
+// the backup copied over it, metadata and all) is refused when it is opened, before a restore
+// reads a single object from it.
+func TestMetadataSumChecked(t *testing.T) {
+	srv := s3test.StartForTest(t)
+	must(t, srv.CreateBucket("meta"))
+	loc := openS3(t, srv, "meta", "b")
+	m := writeBackup(t, loc, None)
+	w, err := Create(context.Background(), loc, None, "", "configmaps", "other")
+	must(t, err)
+	must(t, w.Write([]byte(`{"kind":"Other"}`)))
+	from, err := w.Close(context.Background())
+	must(t, err)
+	to := m.Resources[2].Files[0]
+	_, err = srv.Client().CopyObject(context.Background(), &s3.CopyObjectInput{Bucket: aws.String("meta"), Key: aws.String("b/" + to.Path), CopySource: aws.String("meta/b/" + from.Path)})
+	must(t, err)
+	r, err := Open(context.Background(), loc, None, to)
+	want := fmt.Sprintf("backup %s: %s: sha256 %s (in its metadata), the manifest says %s", loc, to.Path, from.SHA256, to.SHA256)
+	if !errors.Is(err, ErrDamaged) || err.Error() != want {
+		if r != nil {
+			r.Close()
+		}
+		t.Fatalf("Open: %v\nwant %s", err, want)
+	}
+}

@@ -36,7 +36,6 @@ type Writer struct {
 	comp  io.WriteCloser      // nil without compression
 	bw    *bufio.Writer
 	count int64
-	raw   int64
 	done  bool
 }
 
@@ -142,12 +141,8 @@ func (w *Writer) Write(objectJSON []byte) error {
 		return err
 	}
 	w.count++
-	w.raw += int64(len(objectJSON)) + 1
 	return nil
 }
-
-// RawBytes is the size of the objects written so far, before compression.
-func (w *Writer) RawBytes() int64 { return w.raw }
 
 // Close completes the file (flushes, ends the compressed stream, commits the upload with the
 // sum of the stored bytes, or sends the file whole) and returns its manifest entry. On error
