@@ -561,3 +561,37 @@ func TestBackupS3Prefixes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBackupS3DryRun: a dry run checks the bucket prefix but writes nothing to it; the verify and
+// the restore after the backup in the same dry run read the backup it wrote to a temporary folder
+// instead.
+func TestBackupS3DryRun(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	srv := startS3(t, "dry")
+	ns := c.Namespace(t)
+	seedApp(t, c, ns)
+	url := srv.URL("dry", "b")
+	run := kubetest.Apply(t, main(), fmt.Sprintf(`
+steps:
+  - {id: b, type: kube.backup, with: {to: %q, resources: [configmaps, secrets], namespaces: [%s], compression: gzip}}
+  - {id: v, type: kube.verifyBackup, with: {dir: "${{ steps.b.outputs.dir }}"}}
+  - {id: r, type: kube.restore, with: {from: %q}}
+`, url, ns, url), kubetest.Options{DryRun: true})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	if b, v := outputs(t, run, "b"), outputs(t, run, "v"); b["dryRun"] != true || b["objects"] != float64(5) || v["objects"] != float64(5) {
+		t.Fatalf("outputs: backup %v, verify %v", b, v)
+	}
+	if r := outputs(t, run, "r"); r["dryRun"] != true || r["failed"] != float64(0) || r["skipped"] != float64(5) {
+		t.Fatalf("restore outputs %v", r)
+	}
+	out, err := srv.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("dry")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Contents) != 0 {
+		t.Fatalf("a dry run wrote %d objects, the first %s", len(out.Contents), aws.ToString(out.Contents[0].Key))
+	}
+}

@@ -27,7 +27,8 @@ type tempFolder struct {
 func (f tempFolder) Close() error { return os.RemoveAll(f.dir) }
 
 // dryRunKey names a location in the run's shared values: a local path by its absolute path (so
-// that ./b, b and file:///abs/b are one backup), any other URL as written.
+// that ./b, b and file:///abs/b are one backup), any other URL as storage.Redact writes it (so
+// that the URL a step was given and the one a backup step's outputs name are one backup).
 func dryRunKey(raw string) string {
 	if storage.IsLocal(raw) {
 		p := raw
@@ -41,7 +42,7 @@ func dryRunKey(raw string) string {
 		}
 		return "archive.dryrun/" + p
 	}
-	return "archive.dryrun/" + raw
+	return "archive.dryrun/" + storage.Redact(raw)
 }
 
 // DryRunLocation returns the temporary folder a dry run writes the backup for the location raw
