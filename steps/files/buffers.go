@@ -1,49 +1,47 @@
 package files
 
-import (
-	"math/bits"
-	"sync"
-)
+import "math/bits"
 
 const (
 	// maxSmall is the largest file read whole before it is uploaded (copier.whole): the part
-	// size of an object store's upload, which buffers as much anyway.
+	// size of an object store's upload, which would buffer as much anyway.
 	maxSmall = 8 << 20
-	// copyBuffer is the buffer of a streamed copy: large reads cut the per-call overhead of
-	// the readers and writers in the chain (hashing, progress, HTTP).
+	// copyBuffer is the buffer of a streamed copy or a hash: large reads cut the per-call
+	// overhead of the readers and writers in the chain (hashing, progress, HTTP).
 	copyBuffer = 1 << 20
+	// maxStreams bounds the files larger than maxSmall streamed at once: each holds an
+	// upload's part buffers (up to six parts of 8 MiB, S3's transfer manager), so memory stays
+	// flat when a bucket holds many large files.
+	maxStreams = 4
 )
 
-// bufferPool reuses buffers by power-of-two size class, so that copying thousands of small
-// files allocates a few buffers per worker, not one per file, and memory stays bounded by
-// workers × the largest class.
-type bufferPool struct {
-	classes [bits.UintSize]sync.Pool
+// bufferPool holds one buffer per worker, grown to the largest file the worker read whole: a
+// copy of thousands of files allocates a few buffers, not one per file, and its buffers never
+// hold more than workers × maxSmall.
+type bufferPool struct{ free chan *[]byte }
+
+func newBufferPool(workers int) *bufferPool {
+	return &bufferPool{free: make(chan *[]byte, workers)}
 }
 
-func newBufferPool() *bufferPool { return &bufferPool{} }
-
-// minClass: smaller buffers are cheaper to allocate than to pool.
-const minClass = 12 // 4 KiB
-
-func class(n int) int {
-	if n <= 1<<minClass {
-		return minClass
-	}
-	return bits.Len(uint(n - 1))
-}
-
-// get returns a buffer of at least n bytes (len n).
+// get returns a buffer of len n.
 func (p *bufferPool) get(n int) *[]byte {
-	c := class(n)
-	if b, ok := p.classes[c].Get().(*[]byte); ok {
-		*b = (*b)[:n]
-		return b
+	var b *[]byte
+	select {
+	case b = <-p.free:
+	default:
+		b = new([]byte)
 	}
-	b := make([]byte, n, 1<<c)
-	return &b
+	if cap(*b) < n {
+		*b = make([]byte, n, 1<<bits.Len(uint(n-1))) // rounded up: the next file may be a bit larger
+	}
+	*b = (*b)[:n]
+	return b
 }
 
 func (p *bufferPool) put(b *[]byte) {
-	p.classes[class(cap(*b))].Put(b)
+	select {
+	case p.free <- b:
+	default: // more buffers than workers: let this one go
+	}
 }

@@ -127,7 +127,8 @@ func (c *Copy) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 		from: from, to: to, dst: dst, dryRun: rc.DryRun,
 		progress: newProgress(rc, int64(len(items))),
 		ck:       ck,
-		bufs:     newBufferPool(),
+		bufs:     newBufferPool(c.workers()),
+		streams:  make(chan struct{}, maxStreams),
 		rc:       rc,
 	}
 	cp.serverCopier, _ = to.(storage.ServerCopier)

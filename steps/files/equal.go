@@ -15,10 +15,10 @@ import (
 // sameFile reports whether the destination already holds the file, which its listing showed
 // with the same size (d): same mode (when both ends have modes) and same sha256. A sum comes from
 // the object's metadata when planrun wrote it, or from reading the file.
-func sameFile(ctx context.Context, from, to storage.Location, it *item, d storage.Entry) (bool, error) {
+func (cp *copier) sameFile(ctx context.Context, it *item, d storage.Entry) (bool, error) {
 	if d.Mode == 0 && d.SHA256 == "" {
 		// An object store's listing says nothing of metadata: ask the object (one HEAD).
-		e, err := to.Stat(ctx, it.dst)
+		e, err := cp.to.Stat(ctx, it.dst)
 		if errors.Is(err, fs.ErrNotExist) {
 			return false, nil
 		}
@@ -36,11 +36,11 @@ func sameFile(ctx context.Context, from, to storage.Location, it *item, d storag
 	dstSum := d.SHA256
 	if dstSum == "" {
 		var err error
-		if dstSum, err = hashFile(ctx, to, it.dst); err != nil {
+		if dstSum, err = cp.sum(ctx, cp.to, it.dst); err != nil {
 			return false, fmt.Errorf("reading the destination: %w", err)
 		}
 	}
-	srcSum, err := sum(ctx, from, it.src)
+	srcSum, err := cp.sum(ctx, cp.from, it.src)
 	if err != nil {
 		return false, err
 	}
@@ -51,18 +51,10 @@ func sameFile(ctx context.Context, from, to storage.Location, it *item, d storag
 	return true, nil
 }
 
-// sum is the sha256 of a file: from its metadata when the location knows it, by reading it
-// otherwise.
-func sum(ctx context.Context, l storage.Location, p string) (string, error) {
-	if _, local := l.(storage.LocalFile); !local {
-		if e, err := l.Stat(ctx, p); err == nil && e.SHA256 != "" {
-			return e.SHA256, nil
-		}
-	}
-	return hashFile(ctx, l, p)
-}
-
-func hashFile(ctx context.Context, l storage.Location, p string) (string, error) {
+// sum is the sha256 of a file: from its metadata, which comes with the object's body (a reader
+// that knows it is closed unread), or by reading it. One GET either way: a HEAD first would cost
+// a round trip for every object that has no such metadata.
+func (cp *copier) sum(ctx context.Context, l storage.Location, p string) (string, error) {
 	r, err := l.Open(ctx, p)
 	if err != nil {
 		return "", err
@@ -72,7 +64,9 @@ func hashFile(ctx context.Context, l storage.Location, p string) (string, error)
 		return k.SHA256(), nil
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, &ctxReader{ctx: ctx, r: r}); err != nil {
+	buf := cp.bufs.get(copyBuffer)
+	defer cp.bufs.put(buf)
+	if _, err := io.CopyBuffer(h, &ctxReader{ctx: ctx, r: r}, *buf); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -18,7 +18,7 @@ import (
 )
 
 // setEnv points the AWS SDK's default chain at srv (its keys and region) for the test.
-func setEnv(t *testing.T, srv *s3test.Server) {
+func setEnv(t testing.TB, srv *s3test.Server) {
 	t.Helper()
 	for _, kv := range srv.Env() {
 		k, v, _ := strings.Cut(kv, "=")

@@ -24,6 +24,7 @@ type copier struct {
 	progress *progress
 	ck       *checkpoint
 	bufs     *bufferPool
+	streams  chan struct{} // a semaphore: files larger than maxSmall streamed at once
 	rc       *engine.RunContext
 }
 
@@ -40,7 +41,7 @@ func (cp *copier) one(ctx context.Context, it *item) error {
 		return fmt.Errorf("the destination %q is a folder", it.dst)
 	}
 	if present && d.Size == it.size {
-		same, err := sameFile(ctx, cp.from, cp.to, it, d)
+		same, err := cp.sameFile(ctx, it, d)
 		if err != nil {
 			return err
 		}
@@ -98,6 +99,14 @@ func (cp *copier) stream(ctx context.Context, it *item) (int64, error) {
 	if known == "" && cp.small && it.size <= maxSmall {
 		return cp.whole(ctx, it, r)
 	}
+	if it.size > maxSmall {
+		select {
+		case cp.streams <- struct{}{}:
+			defer func() { <-cp.streams }()
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
 	w, err := cp.to.Create(ctx, it.dst, storage.CreateOptions{Mode: it.mode, SHA256: known})
 	if err != nil {
 		return 0, err
@@ -138,7 +147,13 @@ func (cp *copier) whole(ctx context.Context, it *item, r io.Reader) (int64, erro
 	}
 	sum := sha256.Sum256(b)
 	it.sum = hex.EncodeToString(sum[:])
-	w, err := cp.to.Create(ctx, it.dst, storage.CreateOptions{Mode: it.mode, SHA256: it.sum})
+	opts := storage.CreateOptions{Mode: it.mode, SHA256: it.sum}
+	if wp, ok := cp.to.(storage.WholePutter); ok {
+		if done, err := wp.PutWhole(ctx, it.dst, b, opts); done || err != nil {
+			return 0, err
+		}
+	}
+	w, err := cp.to.Create(ctx, it.dst, opts)
 	if err != nil {
 		return 0, err
 	}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -172,6 +173,24 @@ func openS3(ctx context.Context, u *url.URL, prefix string, creds *Credentials) 
 					in.SSEKMSKeyId = aws.String(s3opts.KMSEncryptionID)
 				}
 				_, err := client.CopyObject(ctx, in)
+				return err
+			},
+			putObject: func(ctx context.Context, key string, body []byte, metadata map[string]string) error {
+				in := &s3.PutObjectInput{
+					Bucket:        aws.String(bucketName),
+					Key:           aws.String(key),
+					Body:          bytes.NewReader(body),
+					ContentLength: aws.Int64(int64(len(body))),
+					ContentType:   aws.String("application/octet-stream"),
+					Metadata:      metadata,
+				}
+				if s3opts.EncryptionType != "" {
+					in.ServerSideEncryption = s3opts.EncryptionType
+				}
+				if s3opts.KMSEncryptionID != "" {
+					in.SSEKMSKeyId = aws.String(s3opts.KMSEncryptionID)
+				}
+				_, err := client.PutObject(ctx, in)
 				return err
 			},
 			maxServerCopy: s3MaxCopy,
