@@ -135,6 +135,9 @@ func (c *Copy) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, 
 	cp.small = !storage.IsLocal(c.To) // object stores record a sum known before the upload
 	err = parallel.Each(ctx, c.workers(), items, func(ctx context.Context, it *item) error {
 		if err := cp.one(ctx, it); err != nil {
+			if located(err) {
+				return fmt.Errorf("copying %q: %w", it.src, err)
+			}
 			return fmt.Errorf("copying %q from %s to %s: %w", it.src, from, to, err)
 		}
 		return nil
@@ -209,4 +212,11 @@ func (c *Copy) outputs(rc *engine.RunContext, from, to storage.Location, items [
 		out["manifestTruncated"] = true
 	}
 	return out
+}
+
+// located reports whether err already names its location and path (a *storage.Error), so that
+// a message need not name them twice.
+func located(err error) bool {
+	var se *storage.Error
+	return errors.As(err, &se)
 }

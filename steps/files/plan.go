@@ -71,6 +71,9 @@ func (c *Copy) plan(ctx context.Context, from storage.Location) ([]storage.Entry
 		}
 		return nil
 	})
+	if located(err) {
+		return nil, nil, fmt.Errorf("from: %w", err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("from: listing %s: %w", from, err)
 	}
@@ -127,6 +130,8 @@ func listDestination(ctx context.Context, to storage.Location, items []*item) (m
 	case err == nil, errors.Is(err, fs.ErrNotExist):
 	case errors.Is(err, syscall.ENOTDIR):
 		// The destination is a file: creating the folder says so.
+	case located(err):
+		return nil, fmt.Errorf("to: %w", err)
 	default:
 		return nil, fmt.Errorf("to: listing %s: %w", to, err)
 	}
