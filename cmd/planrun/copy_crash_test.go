@@ -234,8 +234,10 @@ func TestCopyErrorsExit1(t *testing.T) {
 	a := s3test.StartForTest(t)
 	// The environment's access key with another secret: refused (SignatureDoesNotMatch).
 	other := s3test.StartForTest(t, s3test.Options{AccessKey: a.AccessKey})
+	// Keys of its own: the environment's access key is unknown there.
+	stranger := s3test.StartForTest(t)
 	setS3Env(t, a)
-	for _, s := range []*s3test.Server{a, other} {
+	for _, s := range []*s3test.Server{a, other, stranger} {
 		if err := s.CreateBucket("src"); err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +252,8 @@ func TestCopyErrorsExit1(t *testing.T) {
 		want     []string
 		fix      func(t *testing.T) // makes resume succeed
 	}{
-		{"wrong credentials", other.URL("src", "copy"), []string{other.Endpoint, "access denied"}, nil},
+		{"wrong secret key", other.URL("src", "copy"), []string{other.Endpoint, "access denied"}, nil},
+		{"unknown access key", stranger.URL("src", "copy"), []string{stranger.Endpoint, "access denied"}, nil},
 		{"missing bucket", a.URL("missing", "copy"), []string{"s3://missing/copy?endpoint=" + a.Endpoint, "bucket does not exist"},
 			func(t *testing.T) {
 				if err := a.CreateBucket("missing"); err != nil {
@@ -282,7 +285,7 @@ steps:
 					t.Errorf("stderr lacks %q:\n%s", w, r.Stderr)
 				}
 			}
-			noSecrets(t, dir, r.Stdout+r.Stderr, a.SecretKey, other.SecretKey)
+			noSecrets(t, dir, r.Stdout+r.Stderr, a.SecretKey, other.SecretKey, stranger.SecretKey)
 			if tc.fix == nil {
 				return
 			}

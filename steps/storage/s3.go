@@ -210,7 +210,8 @@ func s3Detail(_ *blob.Bucket, err error) (error, string) {
 		switch ae.ErrorCode() {
 		case "NoSuchBucket":
 			return ErrNoBucket, reason
-		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "Forbidden":
+		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "Forbidden",
+			"XAdminUserNotFound": // versitygw's InvalidAccessKeyId
 			return ErrAccessDenied, reason + " (check the credentials)"
 		case "NoSuchKey", "NotFound":
 			return nil, ""
