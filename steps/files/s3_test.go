@@ -88,6 +88,20 @@ func TestCopyBetweenLocations(t *testing.T) {
 		objs["incr/Incr-100-110-1700000010"] = changed
 		sameObjects(t, objects(t, b.Client(), "dst", "entry/"), objs, true)
 	})
+	t.Run("single object", func(t *testing.T) {
+		// An etcd snapshot: one object, copied into a folder and a bucket under its own name.
+		key := "full/Full-000-100-1700000000"
+		dst := t.TempDir()
+		counts(t, run(t, a.URL("src", key), dst, "", false), 1, 1, 0)
+		if got, err := os.ReadFile(filepath.Join(dst, "Full-000-100-1700000000")); err != nil || !bytes.Equal(got, objs[key]) {
+			t.Errorf("snapshot in the folder: %d bytes, %v", len(got), err)
+		}
+		counts(t, run(t, a.URL("src", key), b.URL("dst", "snapshots"), "", false), 1, 1, 0)
+		counts(t, run(t, a.URL("src", key), b.URL("dst", "snapshots"), "", false), 1, 0, 1)
+		if got := objects(t, b.Client(), "dst", "snapshots/"); !bytes.Equal(got["Full-000-100-1700000000"].body, objs[key]) {
+			t.Errorf("snapshot in the bucket: %v", got)
+		}
+	})
 	for _, tc := range []struct{ name, bucket, prefix string }{
 		{"server-side to another bucket", "dst", "copy"},
 		{"server-side within the bucket", "src", "copy"},
