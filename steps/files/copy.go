@@ -43,7 +43,7 @@ type Copy struct {
 	FromCredentials *storage.CredentialsFrom `yaml:"fromCredentials" doc:"Secret with the credentials of from (default: the provider's own chain: environment, profile, workload identity)."`
 	ToCredentials   *storage.CredentialsFrom `yaml:"toCredentials" doc:"Secret with the credentials of to (default: the provider's own chain)."`
 	Include         []string                 `yaml:"include" doc:"Copy only files matching one of these glob patterns (path.Match): a pattern with a slash matches the path relative to from, one without matches the file name. Default: every file."`
-	Workers         int                      `yaml:"workers" doc:"Files copied in parallel (default 16 when either end is an object store, 4 between local folders). Memory is bounded by workers × the upload part size (8 MiB, the s3 URL's part_size)."`
+	Workers         int                      `yaml:"workers" doc:"Files copied in parallel (default 16 when either end is an object store, 4 between local folders). Memory is bounded: a buffer of at most 8 MiB per worker (files up to 8 MiB are read whole), and at most 4 larger files streamed at once through the upload's part buffers."`
 }
 
 var (
