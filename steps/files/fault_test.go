@@ -33,7 +33,9 @@ func TestCopyRetriesThroughADestinationRestart(t *testing.T) {
 
 	restarted := make(chan error, 1)
 	go func() {
-		// Killed once the destination holds a tenth of the objects, restarted 1.5 s later.
+		// Killed once the destination holds a tenth of the objects, restarted 6 s later:
+		// longer than the SDK's own retries of a refused connection (three attempts), so that
+		// the step's attempt fails and the engine's retry is what carries the copy through.
 		for {
 			out, err := b.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String("dst"), MaxKeys: aws.Int32(100)})
 			if err == nil && len(out.Contents) >= 60 {
@@ -42,10 +44,10 @@ func TestCopyRetriesThroughADestinationRestart(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		b.Kill()
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(6 * time.Second)
 		restarted <- b.Restart()
 	}()
-	body := fmt.Sprintf("steps:\n  - {id: s, type: files.copy, retry: {attempts: 6, backoff: 1s}, with: {from: %q, to: %q, workers: 4}}\n",
+	body := fmt.Sprintf("steps:\n  - {id: s, type: files.copy, retry: {attempts: 6, backoff: 2s}, with: {from: %q, to: %q, workers: 4}}\n",
 		a.URL("src", ""), b.URL("dst", ""))
 	r := plantest.Apply(t, body, plantest.Options{NoRollback: true, Timeout: 2 * time.Minute})
 	if err := <-restarted; err != nil {
