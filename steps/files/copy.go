@@ -60,6 +60,12 @@ func (c *Copy) Validate() error {
 	if err := storage.Check(c.To); err != nil {
 		return fmt.Errorf("to: %w", err)
 	}
+	if err := c.FromCredentials.Check(); err != nil {
+		return fmt.Errorf("fromCredentials: %w", err)
+	}
+	if err := c.ToCredentials.Check(); err != nil {
+		return fmt.Errorf("toCredentials: %w", err)
+	}
 	for i, p := range c.Include {
 		if _, err := path.Match(p, ""); err != nil {
 			return fmt.Errorf("include[%d]: bad pattern %q: %v", i, p, err)
