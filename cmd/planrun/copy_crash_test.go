@@ -175,8 +175,8 @@ steps:
 	// Attempt 3: to the end. What the checkpoint lists is checked against the listing only:
 	// never read from the source, nor written or read on the destination.
 	var res plantest.Result
-	logA := serverRequests(t, a, func() {
-		logB := serverRequests(t, b, func() { res = runPlanrun(t, dir, nil, "resume", "r", "--break-lock") })
+	logA := a.RequestsDuring(t, func() {
+		logB := b.RequestsDuring(t, func() { res = runPlanrun(t, dir, nil, "resume", "r", "--break-lock") })
 		for _, d := range ck.Done {
 			if strings.Contains(logB, "/bkt/"+d.Path+" ") {
 				t.Errorf("%s was done before the crash, yet the destination saw a request for it", d.Path)
@@ -209,21 +209,6 @@ steps:
 			t.Errorf("%s: %d bytes, not the source's %d", k, len(got[k]), len(body))
 		}
 	}
-}
-
-// serverRequests returns the lines srv logged (one per request) while f ran.
-func serverRequests(t *testing.T, srv *s3test.Server, f func()) string {
-	t.Helper()
-	before, err := os.ReadFile(srv.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f()
-	after, err := os.ReadFile(srv.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(after[len(before):])
 }
 
 // Failures a copy between buckets meets: the destination's credentials refused, its bucket

@@ -108,7 +108,7 @@ func TestCopyBetweenLocations(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out engine.Outputs
-			log := requests(t, a, func() { out = run(t, a.URL("src", "full"), a.URL(tc.bucket, tc.prefix), "", false) })
+			log := a.RequestsDuring(t, func() { out = run(t, a.URL("src", "full"), a.URL(tc.bucket, tc.prefix), "", false) })
 			counts(t, out, 2, 2, 0)
 			// No byte through planrun: the server was asked for copies, never for the
 			// source's content or an upload.

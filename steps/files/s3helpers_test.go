@@ -148,17 +148,3 @@ func mixed() map[string][]byte {
 	}
 }
 
-// requests returns the lines srv logged (one per request: method, path, query) while f ran.
-func requests(t testing.TB, srv *s3test.Server, f func()) string {
-	t.Helper()
-	before, err := os.ReadFile(srv.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f()
-	after, err := os.ReadFile(srv.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(after[len(before):])
-}
