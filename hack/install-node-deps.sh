@@ -8,24 +8,8 @@
 # a runtime without the RuntimeConfig call (it falls back to its own cgroupDriver setting).
 set -euo pipefail
 
-packages=(containerd runc containernetworking-plugins busybox-static iproute2)
-
-missing=()
-for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-node-deps: missing ${missing[*]}; run as root (apt-get install)" >&2
-  exit 1
-fi
-echo "install-node-deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
+apt_install_missing install-node-deps containerd runc containernetworking-plugins busybox-static iproute2
 # The containerd package starts a system-wide containerd where an init system runs; nodes start
 # their own, each with its own socket and folders, and never use it.

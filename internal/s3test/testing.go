@@ -43,3 +43,20 @@ func StartForTest(t testing.TB, opts ...Options) *Server {
 	})
 	return s
 }
+
+// RequestsDuring returns the lines the server logged (one per request: method, path, query)
+// while f ran, so that a test can tell which requests an operation made (a server-side copy
+// sends no GET of the source and no PUT).
+func (s *Server) RequestsDuring(t testing.TB, f func()) string {
+	t.Helper()
+	before, err := os.ReadFile(s.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f()
+	after, err := os.ReadFile(s.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(after[len(before):])
+}

@@ -77,6 +77,9 @@ var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Validate implements engine.Validator.
 func (r *Restore) Validate() error {
+	if err := r.CredentialsFrom.Check(); err != nil {
+		return fmt.Errorf("credentialsFrom: %w", err)
+	}
 	if r.SHA256 != "" && !hexSHA256.MatchString(strings.ToLower(r.SHA256)) {
 		return fmt.Errorf("sha256: want 64 hex digits, got %q", r.SHA256)
 	}

@@ -507,7 +507,7 @@ func TestLocationConfigErrors(t *testing.T) {
 		{snapshotStep("s3://bucket?region=r", ""), `step "snap": with: to: s3://bucket?region=r names a folder, want a file (s3://bucket/path/file)`},
 		{restoreStep("ftp://host/snap.db", "/tmp/d", ""), `step "r": with: snapshot: ftp://host/snap.db: scheme ftp:// is not supported`},
 		{restoreStep("s3://key:hunter2@bucket/snap.db", "/tmp/d", ""), `step "r": with: snapshot: s3://REDACTED@bucket/snap.db: a location URL must not hold credentials`},
-		{snapshotStep("/backups/x.db", ", credentialsFrom: {name: s}"), `step "snap": with: missing required field "namespace"`},
+		{snapshotStep("/backups/x.db", ", credentialsFrom: {name: s}"), `step "snap": with: credentialsFrom: give both namespace and name of the Secret (got namespace "", name "s")`},
 	} {
 		_, err := load(t, "http://127.0.0.1:1", tc.body)
 		plantest.WantError(t, err, tc.want)

@@ -53,6 +53,9 @@ func (s *Snapshot) Provision() error {
 	if err != nil {
 		return fmt.Errorf("to: %w", err)
 	}
+	if err := s.CredentialsFrom.Check(); err != nil {
+		return fmt.Errorf("credentialsFrom: %w", err)
+	}
 	s.file = f
 	return nil
 }

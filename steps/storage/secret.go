@@ -19,6 +19,14 @@ type CredentialsFrom struct {
 // IsZero reports whether no Secret is named: nil or {} (the provider's default chain).
 func (c *CredentialsFrom) IsZero() bool { return c == nil || *c == CredentialsFrom{} }
 
+// Check is for a step's Validate: nil and {} are fine; otherwise both namespace and name.
+func (c *CredentialsFrom) Check() error {
+	if c.IsZero() || c.Name != "" && c.Namespace != "" {
+		return nil
+	}
+	return fmt.Errorf("give both namespace and name of the Secret (got namespace %q, name %q), or {} for the provider's default credentials", c.Namespace, c.Name)
+}
+
 func (c *CredentialsFrom) String() string {
 	s := "Secret " + c.Namespace + "/" + c.Name
 	if c.Cluster != "" {
@@ -33,8 +41,8 @@ func (c *CredentialsFrom) Resolve(ctx context.Context, rc *engine.RunContext) (*
 	if c.IsZero() {
 		return nil, nil
 	}
-	if c.Name == "" || c.Namespace == "" {
-		return nil, fmt.Errorf("credentialsFrom: give both namespace and name of the Secret (got namespace %q, name %q)", c.Namespace, c.Name)
+	if err := c.Check(); err != nil {
+		return nil, fmt.Errorf("credentialsFrom: %w", err)
 	}
 	cl, err := kube.ClusterRef{Cluster: c.Cluster}.Client(rc)
 	if err != nil {
