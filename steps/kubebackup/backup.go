@@ -130,6 +130,9 @@ func (b *Backup) Validate() error {
 	if err := storage.Check(b.To); err != nil {
 		return fmt.Errorf("to: %w", err)
 	}
+	if err := b.CredentialsFrom.Check(); err != nil {
+		return fmt.Errorf("credentialsFrom: %w", err)
+	}
 	if _, err := archive.ParseCompression(b.Compression); err != nil {
 		return fmt.Errorf("compression: %v", err)
 	}

@@ -527,7 +527,11 @@ func TestBackupConfigErrors(t *testing.T) {
 		{"bad selector", `{to: b, resources: [secrets], labelSelector: "a in (b"}`, `step "s": with: labelSelector: unable to parse requirement`},
 		{"exclude with namespaces", `{to: b, resources: [secrets], namespaces: [a], excludeNamespaces: [b]}`, `step "s": with: excludeNamespaces: only applies when namespaces is empty (all namespaces)`},
 		{"bound volumes without namespaces", `{to: b, resources: [persistentvolumeclaims], includeBoundVolumes: true}`, `step "s": with: includeBoundVolumes: only applies with namespaces`},
+		{"credentials half named", `{to: s3://b/p, resources: [secrets], credentialsFrom: {name: keys}}`, `step "s": with: credentialsFrom: give both namespace and name of the Secret (got namespace "", name "keys"), or {} for the provider's default credentials`},
+		{"unknown scheme", `{to: "ftp://host/b", resources: [secrets]}`, `step "s": with: to: ftp://host/b: scheme ftp:// is not supported`},
+		{"bad compression", `{to: b, resources: [secrets], compression: lz4}`, `step "s": with: compression: "lz4" is not one of none, gzip, zstd`},
 		{"verify without dir", `{}`, `step "s": with: missing required field "dir"`},
+		{"verify credentials half named", `{dir: s3://b/p, credentialsFrom: {namespace: ns}}`, `step "s": with: credentialsFrom: give both namespace and name`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -34,6 +34,9 @@ func (v *VerifyBackup) Validate() error {
 	if err := storage.Check(v.Dir); err != nil {
 		return fmt.Errorf("dir: %w", err)
 	}
+	if err := v.CredentialsFrom.Check(); err != nil {
+		return fmt.Errorf("credentialsFrom: %w", err)
+	}
 	return nil
 }
 

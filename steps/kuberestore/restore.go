@@ -166,6 +166,9 @@ func (r *Restore) Provision() error {
 	if err := storage.Check(r.From); err != nil {
 		return fmt.Errorf("from: %w", err)
 	}
+	if err := r.CredentialsFrom.Check(); err != nil {
+		return fmt.Errorf("credentialsFrom: %w", err)
+	}
 	if r.Workers < 0 || r.Workers > 1024 {
 		return fmt.Errorf("workers: %d is not between 1 and 1024", r.Workers)
 	}
