@@ -11,6 +11,8 @@ export KUBEBUILDER_ASSETS
 # make bench passes the S3 server it built; run by hand, the script builds (or finds) it itself.
 PLANRUN_S3_SERVER="${PLANRUN_S3_SERVER:-$(hack/build-s3-server.sh)}"
 export PLANRUN_S3_SERVER
+# rclone, files.copy's baseline (Debian package; its benchmark skips, saying so, without it).
+hack/install-bench-deps.sh || echo "bench: rclone could not be installed: BenchmarkCopyVsRclone will skip" >&2
 out="$(mktemp -t planrun-bench.XXXXXX)"
 trap 'rm -f "$out"' EXIT
 # -p 1: one package at a time, so that benchmarks do not compete for the CPUs.

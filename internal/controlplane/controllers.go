@@ -12,14 +12,16 @@ import (
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // controllers are kube-controller-manager and kube-scheduler: what turns stored objects into
 // behaviour (garbage collection, namespace deletion, Jobs, ReplicaSets, Deployments, service
 // account tokens, scheduling). They run only when Options.Controllers or Options.Node asks.
 type controllers struct {
-	manager   *process
-	scheduler *process
+	manager   *childproc.Process
+	scheduler *childproc.Process
 }
 
 // controllersConfig is what the components need from the control plane they serve.
@@ -63,7 +65,7 @@ func startControllers(ctx context.Context, cfg controllersConfig) (*controllers,
 	}
 	components := []struct {
 		name, user string
-		proc       **process
+		proc       **childproc.Process
 		args       []string
 	}{
 		{"kube-controller-manager", "system:kube-controller-manager", &c.manager, managerArgs},
@@ -84,8 +86,8 @@ func startControllers(ctx context.Context, cfg controllersConfig) (*controllers,
 		if err != nil {
 			return nil, errors.Join(err, c.stop())
 		}
-		p, err := startProcess(comp.name, filepath.Join(cfg.logDir, comp.name+".log"), cfg.output,
-			filepath.Join(cfg.binaryDir, comp.name), append(common(kubeconfig, port), comp.args...)...)
+		p, err := childproc.Start(comp.name, filepath.Join(cfg.binaryDir, comp.name), append(common(kubeconfig, port), comp.args...),
+			nil, filepath.Join(cfg.logDir, comp.name+".log"), cfg.output)
 		if err != nil {
 			return nil, errors.Join(err, c.stop())
 		}
@@ -108,9 +110,9 @@ func startControllers(ctx context.Context, cfg controllersConfig) (*controllers,
 // stop stops the components that were started.
 func (c *controllers) stop() error {
 	var errs []error
-	for _, p := range []*process{c.scheduler, c.manager} {
+	for _, p := range []*childproc.Process{c.scheduler, c.manager} {
 		if p != nil {
-			errs = append(errs, p.stop(stopTimeout))
+			errs = append(errs, p.Stop(stopTimeout))
 		}
 	}
 	return errors.Join(errs...)

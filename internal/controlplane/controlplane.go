@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // ControlPlane is a running kube-apiserver with its etcd.
@@ -62,7 +64,7 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		opts.Controllers = true
 	}
 	// Mistakes in the options are reported before any process starts.
-	out := &tail{}
+	out := &childproc.Tail{}
 	apiServer := &envtest.APIServer{
 		StartTimeout: startTimeout,
 		StopTimeout:  stopTimeout,
@@ -112,7 +114,7 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 
 // start runs the processes of a control plane whose options Start has checked; apiServer is
 // configured but for its paths and etcd, and out collects its output.
-func (cp *ControlPlane) start(ctx context.Context, opts Options, apiServer *envtest.APIServer, out *tail) error {
+func (cp *ControlPlane) start(ctx context.Context, opts Options, apiServer *envtest.APIServer, out *childproc.Tail) error {
 	if opts.EtcdURL == "" {
 		etcd, err := startEtcd(opts.BinaryDir, filepath.Join(cp.dir, "etcd"), opts.Output)
 		if err != nil {
@@ -142,7 +144,7 @@ func (cp *ControlPlane) start(ctx context.Context, opts Options, apiServer *envt
 		}
 	}
 	if err := apiServer.Start(); err != nil {
-		return withTail(fmt.Errorf("starting kube-apiserver %s on etcd %s: %w", apiServer.Path, cp.EtcdURL, err),
+		return childproc.WithTail(fmt.Errorf("starting kube-apiserver %s on etcd %s: %w", apiServer.Path, cp.EtcdURL, err),
 			"kube-apiserver", out)
 	}
 
@@ -162,7 +164,7 @@ func (cp *ControlPlane) start(ctx context.Context, opts Options, apiServer *envt
 	cp.Config.Host = strings.TrimSuffix(cp.Config.Host, "/")
 
 	if err := waitForObjects(ctx, cp.Config, schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, "", "default", "kube-system"); err != nil {
-		return withTail(fmt.Errorf("kube-apiserver at %s: %w", cp.Config.Host, err), "kube-apiserver", out)
+		return childproc.WithTail(fmt.Errorf("kube-apiserver at %s: %w", cp.Config.Host, err), "kube-apiserver", out)
 	}
 
 	cp.Kubeconfig = opts.KubeconfigPath

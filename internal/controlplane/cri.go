@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // criClient talks to a node's containerd through the Container Runtime Interface, as the kubelet
@@ -30,13 +32,13 @@ func dialCRI(socket string) (*criClient, error) {
 func (c *criClient) close() { c.conn.Close() }
 
 // waitReady polls the CRI Version call until it answers, failing at once when containerd exits.
-func (c *criClient) waitReady(ctx context.Context, containerd *process) error {
+func (c *criClient) waitReady(ctx context.Context, containerd *childproc.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, componentStartTimeout)
 	defer cancel()
 	var last error
 	for {
-		if ended, _ := containerd.exited(); ended {
-			return containerd.failed(errors.New("containerd did not start"))
+		if ended, _ := containerd.Exited(); ended {
+			return containerd.Failed(errors.New("containerd did not start"))
 		}
 		callCtx, callCancel := context.WithTimeout(ctx, 2*time.Second)
 		_, last = c.runtime.Version(callCtx, &runtimeapi.VersionRequest{})
@@ -46,7 +48,7 @@ func (c *criClient) waitReady(ctx context.Context, containerd *process) error {
 		}
 		select {
 		case <-ctx.Done():
-			return containerd.failed(fmt.Errorf("containerd's CRI not answering after %s: %v", componentStartTimeout, last))
+			return containerd.Failed(fmt.Errorf("containerd's CRI not answering after %s: %v", componentStartTimeout, last))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // Timeouts for each process. envtest's 20 s start default is tight when several test packages
@@ -59,7 +61,7 @@ func startEtcd(binaryDir, dataDir string, output io.Writer) (*Etcd, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating etcd data folder: %w", err)
 	}
-	out := &tail{}
+	out := &childproc.Tail{}
 	e := &envtest.Etcd{
 		Path:         filepath.Join(binaryDir, "etcd"),
 		DataDir:      dataDir,
@@ -70,7 +72,7 @@ func startEtcd(binaryDir, dataDir string, output io.Writer) (*Etcd, error) {
 	}
 	if err := e.Start(); err != nil {
 		_ = e.Stop() // a timed-out start leaves the process running
-		return nil, withTail(fmt.Errorf("starting etcd %s in %s: %w", e.Path, dataDir, err), "etcd", out)
+		return nil, childproc.WithTail(fmt.Errorf("starting etcd %s in %s: %w", e.Path, dataDir, err), "etcd", out)
 	}
 	return &Etcd{URL: e.URL.String(), etcd: e}, nil
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // StartEtcdCluster starts an etcd cluster of n members on loopback (plain http), each with its
@@ -29,7 +31,7 @@ func StartEtcdCluster(ctx context.Context, binaryDir string, n int, output io.Wr
 		name         string
 		client, peer string
 		dir          string
-		out          *tail
+		out          *childproc.Tail
 		etcd         *envtest.Etcd
 		started      bool
 	}
@@ -48,7 +50,7 @@ func StartEtcdCluster(ctx context.Context, binaryDir string, n int, output io.Wr
 		if err != nil {
 			return nil, fmt.Errorf("creating a folder for etcd: %w", err)
 		}
-		m := &member{name: fmt.Sprintf("m%d", i), client: fmt.Sprintf("http://127.0.0.1:%d", cport), peer: fmt.Sprintf("http://127.0.0.1:%d", pport), dir: dir, out: &tail{}}
+		m := &member{name: fmt.Sprintf("m%d", i), client: fmt.Sprintf("http://127.0.0.1:%d", cport), peer: fmt.Sprintf("http://127.0.0.1:%d", pport), dir: dir, out: &childproc.Tail{}}
 		members[i] = m
 		initial = append(initial, m.name+"="+m.peer)
 	}
@@ -86,7 +88,7 @@ func StartEtcdCluster(ctx context.Context, binaryDir string, n int, output io.Wr
 		args.Set("initial-cluster-token", "planrun-test")
 		wg.Go(func() {
 			if err := m.etcd.Start(); err != nil {
-				errs[i] = withTail(fmt.Errorf("starting etcd member %s in %s: %w", m.name, m.dir, err), "etcd "+m.name, m.out)
+				errs[i] = childproc.WithTail(fmt.Errorf("starting etcd member %s in %s: %w", m.name, m.dir, err), "etcd "+m.name, m.out)
 			}
 		})
 	}

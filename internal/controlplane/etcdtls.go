@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // EtcdTLS are the PEM files of a TLS-secured etcd: its server certificate and key, and the CA
@@ -49,7 +51,7 @@ func StartEtcdTLS(ctx context.Context, binaryDir string, certs EtcdTLS, output i
 	}
 	clientURL := fmt.Sprintf("https://127.0.0.1:%d", clientPort)
 	metricsURL := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", metricsPort)}
-	out := &tail{}
+	out := &childproc.Tail{}
 	e := &envtest.Etcd{
 		// envtest checks health on URL; the metrics listener answers /health in plain http.
 		URL:          metricsURL,
@@ -73,7 +75,7 @@ func StartEtcdTLS(ctx context.Context, binaryDir string, certs EtcdTLS, output i
 	args.Set("client-cert-auth", "true")
 	if err := e.Start(); err != nil {
 		_ = e.Stop()
-		return fail(withTail(fmt.Errorf("starting etcd %s with TLS in %s: %w", e.Path, dir, err), "etcd", out))
+		return fail(childproc.WithTail(fmt.Errorf("starting etcd %s with TLS in %s: %w", e.Path, dir, err), "etcd", out))
 	}
 	return &Etcd{URL: clientURL, etcd: e, dir: dir}, nil
 }

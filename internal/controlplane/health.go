@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // componentStartTimeout bounds the wait for a component to report healthy. A healthy start takes
@@ -16,7 +18,7 @@ const componentStartTimeout = 90 * time.Second
 
 // waitHealthy polls url until it answers 200, failing at once when p exits, so that a bad flag or
 // a missing kernel feature is reported with the component's own words, not as a time-out.
-func waitHealthy(ctx context.Context, p *process, url string) error {
+func waitHealthy(ctx context.Context, p *childproc.Process, url string) error {
 	// The components serve /healthz with a self-signed certificate on loopback; what is checked
 	// is that they run, not who they are.
 	client := &http.Client{
@@ -28,12 +30,12 @@ func waitHealthy(ctx context.Context, p *process, url string) error {
 	defer cancel()
 	var last string
 	for {
-		if ended, _ := p.exited(); ended {
-			return p.failed(fmt.Errorf("%s did not become healthy", p.name))
+		if ended, _ := p.Exited(); ended {
+			return p.Failed(fmt.Errorf("%s did not become healthy", p.Name()))
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return fmt.Errorf("%s health check: %w", p.name, err)
+			return fmt.Errorf("%s health check: %w", p.Name(), err)
 		}
 		resp, err := client.Do(req)
 		if err == nil {
@@ -48,7 +50,7 @@ func waitHealthy(ctx context.Context, p *process, url string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return p.failed(fmt.Errorf("%s not healthy at %s after %s (last answer: %s)", p.name, url, componentStartTimeout, last))
+			return p.Failed(fmt.Errorf("%s not healthy at %s after %s (last answer: %s)", p.Name(), url, componentStartTimeout, last))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // nodeReadyTimeout bounds the wait for the node to report Ready; kubelet reports within seconds,
@@ -29,8 +31,8 @@ type node struct {
 	slot       *nodeSlot
 	paths      nodePaths
 	rec        slotRecord
-	containerd *process
-	kubelet    *process
+	containerd *childproc.Process
+	kubelet    *childproc.Process
 }
 
 // nodeConfig is what a node needs from its cluster.
@@ -84,8 +86,8 @@ func (n *node) start(ctx context.Context, cfg nodeConfig) error {
 	if err := writeCNIConfig(n.paths, n.slot); err != nil {
 		return fmt.Errorf("writing CNI configuration: %w", err)
 	}
-	n.containerd, err = startProcess("containerd", n.paths.log("containerd"), cfg.output,
-		"containerd", "--config", n.paths.containerdConfig())
+	n.containerd, err = childproc.Start("containerd", "containerd", []string{"--config", n.paths.containerdConfig()},
+		nil, n.paths.log("containerd"), cfg.output)
 	if err != nil {
 		return err
 	}
@@ -117,13 +119,13 @@ func (n *node) start(ctx context.Context, cfg nodeConfig) error {
 	if err := writeUserKubeconfig(cfg.apiServer, n.paths.kubeconfig(), "system:node:"+nodeName, "system:nodes", "system:masters"); err != nil {
 		return err
 	}
-	n.kubelet, err = startProcess("kubelet", n.paths.log("kubelet"), cfg.output, filepath.Join(cfg.binaryDir, "kubelet"),
-		"--config="+n.paths.kubeletConfig(),
-		"--kubeconfig="+n.paths.kubeconfig(),
-		"--root-dir="+n.paths.kubeletRoot(),
-		"--hostname-override="+nodeName,
+	n.kubelet, err = childproc.Start("kubelet", filepath.Join(cfg.binaryDir, "kubelet"), []string{
+		"--config=" + n.paths.kubeletConfig(),
+		"--kubeconfig=" + n.paths.kubeconfig(),
+		"--root-dir=" + n.paths.kubeletRoot(),
+		"--hostname-override=" + nodeName,
 		"--v=2",
-	)
+	}, nil, n.paths.log("kubelet"), cfg.output)
 	if err != nil {
 		return err
 	}
@@ -151,9 +153,9 @@ func (n *node) waitReady(ctx context.Context, admin *rest.Config) error {
 	defer cancel()
 	last := "not registered"
 	for {
-		for _, p := range []*process{n.kubelet, n.containerd} {
-			if ended, _ := p.exited(); ended {
-				return p.failed(fmt.Errorf("node %s did not become Ready", nodeName))
+		for _, p := range []*childproc.Process{n.kubelet, n.containerd} {
+			if ended, _ := p.Exited(); ended {
+				return p.Failed(fmt.Errorf("node %s did not become Ready", nodeName))
 			}
 		}
 		obj, err := nodes.Get(ctx, nodeName, metav1.GetOptions{})
@@ -166,7 +168,7 @@ func (n *node) waitReady(ctx context.Context, admin *rest.Config) error {
 		}
 		select {
 		case <-ctx.Done():
-			return n.kubelet.failed(fmt.Errorf("node %s not Ready after %s (%s)", nodeName, nodeReadyTimeout, last))
+			return n.kubelet.Failed(fmt.Errorf("node %s not Ready after %s (%s)", nodeName, nodeReadyTimeout, last))
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -189,10 +191,10 @@ func nodeReady(obj *unstructured.Unstructured) (bool, string) {
 func (n *node) stop() error {
 	var errs []error
 	if n.kubelet != nil {
-		errs = append(errs, n.kubelet.stop(stopTimeout))
+		errs = append(errs, n.kubelet.Stop(stopTimeout))
 	}
 	if n.containerd != nil {
-		if ended, _ := n.containerd.exited(); !ended {
+		if ended, _ := n.containerd.Exited(); !ended {
 			if cri, err := dialCRI(n.paths.socket()); err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				// A failure here is not final: the sweep below kills and unmounts what is left.
@@ -201,7 +203,7 @@ func (n *node) stop() error {
 				cri.close()
 			}
 		}
-		errs = append(errs, n.containerd.stop(stopTimeout))
+		errs = append(errs, n.containerd.Stop(stopTimeout))
 	}
 	rec := n.rec
 	if rec == (slotRecord{}) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // readyPoll is the pause between two readiness checks.
@@ -17,7 +19,7 @@ const readyPoll = 20 * time.Millisecond
 // s.startTimeout, and fails at once if the process exits. A signed request rather than any
 // answer: another server that took the port in the race freePort leaves answers too, but only
 // this one knows these random keys.
-func (s *Server) waitReady(p *process) error {
+func (s *Server) waitReady(p *childproc.Process) error {
 	// One attempt per check, each on a new connection: the SDK's retries and back-off would
 	// only delay the next check, and a pooled connection would outlive the check.
 	client := s.newClient(func(o *s3.Options) {
@@ -32,14 +34,14 @@ func (s *Server) waitReady(p *process) error {
 		if err == nil {
 			return nil
 		}
-		if ended, _ := p.exited(); ended {
-			return p.failed(errors.New("exited before answering"))
+		if ended, _ := p.Exited(); ended {
+			return p.Failed(errors.New("exited before answering"))
 		}
 		if time.Now().After(deadline) {
-			return p.failed(fmt.Errorf("no answer within %s; last: %w", s.startTimeout, err))
+			return p.Failed(fmt.Errorf("no answer within %s; last: %w", s.startTimeout, err))
 		}
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(readyPoll):
 		}
 	}

@@ -13,6 +13,8 @@ import (
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // stopTimeout is how long Stop and Restart let versitygw finish its requests after SIGTERM
@@ -46,8 +48,8 @@ type Server struct {
 	tlsConfig         *tls.Config // with Options.TLS: trusts CAFile
 	http              *awshttp.BuildableClient
 
-	mu      sync.Mutex // guards proc and stopped
-	proc    *process   // the current run; nil after a failed Restart
+	mu      sync.Mutex         // guards proc and stopped
+	proc    *childproc.Process // the current run; nil after a failed Restart
 	stopped bool
 
 	clientOnce sync.Once
@@ -149,8 +151,8 @@ func (s *Server) run() error {
 		return err
 	}
 	if err := s.waitReady(p); err != nil {
-		p.kill()
-		if portTaken(p.tail.String()) {
+		p.Kill()
+		if portTaken(p.Output()) {
 			err = fmt.Errorf("%w: %w", errPortTaken, err)
 		}
 		return fmt.Errorf("versitygw on %s: %w", s.addr, err)
@@ -193,7 +195,7 @@ func (s *Server) Stop() error {
 	s.stopped = true
 	var errs []error
 	if s.proc != nil {
-		if err := s.proc.stop(stopTimeout); err != nil {
+		if err := s.proc.Stop(stopTimeout); err != nil {
 			errs = append(errs, fmt.Errorf("versitygw on %s: %w", s.addr, err))
 		}
 	}
@@ -209,7 +211,7 @@ func (s *Server) Kill() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil {
-		s.proc.kill()
+		s.proc.Kill()
 	}
 }
 
@@ -223,7 +225,7 @@ func (s *Server) Restart() error {
 		return fmt.Errorf("restarting versitygw on %s: the server was stopped", s.addr)
 	}
 	if s.proc != nil {
-		if err := s.proc.stop(stopTimeout); err != nil {
+		if err := s.proc.Stop(stopTimeout); err != nil {
 			return fmt.Errorf("restarting versitygw on %s: %w", s.addr, err)
 		}
 		s.proc = nil

@@ -3,6 +3,8 @@ package s3test
 import (
 	"os"
 	"testing"
+
+	"planrun.dev/planrun/internal/childproc"
 )
 
 // skipEnv is the control plane's switch (controlplane.SkipEnv), read here too so that `make
@@ -33,7 +35,7 @@ func StartForTest(t testing.TB, opts ...Options) *Server {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("s3test: end of the output of versitygw on %s (%s):\n%s", s.Endpoint, s.LogPath, fileTail(s.LogPath))
+			t.Logf("s3test: end of the output of versitygw on %s (%s):\n%s", s.Endpoint, s.LogPath, childproc.FileTail(s.LogPath))
 		}
 		if err := s.Stop(); err != nil {
 			t.Errorf("s3test: %v", err)

@@ -3,8 +3,11 @@ package etcdsnapshot
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -17,12 +20,13 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/etcd"
+	"planrun.dev/planrun/steps/storage"
 )
 
 func init() {
 	engine.Register(engine.StepType{
 		Name: "etcd.restore",
-		Doc:  "Restore a snapshot file into a new etcd data directory for a new member, after checking its sha256.",
+		Doc:  "Restore a snapshot file or object (s3://, gs://, azblob://) into a new etcd data directory for a new member, after checking its sha256.",
 		New:  func() engine.Action { return new(Restore) },
 	})
 }
@@ -36,23 +40,38 @@ const (
 
 // Restore restores a snapshot file into a new etcd data directory.
 type Restore struct {
-	Snapshot                 string   `yaml:"snapshot" plan:"required" doc:"Path of the snapshot file (etcd.snapshot's to, or etcdctl snapshot save's file)."`
-	DataDir                  string   `yaml:"dataDir" plan:"required" doc:"The new member's data directory: must not exist or be empty. It is restored beside it under a temporary name, then renamed."`
-	SHA256                   string   `yaml:"sha256" doc:"Expected sha256 (hex) of the snapshot file. Default: the one in the manifest beside it (<snapshot>.manifest.json); with neither, the step refuses."`
-	Name                     string   `yaml:"name" doc:"Member name (default \"default\", etcd's default)."`
-	InitialCluster           string   `yaml:"initialCluster" doc:"name=peerURL,... of the new cluster (default: this member alone, name=initialAdvertisePeerURLs)."`
-	InitialAdvertisePeerURLs []string `yaml:"initialAdvertisePeerURLs" doc:"Peer URLs the member advertises (default http://localhost:2380)."`
-	InitialClusterToken      string   `yaml:"initialClusterToken" doc:"Token of the new cluster (default \"etcd-cluster\", etcd's default)."`
-	BumpRevision             int64    `yaml:"bumpRevision" doc:"Raise the restored revision by this much and mark it compacted, so that watchers (Kubernetes API servers) never see revisions go back; etcd advises 1000000000 when restoring under running clients."`
-	SkipHashCheck            bool     `yaml:"skipHashCheck" doc:"Skip etcd's own integrity hash check: needed for a db file copied out of a data directory (it has none). The sha256 check still applies."`
+	Snapshot                 string                   `yaml:"snapshot" plan:"required" doc:"The snapshot file (etcd.snapshot's to, or etcdctl snapshot save's file): a path, file:///path, or an object in a bucket (s3://bucket/prefix/final-full-snapshot.db?region=…, gs://…, azblob://…). An object is first downloaded into a temporary file beside dataDir (mode 0600, removed after), its sha256 checked on the way."`
+	CredentialsFrom          *storage.CredentialsFrom `yaml:"credentialsFrom" doc:"Secret with the credentials of an object store snapshot (default: the provider's own chain: environment, profile, workload identity)."`
+	DataDir                  string                   `yaml:"dataDir" plan:"required" doc:"The new member's data directory: must not exist or be empty. It is restored beside it under a temporary name, then renamed."`
+	SHA256                   string                   `yaml:"sha256" doc:"Expected sha256 (hex) of the snapshot file. Default: the one in the manifest beside it (<snapshot>.manifest.json, read through the same location); with neither, the step refuses."`
+	Name                     string                   `yaml:"name" doc:"Member name (default \"default\", etcd's default)."`
+	InitialCluster           string                   `yaml:"initialCluster" doc:"name=peerURL,... of the new cluster (default: this member alone, name=initialAdvertisePeerURLs)."`
+	InitialAdvertisePeerURLs []string                 `yaml:"initialAdvertisePeerURLs" doc:"Peer URLs the member advertises (default http://localhost:2380)."`
+	InitialClusterToken      string                   `yaml:"initialClusterToken" doc:"Token of the new cluster (default \"etcd-cluster\", etcd's default)."`
+	BumpRevision             int64                    `yaml:"bumpRevision" doc:"Raise the restored revision by this much and mark it compacted, so that watchers (Kubernetes API servers) never see revisions go back; etcd advises 1000000000 when restoring under running clients."`
+	SkipHashCheck            bool                     `yaml:"skipHashCheck" doc:"Skip etcd's own integrity hash check: needed for a db file copied out of a data directory (it has none). The sha256 check still applies."`
+
+	file snapshotFile
 }
 
 var (
-	_ engine.Action    = (*Restore)(nil)
-	_ engine.Validator = (*Restore)(nil)
-	_ engine.Undoer    = (*Restore)(nil)
-	_ engine.Describer = (*Restore)(nil)
+	_ engine.Action      = (*Restore)(nil)
+	_ engine.Provisioner = (*Restore)(nil)
+	_ engine.Validator   = (*Restore)(nil)
+	_ engine.Undoer      = (*Restore)(nil)
+	_ engine.Describer   = (*Restore)(nil)
 )
+
+// Provision implements engine.Provisioner: snapshot is checked (storage.SplitFile) and split into
+// its folder's location and its name.
+func (r *Restore) Provision() error {
+	f, err := parseSnapshotFile(r.Snapshot)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	r.file = f
+	return nil
+}
 
 var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
@@ -77,7 +96,7 @@ func (r *Restore) Validate() error {
 
 // Describe implements engine.Describer.
 func (r *Restore) Describe() string {
-	return fmt.Sprintf("restore %s into new etcd data directory %s", r.Snapshot, r.DataDir)
+	return fmt.Sprintf("restore %s into new etcd data directory %s", r.file.url, r.DataDir)
 }
 
 // restoreState marks a restore under way (or done, once renamed): a re-run of the step finds
@@ -106,30 +125,51 @@ func (r *Restore) settings() (name string, peers []string, cluster, token string
 
 // Run implements engine.Action.
 func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
+	f := r.file
 	dataDir, err := filepath.Abs(r.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("dataDir: %w", err)
 	}
 	name, peers, cluster, token := r.settings()
-	if rc.DryRun {
-		if _, err := os.Stat(r.Snapshot); errors.Is(err, fs.ErrNotExist) {
-			// The snapshot comes from an earlier step of the plan, which a dry run did not
-			// take: the data directory is what can be checked now.
-			return r.dryRunWithoutSnapshot(rc, dataDir, name)
-		}
+	loc, err := f.open(ctx, rc, r.CredentialsFrom)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	sum, rev, err := r.verify(ctx)
+	e, err := loc.Stat(ctx, f.name)
+	if rc.DryRun && errors.Is(err, fs.ErrNotExist) {
+		// The snapshot comes from an earlier step of the plan, which a dry run did not take:
+		// the data directory is what can be checked now.
+		return r.dryRunWithoutSnapshot(rc, dataDir, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	if e.Dir {
+		return nil, fmt.Errorf("snapshot: %s is a folder, want a snapshot file", f.url)
+	}
+	want, source, rev, err := r.expected(ctx, loc)
 	if err != nil {
 		return nil, err
+	}
+	local := ""
+	if lf, ok := loc.(storage.LocalFile); ok {
+		local = lf.LocalPath(f.name)
 	}
 	out := engine.Outputs{
 		"dataDir":  dataDir,
 		"name":     name,
-		"snapshot": r.Snapshot,
-		"sha256":   sum,
+		"snapshot": f.url,
+		"sha256":   want,
 	}
-	if rev > 0 {
-		out["revision"] = rev + r.BumpRevision
+	revision := func(path string) {
+		if rev == 0 && path != "" {
+			if v, err := snapshotRevision(path); err == nil {
+				rev = v
+			}
+		}
+		if rev > 0 {
+			out["revision"] = rev + r.BumpRevision
+		}
 	}
 
 	var st restoreState
@@ -142,9 +182,11 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	if err != nil {
 		return nil, err
 	}
-	if had && st.DataDir == dataDir && st.SHA256 == sum && exists && !empty {
-		// This step restored it before the run stopped: the rename was its last act.
+	if had && st.DataDir == dataDir && st.SHA256 == want && exists && !empty {
+		// This step restored it, from a snapshot with this sum, before the run stopped: the
+		// rename was its last act.
 		if _, err := os.Stat(filepath.Join(dataDir, "member", "snap", "db")); err == nil {
+			revision(local)
 			out["created"] = true
 			return out, nil
 		}
@@ -152,12 +194,21 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	if exists && !empty {
 		return nil, notEmpty(dataDir)
 	}
+
+	path, err := r.fetch(ctx, rc, loc, e, local, dataDir, want, source)
+	if path != "" && path != local {
+		defer os.Remove(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	revision(path)
 	if rc.DryRun {
 		out["dryRun"] = true
 		return out, nil
 	}
 
-	if err := rc.SaveState(ctx, restoreState{DataDir: dataDir, SHA256: sum}); err != nil {
+	if err := rc.SaveState(ctx, restoreState{DataDir: dataDir, SHA256: want}); err != nil {
 		return nil, err
 	}
 	// Whatever an interrupted attempt left under the temporary name is incomplete.
@@ -168,7 +219,7 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 		return nil, fmt.Errorf("dataDir: %w", err)
 	}
 	err = snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
-		SnapshotPath:        r.Snapshot,
+		SnapshotPath:        path,
 		Name:                name,
 		OutputDataDir:       tmp,
 		PeerURLs:            peers,
@@ -180,7 +231,7 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	})
 	if err != nil {
 		_ = os.RemoveAll(tmp)
-		return nil, fmt.Errorf("restoring %s into %s: %v", r.Snapshot, tmp, etcd.OneLine(err))
+		return nil, fmt.Errorf("restoring %s into %s: %v", f.url, tmp, etcd.OneLine(err))
 	}
 	// etcd refuses a data directory that others can read.
 	if err := os.Chmod(tmp, 0o700); err != nil {
@@ -207,52 +258,108 @@ func (r *Restore) Run(ctx context.Context, rc *engine.RunContext) (engine.Output
 	return out, nil
 }
 
-// verify checks the snapshot file's sha256 against sha256: or the manifest beside it, and
-// returns the sum and the snapshot's revision (from the manifest, else read from the file).
-func (r *Restore) verify(ctx context.Context) (string, int64, error) {
-	fi, err := os.Stat(r.Snapshot)
-	if err != nil {
-		return "", 0, fmt.Errorf("snapshot: %w", err)
-	}
-	if fi.IsDir() {
-		return "", 0, fmt.Errorf("snapshot: %s is a folder, want a snapshot file", r.Snapshot)
-	}
-	want := strings.ToLower(r.SHA256)
-	source := "sha256"
-	var rev int64
-	m, err := ReadManifest(r.Snapshot)
+// expected returns the sha256 the snapshot must have (sha256:, else the manifest beside it),
+// where that comes from, and the snapshot's revision when the manifest says it.
+func (r *Restore) expected(ctx context.Context, loc storage.Location) (want, source string, rev int64, err error) {
+	f := r.file
+	want, source = strings.ToLower(r.SHA256), "sha256"
+	m, err := readManifest(ctx, loc, f)
 	switch {
 	case err == nil:
 		rev = m.Revision
 		if want == "" {
-			want, source = strings.ToLower(m.SHA256), "manifest "+ManifestPath(r.Snapshot)
+			want, source = strings.ToLower(m.SHA256), "manifest "+f.manifestURL
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		if want == "" {
-			return "", 0, fmt.Errorf("snapshot: %s has no manifest %s beside it; give its sha256: to check it against", r.Snapshot, filepath.Base(ManifestPath(r.Snapshot)))
+			return "", "", 0, fmt.Errorf("snapshot: %s has no manifest %s beside it; give its sha256: to check it against", f.url, f.manifestName())
 		}
 	default:
 		if want == "" {
-			return "", 0, fmt.Errorf("snapshot: %w", err)
+			return "", "", 0, fmt.Errorf("snapshot: %w", err)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return "", 0, err
-	}
-	got, _, err := fileSHA256(r.Snapshot)
-	if err != nil {
-		return "", 0, fmt.Errorf("snapshot: %w", err)
-	}
-	if got != want {
-		return "", 0, fmt.Errorf("snapshot: %s has sha256 %s but %s says %s: refusing to restore it", r.Snapshot, got, source, want)
-	}
-	if rev == 0 {
-		if v, err := snapshotRevision(r.Snapshot); err == nil {
-			rev = v
-		}
-	}
-	return got, rev, nil
+	return want, source, rev, nil
 }
+
+// fetch returns the snapshot as a local file whose sha256 is want: a local snapshot where it
+// is; an object downloaded into a temporary file beside the data directory (on its file
+// system, which has room for the restored database anyway), hashed on the way. In a dry run an
+// object is only hashed as it streams by, and the path is "". A mismatch is refused naming the
+// snapshot; the returned path, when not local, is for the caller to remove.
+func (r *Restore) fetch(ctx context.Context, rc *engine.RunContext, loc storage.Location, e storage.Entry, local, dataDir, want, source string) (string, error) {
+	f := r.file
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	mismatch := func(got string) error {
+		return &checksumError{msg: fmt.Sprintf("snapshot: %s has sha256 %s but %s says %s: refusing to restore it", f.url, got, source, want)}
+	}
+	if local != "" {
+		got, _, err := fileSHA256(local)
+		if err != nil {
+			return "", fmt.Errorf("snapshot: %w", err)
+		}
+		if got != want {
+			return "", mismatch(got)
+		}
+		return local, nil
+	}
+
+	rd, err := loc.Open(ctx, f.name)
+	if err != nil {
+		return "", fmt.Errorf("snapshot: %w", err)
+	}
+	defer rd.Close()
+	h := sha256.New()
+	pw := &progressWriter{rc: rc, total: e.Size}
+	var file *os.File
+	path := ""
+	if !rc.DryRun {
+		if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
+			return "", fmt.Errorf("dataDir: %w", err)
+		}
+		// A fixed name: a re-run after a crash truncates what the last attempt left.
+		path = downloadName(dataDir)
+		if file, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+			return "", f.fail("snapshot", "downloading", err)
+		}
+		defer file.Close()
+		// Left by an earlier attempt with other permissions, it is made private again.
+		if err := file.Chmod(0o600); err != nil {
+			return path, f.fail("snapshot", "downloading", err)
+		}
+	}
+	ws := []io.Writer{h, pw}
+	if file != nil {
+		ws = append(ws, file)
+	}
+	if _, err := io.Copy(io.MultiWriter(ws...), rd); err != nil {
+		return path, f.fail("snapshot", "downloading", err)
+	}
+	if file != nil {
+		if err := file.Close(); err != nil {
+			return path, f.fail("snapshot", "downloading", err)
+		}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return path, mismatch(got)
+	}
+	return path, nil
+}
+
+// downloadName is where a snapshot object is downloaded for a restore into dataDir: hidden,
+// beside it, fixed so that a re-run reuses it rather than leaving another.
+func downloadName(dataDir string) string {
+	return filepath.Join(filepath.Dir(dataDir), "."+filepath.Base(dataDir)+".snapshot"+partSuffix)
+}
+
+// checksumError is a snapshot whose sha256 is not the expected one; it matches
+// storage.ErrChecksum.
+type checksumError struct{ msg string }
+
+func (e *checksumError) Error() string { return e.msg }
+func (e *checksumError) Unwrap() error { return storage.ErrChecksum }
 
 // dirState reports whether dir exists and whether it is empty; a file there is an error.
 func dirState(dir string) (empty, exists bool, err error) {
@@ -308,8 +415,8 @@ func (r *Restore) dryRunWithoutSnapshot(rc *engine.RunContext, dataDir, name str
 	if exists && !empty {
 		return nil, notEmpty(dataDir)
 	}
-	rc.Logger.Info("dry run: the snapshot is not there yet (an earlier step makes it); checked the data directory only", "snapshot", r.Snapshot)
-	return engine.Outputs{"dataDir": dataDir, "name": name, "snapshot": r.Snapshot, "snapshotPresent": false, "dryRun": true}, nil
+	rc.Logger.Info("dry run: the snapshot is not there yet (an earlier step makes it); checked the data directory only", "snapshot", r.file.url)
+	return engine.Outputs{"dataDir": dataDir, "name": name, "snapshot": r.file.url, "snapshotPresent": false, "dryRun": true}, nil
 }
 
 func notEmpty(dataDir string) error {

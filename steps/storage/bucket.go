@@ -53,6 +53,9 @@ type providerHooks struct {
 	// copyAcross copies srcKey of bucket srcBucket to dstKey of this bucket on the same
 	// service; nil when the provider cannot.
 	copyAcross func(ctx context.Context, srcBucket, srcKey, dstKey string) error
+	// putObject stores body at key in one request (PutWhole); nil when the provider has no
+	// such shortcut.
+	putObject func(ctx context.Context, key string, body []byte, metadata map[string]string) error
 	// maxServerCopy is the largest object one server-side copy takes (0: no limit).
 	maxServerCopy int64
 	// detail classifies a provider error: its kind (ErrNoBucket, ErrAccessDenied...) and a
@@ -260,14 +263,7 @@ func (l *bucketLocation) Create(ctx context.Context, p string, opts CreateOption
 	if k == "" {
 		return nil, &Error{URL: l.display, Op: "write", Detail: "the root of a bucket is not an object: give a prefix"}
 	}
-	mode := opts.Mode
-	if mode == 0 {
-		mode = 0o644
-	}
-	md := map[string]string{metaMode: fmt.Sprintf("%04o", mode.Perm())}
-	if opts.SHA256 != "" {
-		md[metaSHA256] = opts.SHA256
-	}
+	md := objectMetadata(opts)
 	// Cancelling wctx before Close aborts the upload (a multipart upload is aborted, a single
 	// PUT never sent): the object never appears half written.
 	wctx, cancel := context.WithCancel(ctx)

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -174,6 +175,24 @@ func openS3(ctx context.Context, u *url.URL, prefix string, creds *Credentials) 
 				_, err := client.CopyObject(ctx, in)
 				return err
 			},
+			putObject: func(ctx context.Context, key string, body []byte, metadata map[string]string) error {
+				in := &s3.PutObjectInput{
+					Bucket:        aws.String(bucketName),
+					Key:           aws.String(key),
+					Body:          bytes.NewReader(body),
+					ContentLength: aws.Int64(int64(len(body))),
+					ContentType:   aws.String("application/octet-stream"),
+					Metadata:      metadata,
+				}
+				if s3opts.EncryptionType != "" {
+					in.ServerSideEncryption = s3opts.EncryptionType
+				}
+				if s3opts.KMSEncryptionID != "" {
+					in.SSEKMSKeyId = aws.String(s3opts.KMSEncryptionID)
+				}
+				_, err := client.PutObject(ctx, in)
+				return err
+			},
 			maxServerCopy: s3MaxCopy,
 			detail:        s3Detail,
 		},
@@ -191,7 +210,8 @@ func s3Detail(_ *blob.Bucket, err error) (error, string) {
 		switch ae.ErrorCode() {
 		case "NoSuchBucket":
 			return ErrNoBucket, reason
-		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "Forbidden":
+		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "Forbidden",
+			"XAdminUserNotFound": // versitygw's InvalidAccessKeyId
 			return ErrAccessDenied, reason + " (check the credentials)"
 		case "NoSuchKey", "NotFound":
 			return nil, ""
