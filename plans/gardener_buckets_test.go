@@ -179,3 +179,29 @@ func (b *gdBuckets) assertNoSecrets(t *testing.T, dir string, outputs ...string)
 		}
 	}
 }
+
+// TestGardenerBucketsDryRunAndProvider: on S3 buckets, a dry run names the objects it would write
+// and writes none; a seed whose backup provider planrun cannot reach is refused before anything
+// changes, saying which.
+func TestGardenerBucketsDryRunAndProvider(t *testing.T) {
+	e := startGardener(t, true)
+	before := e.gdObjects(t)
+	r := e.run(t, nil, true, append(e.planArgs(), "--dry-run")...)
+	if r.Code != 0 {
+		t.Fatalf("dry run exited %d\n%s", r.Code, r)
+	}
+	if want := "snapshot datastore \"shoot\" to " + e.buckets.snapshotLocation(e.backupEntry()); !strings.Contains(r.Stdout, want) {
+		t.Errorf("the dry run does not say %q:\n%s", want, r.Stdout)
+	}
+	e.assertUntouched(t, "after the dry run", before)
+	e.buckets.assertNoSecrets(t, e.dir, r.Stdout, r.Stderr)
+
+	e.mergePatch(t, seedGVR, "", gdDestSeed, `{"spec":{"backup":{"provider":"openstack"}}}`, "")
+	changed := e.gdObjects(t)
+	r = e.run(t, nil, true, e.planArgs("--run-id", "openstack")...)
+	want := `step "backups-supported" failed: assertion failed: destination seed's backup provider openstack is not one planrun can reach (aws, gcp, azure, local); give sourceBackupDir and destinationBackupDir folders instead`
+	if r.Code != 1 || !strings.Contains(r.Stdout+r.Stderr, want) {
+		t.Errorf("exit %d\n%s\n%s\nwant the error %q", r.Code, r.Stdout, r.Stderr, want)
+	}
+	e.assertUntouched(t, "after the refusal", changed)
+}
