@@ -86,8 +86,7 @@ type gdEnv struct {
 	sdyn, ddyn       dynamic.Interface
 	etcd             *controlplane.Etcd
 	shootUID         string
-	srcBucket        string
-	dstBucket        string
+	buckets          *gdBuckets
 	dataDir          string
 	ctrl             *gdStandIn
 	etcdHash         string // sha256 of every key and value of the shoot's etcd
@@ -95,7 +94,9 @@ type gdEnv struct {
 	earlierBackupSum map[string]string // backup entry files before the migration, by relative path
 }
 
-func startGardener(t *testing.T) *gdEnv {
+// startGardener starts the garden, the seeds and the shoot's etcd, with the seeds' backup
+// buckets as folders, or on two S3 servers with s3.
+func startGardener(t *testing.T, s3 bool) *gdEnv {
 	t.Helper()
 	e := &gdEnv{dir: t.TempDir()}
 	ctx := t.Context()
@@ -125,8 +126,11 @@ func startGardener(t *testing.T) *gdEnv {
 		waitServed(t, d, append([]schema.GroupVersionResource{shootGVR, seedGVR, shootStateGVR}, extGVRs...)...)
 	}
 	e.etcd = controlplane.StartEtcdForTest(t)
-	e.srcBucket = filepath.Join(e.dir, "buckets", gdSourceSeed)
-	e.dstBucket = filepath.Join(e.dir, "buckets", gdDestSeed)
+	if s3 {
+		e.buckets = startS3Buckets(t)
+	} else {
+		e.buckets = &gdBuckets{srcDir: filepath.Join(e.dir, "buckets", gdSourceSeed), dstDir: filepath.Join(e.dir, "buckets", gdDestSeed)}
+	}
 	e.dataDir = filepath.Join(e.dir, "destination", "etcd-main")
 
 	// The garden: the project namespace, both seeds (healthy, with backups), the shoot on the
@@ -154,14 +158,23 @@ func startGardener(t *testing.T) *gdEnv {
 		create(d, schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, "", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name}}, nil)
 	}
 	namespace(e.sdyn, gdGardenNS)
+	namespace(e.sdyn, "garden")
+	for name, srv := range e.buckets.secrets() {
+		create(e.sdyn, schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, "garden", map[string]any{"apiVersion": "v1", "kind": "Secret",
+			"metadata":   map[string]any{"name": name},
+			"stringData": map[string]any{"accessKeyID": srv.AccessKey, "secretAccessKey": srv.SecretKey}}, nil)
+	}
 	for _, seed := range []string{gdSourceSeed, gdDestSeed} {
-		create(e.sdyn, seedGVR, "", map[string]any{"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed",
+		s := create(e.sdyn, seedGVR, "", map[string]any{"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed",
 			"metadata": map[string]any{"name": seed},
 			"spec": map[string]any{
 				"provider": map[string]any{"type": "local", "region": "local"},
-				"backup":   map[string]any{"provider": "local", "region": "local", "credentialsRef": map[string]any{"apiVersion": "v1", "kind": "Secret", "name": "backup-" + seed, "namespace": "garden"}},
+				"backup":   e.buckets.seedBackup(seed),
 				"ingress":  map[string]any{"domain": "ingress." + seed + ".local.gardener.cloud"},
 			}}, map[string]any{"conditions": gdConditions("True", "")})
+		if seed == gdDestSeed && e.buckets.s3() {
+			e.buckets.makeDestination(t, string(s.GetUID()))
+		}
 	}
 	shoot := create(e.sdyn, shootGVR, gdGardenNS, map[string]any{"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
 		"metadata": map[string]any{"name": gdShoot, "labels": map[string]any{"shoot.gardener.cloud/status": "healthy"}},
@@ -207,7 +220,7 @@ func startGardener(t *testing.T) *gdEnv {
 				spec["purpose"] = x.purposes[i]
 			}
 			if x.kind == "BackupEntry" {
-				spec["bucketName"] = "bucket-" + gdSourceSeed
+				spec["bucketName"] = gdSourceBucket
 				spec["region"] = "local"
 			}
 			status := map[string]any{"observedGeneration": int64(1),
@@ -230,13 +243,7 @@ func startGardener(t *testing.T) *gdEnv {
 		"v2/Incr-00001001-00001400-1763700600.gz": 40 << 10, "v2/Incr-00001401-00001800-1763701200.gz": 40 << 10} {
 		b := make([]byte, size)
 		rand.Read(b)
-		p := filepath.Join(e.srcBucket, e.backupEntry(), name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		e.buckets.put(t, e.backupEntry()+"/"+name, b)
 		sum := sha256.Sum256(b)
 		e.earlierBackupSum[name] = hex.EncodeToString(sum[:])
 	}
@@ -403,8 +410,8 @@ func (e *gdEnv) planArgs(extra ...string) []string {
 	args := []string{"apply", plan, "--kubeconfig", e.src.Kubeconfig, "--run-id", "r",
 		"--set", "project=" + gdProject, "--set", "shoot=" + gdShoot, "--set", "destinationSeed=" + gdDestSeed,
 		"--set", "etcdEndpoints=[" + e.etcd.URL + "]",
-		"--set", "sourceBackupDir=" + e.srcBucket, "--set", "destinationBackupDir=" + e.dstBucket,
 		"--set", "destinationEtcdDataDir=" + e.dataDir, "--set", "operationTimeout=1m"}
+	args = append(args, e.buckets.args()...)
 	return append(args, extra...)
 }
 
@@ -571,7 +578,7 @@ func assertGardenerMigrated(t *testing.T, e *gdEnv, before map[string]*unstructu
 
 	// The backups: the final snapshot in the source bucket, the whole entry copied, byte for
 	// byte, to the destination bucket.
-	srcFiles, dstFiles := gdFiles(t, filepath.Join(e.srcBucket, e.backupEntry())), gdFiles(t, filepath.Join(e.dstBucket, e.backupEntry()))
+	srcFiles, dstFiles := e.buckets.files(t, false, e.backupEntry()), e.buckets.files(t, true, e.backupEntry())
 	for name, sum := range e.earlierBackupSum {
 		if srcFiles[name] != sum || dstFiles[name] != sum {
 			t.Errorf("backup %s: source %s, destination %s, want %s", name, srcFiles[name], dstFiles[name], sum)
@@ -692,48 +699,60 @@ func (e *gdEnv) assertUntouched(t *testing.T, what string, before map[string]*un
 	if _, err := os.Stat(e.dataDir); !os.IsNotExist(err) {
 		t.Errorf("%s: the destination data directory exists (%v)", what, err)
 	}
-	if files := gdFiles(t, e.dstBucket); len(files) > 0 {
+	if files := e.buckets.files(t, true, ""); len(files) > 0 {
 		t.Errorf("%s: files in the destination bucket: %v", what, files)
 	}
-	if files := gdFiles(t, filepath.Join(e.srcBucket, e.backupEntry())); normalized(files) != normalized(e.earlierBackupSum) {
+	if files := e.buckets.files(t, false, e.backupEntry()); normalized(files) != normalized(e.earlierBackupSum) {
 		t.Errorf("%s: source bucket %v, want %v", what, files, e.earlierBackupSum)
 	}
 }
 
-// TestGardenerMigrates moves the shoot's control plane from seed-a to seed-b; applied again, the
-// plan changes nothing.
+// TestGardenerMigrates moves the shoot's control plane from seed-a to seed-b, with the seeds'
+// backups in folders and in S3 buckets (two servers, credentials from the Secrets the seeds
+// name); applied again, the plan changes nothing.
 func TestGardenerMigrates(t *testing.T) {
-	e := startGardener(t)
-	before := e.gdObjects(t)
-	r := e.run(t, nil, false, e.planArgs()...)
-	if r.Code != 0 {
-		t.Fatalf("apply exited %d\n%s", r.Code, r)
-	}
-	assertGardenerMigrated(t, e, before)
+	for _, tc := range []struct {
+		name string
+		s3   bool
+	}{{"folders", false}, {"s3 buckets", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startGardener(t, tc.s3)
+			before := e.gdObjects(t)
+			r := e.run(t, nil, false, e.planArgs()...)
+			if r.Code != 0 {
+				t.Fatalf("apply exited %d\n%s", r.Code, r)
+			}
+			assertGardenerMigrated(t, e, before)
 
-	migrated := e.gdObjects(t)
-	ops := e.ctrl.Ops()
-	buckets := normalized([]map[string]string{gdFiles(t, e.srcBucket), gdFiles(t, e.dstBucket), gdFiles(t, e.dataDir)})
-	r = e.run(t, nil, true, e.planArgs("--run-id", "again")...)
-	if r.Code != 0 {
-		t.Fatalf("second apply exited %d\n%s", r.Code, r)
-	}
-	j := loadJournal(t, e.dir, "again")
-	for _, rec := range j.Steps {
-		if want := map[bool]engine.StepStatus{true: engine.StepSucceeded, false: engine.StepSkipped}[rec.ID == "shoot"]; rec.Status != want {
-			t.Errorf("second apply: step %s %s, want %s", rec.ID, rec.Status, want)
-		}
-	}
-	for k, m := range migrated {
-		if a := e.gdObjects(t)[k]; a == nil || a.GetResourceVersion() != m.GetResourceVersion() {
-			t.Errorf("second apply changed %s", k)
-		}
-	}
-	if got := e.ctrl.Ops(); len(got) != len(ops) {
-		t.Errorf("second apply asked for extension operations: %v", got[len(ops):])
-	}
-	if got := normalized([]map[string]string{gdFiles(t, e.srcBucket), gdFiles(t, e.dstBucket), gdFiles(t, e.dataDir)}); got != buckets {
-		t.Error("second apply changed the buckets or the restored data directory")
+			migrated := e.gdObjects(t)
+			ops := e.ctrl.Ops()
+			state := func() string {
+				return normalized([]map[string]string{e.buckets.files(t, false, ""), e.buckets.files(t, true, ""), gdFiles(t, e.dataDir)})
+			}
+			buckets := state()
+			r2 := e.run(t, nil, true, e.planArgs("--run-id", "again")...)
+			if r2.Code != 0 {
+				t.Fatalf("second apply exited %d\n%s", r2.Code, r2)
+			}
+			j := loadJournal(t, e.dir, "again")
+			for _, rec := range j.Steps {
+				if want := map[bool]engine.StepStatus{true: engine.StepSucceeded, false: engine.StepSkipped}[rec.ID == "shoot"]; rec.Status != want {
+					t.Errorf("second apply: step %s %s, want %s", rec.ID, rec.Status, want)
+				}
+			}
+			for k, m := range migrated {
+				if a := e.gdObjects(t)[k]; a == nil || a.GetResourceVersion() != m.GetResourceVersion() {
+					t.Errorf("second apply changed %s", k)
+				}
+			}
+			if got := e.ctrl.Ops(); len(got) != len(ops) {
+				t.Errorf("second apply asked for extension operations: %v", got[len(ops):])
+			}
+			if got := state(); got != buckets {
+				t.Error("second apply changed the buckets or the restored data directory")
+			}
+			e.buckets.assertNoSecrets(t, e.dir, r.Stdout, r.Stderr, r2.Stdout, r2.Stderr)
+		})
 	}
 }
 
@@ -744,7 +763,7 @@ func TestGardenerMigrates(t *testing.T) {
 // right after the final snapshot, and at the first file of the backup copy. The resumed run
 // reaches the same end state.
 func TestGardenerKilledAndResumed(t *testing.T) {
-	e := startGardener(t)
+	e := startGardener(t, true)
 	before := e.gdObjects(t)
 	r := e.run(t, &plantest.KillPoint{Event: engine.EventStepSucceeded, Step: "migrate-backupentry"}, false, e.planArgs()...)
 	if !r.Killed {
@@ -782,7 +801,7 @@ func TestGardenerKilledAndResumed(t *testing.T) {
 		t.Fatalf("not killed during copy-backups (exit %d)\n%s", r.Code, r)
 	}
 	t.Logf("killed with copy-backups %s, %d files in the destination bucket", loadJournal(t, e.dir, "r").Step("copy-backups").Status,
-		len(gdFiles(t, filepath.Join(e.dstBucket, e.backupEntry()))))
+		len(e.buckets.files(t, true, e.backupEntry())))
 
 	r = e.run(t, nil, false, e.resumeArgs()...)
 	if r.Code != 0 {
@@ -821,7 +840,7 @@ func TestGardenerRollsBack(t *testing.T) {
 		}, "status-done", func(*gdEnv) string { return "the test refuses Restore Succeeded" }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := startGardener(t)
+			e := startGardener(t, true)
 			before := e.gdObjects(t)
 			tc.inject(t, e)
 			r := e.run(t, nil, false, e.planArgs()...)
@@ -911,7 +930,7 @@ func (e *gdEnv) waitRefused(t *testing.T) {
 // backups and a shoot in the middle of another operation, each with a message that says why,
 // changing nothing.
 func TestGardenerDryRunAndPrechecks(t *testing.T) {
-	e := startGardener(t)
+	e := startGardener(t, false)
 	before := e.gdObjects(t)
 
 	r := e.run(t, nil, true, append(e.planArgs(), "--dry-run")...)
@@ -926,7 +945,7 @@ func TestGardenerDryRunAndPrechecks(t *testing.T) {
 		"▶ migrate-worker (kube.patch): merge patch every Worker in namespace shoot--dev--web", "✔ migrate-worker dry run: not applied",
 		"▶ migrate-backupentry (kube.patch): merge patch BackupEntry " + e.backupEntry(), "✔ migrate-backupentry dry run: not applied",
 		"▶ shoot-state (kube.apply)", "✔ shoot-state dry run: not applied",
-		"▶ final-snapshot (etcd.snapshot): snapshot datastore \"shoot\" to " + filepath.Join(e.srcBucket, e.backupEntry(), gdSnapshot), "✔ final-snapshot dry run: not applied",
+		"▶ final-snapshot (etcd.snapshot): snapshot datastore \"shoot\" to " + e.buckets.snapshotLocation(e.backupEntry()), "✔ final-snapshot dry run: not applied",
 		"▶ copy-backups (files.copy)", "✔ copy-backups dry run: not applied",
 		"▶ status-restore (kube.patch)", "✔ status-restore dry run: not applied",
 		"▶ restore-etcd (etcd.restore)", "✔ restore-etcd dry run: not applied",
