@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -32,6 +34,7 @@ import (
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/controlplane"
 	"planrun.dev/planrun/internal/plantest"
+	"planrun.dev/planrun/internal/s3test"
 )
 
 const (
@@ -1346,11 +1349,35 @@ func TestCAMFinalMigrateMove(t *testing.T) {
 // TestCAMStageThenFinalCopy: two stages (the application keeps running, only Namespaces and
 // claims on the target, new volumes of the storage class asked for), a change on the source,
 // then the final migrate, which converges over what the stages created. No hooks: they are
-// skipped.
+// skipped. The backups go through a replication repository, an S3 bucket, with its keys in a
+// Secret on the source cluster as MTC keeps them; each run replaces the previous backup there.
 func TestCAMStageThenFinalCopy(t *testing.T) {
 	e := startCAM(t)
+	repo := s3test.StartForTest(t)
+	if err := repo.CreateBucket("replication"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.scs.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "openshift-migration"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.scs.CoreV1().Secrets("openshift-migration").Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "migstorage-creds"},
+		StringData: map[string]string{"aws-access-key-id": repo.AccessKey, "aws-secret-access-key": repo.SecretKey}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	before := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
-	copyArgs := []string{"--set", "pvAction=copy", "--set", "storageClass=fast-ceph"}
+	copyArgs := []string{"--set", "pvAction=copy", "--set", "storageClass=fast-ceph",
+		"--set", "repository=" + repo.URL("replication", "shop-and-search"), "--set", "repositoryCredentials={namespace: openshift-migration, name: migstorage-creds}"}
+	defer func() {
+		// The backups went to the repository, none to the local folder, and the repository's
+		// key is nowhere in the runs' files.
+		if _, err := os.Stat(filepath.Join(e.dir, "cam-backup")); !os.IsNotExist(err) {
+			t.Errorf("a local backup folder was written (%v)", err)
+		}
+		if _, err := repo.Client().HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String("replication"), Key: aws.String("shop-and-search/manifest.json")}); err != nil {
+			t.Errorf("no backup manifest in the repository: %v", err)
+		}
+		plantest.NoSecrets(t, e.dir, "", repo.SecretKey)
+	}()
 	for _, id := range []string{"stage-1", "stage-2"} {
 		r := e.run(t, nil, false, e.applyArgs(id, append([]string{"--set", "stage=true"}, copyArgs...)...)...)
 		if r.Code != 0 {

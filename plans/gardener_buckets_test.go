@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"planrun.dev/planrun/internal/plantest"
 	"planrun.dev/planrun/internal/s3test"
 )
 
@@ -155,29 +156,7 @@ func (b *gdBuckets) assertNoSecrets(t *testing.T, dir string, outputs ...string)
 	if !b.s3() {
 		return
 	}
-	for _, srv := range []*s3test.Server{b.srcS3, b.dstS3} {
-		for i, out := range outputs {
-			if strings.Contains(out, srv.SecretKey) {
-				t.Errorf("output %d holds a secret key", i)
-			}
-		}
-		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			if strings.Contains(string(data), srv.SecretKey) {
-				t.Errorf("%s holds a secret key", p)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	plantest.NoSecrets(t, dir, strings.Join(outputs, "\n"), b.srcS3.SecretKey, b.dstS3.SecretKey)
 }
 
 // TestGardenerBucketsDryRunAndProvider: on S3 buckets, a dry run names the objects it would write

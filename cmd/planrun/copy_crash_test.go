@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -270,7 +269,7 @@ steps:
 					t.Errorf("stderr lacks %q:\n%s", w, r.Stderr)
 				}
 			}
-			noSecrets(t, dir, r.Stdout+r.Stderr, a.SecretKey, other.SecretKey, stranger.SecretKey)
+			plantest.NoSecrets(t, dir, r.Stdout+r.Stderr, a.SecretKey, other.SecretKey, stranger.SecretKey)
 			if tc.fix == nil {
 				return
 			}
@@ -280,27 +279,5 @@ steps:
 				t.Fatalf("resume after the fix: exit %d\n%s", r.Code, r)
 			}
 		})
-	}
-}
-
-// noSecrets fails the test if any secret appears in text or in a file of the run's folder
-// (journal, step log, events, artifacts).
-func noSecrets(t *testing.T, dir, text string, secrets ...string) {
-	t.Helper()
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		text += string(b)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range secrets {
-		if strings.Contains(text, s) {
-			t.Errorf("a secret key appears in the run's output or files")
-		}
 	}
 }

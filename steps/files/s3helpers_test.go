@@ -147,4 +147,3 @@ func mixed() map[string][]byte {
 		fmt.Sprintf("k%03d", 7):        pattern(1<<20, 5),
 	}
 }
-

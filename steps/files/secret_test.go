@@ -2,7 +2,6 @@ package files
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"planrun.dev/planrun/internal/plantest"
 	"planrun.dev/planrun/internal/s3test"
 	"planrun.dev/planrun/steps/kube/kubetest"
 )
@@ -68,17 +68,5 @@ func TestCopyCredentialsFromSecrets(t *testing.T) {
 	}
 	t.Logf("the failing run: %v", failed.Err)
 	fmt.Fprintf(&events, "%v\n%v\n%v\n", failed.Err, r.Progress, failed.Progress)
-	for _, s := range []string{a.SecretKey, b.SecretKey} {
-		found := strings.Contains(events.String(), s)
-		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && !d.IsDir() {
-				data, _ := os.ReadFile(p)
-				found = found || strings.Contains(string(data), s)
-			}
-			return err
-		})
-		if found {
-			t.Errorf("a secret key appears in the run's files or errors")
-		}
-	}
+	plantest.NoSecrets(t, dir, events.String(), a.SecretKey, b.SecretKey)
 }
