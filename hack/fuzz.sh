@@ -6,7 +6,12 @@
 # or does not fuzz at all.
 #
 #   hack/fuzz.sh              FUZZTIME=30s, at least MINFUZZ=5s per target
-#   FUZZTIME=10m hack/fuzz.sh
+#   FUZZTIME=10m FUZZCACHE=go hack/fuzz.sh
+#
+# By default each target starts from the repository's seeds and testdata corpus only, in a
+# fresh cache folder: Go's shared fuzz cache grows with every run, and replaying it ("gathering
+# baseline coverage") eventually takes longer than a short run's share, which then fuzzes
+# nothing. FUZZCACHE=go keeps Go's cache, for long campaigns that build on earlier ones.
 set -eu
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
@@ -37,13 +42,16 @@ share=$(( total / n ))
 echo "fuzz: $n targets, ${share}s each"
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+cache=$(mktemp -d)
+trap 'rm -rf "$log" "$cache"' EXIT
+cacheflag=-test.fuzzcachedir=$cache
+[ "${FUZZCACHE:-}" != go ] || cacheflag=
 failed=0
 printf '%s\n' "$targets" | while read -r pkg name; do
 	# -fuzzminimizetime: by default a worker spends up to 60 s shrinking each new interesting
 	# input, executing nothing new meanwhile (a short run then reports a few dozen execs); a
 	# short bound keeps the run fuzzing.
-	if $GO test "$pkg" -run '^$' -fuzz "^$name\$" -fuzztime "${share}s" -fuzzminimizetime 200x >"$log" 2>&1; then
+	if $GO test "$pkg" -run '^$' -fuzz "^$name\$" -fuzztime "${share}s" -fuzzminimizetime 200x ${cacheflag:+-args "$cacheflag"} >"$log" 2>&1; then
 		status=ok
 	else
 		status=FAIL
