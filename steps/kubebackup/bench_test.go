@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,19 +126,17 @@ func BenchmarkBackupMemory(b *testing.B) {
 			ns := c.Namespace(b)
 			seed(b, c, ns, n)
 			plan := backupPlan(filepath.Join(b.TempDir(), "backup"), ns)
-			var peakHeap, peakRSS uint64
+			var peak memprobe.Peak
 			for b.Loop() {
 				b.StopTimer()
-				debug.FreeOSMemory()
-				resetPeakRSS()
-				stop := sampleHeap()
+				stop := memprobe.Start()
 				b.StartTimer()
 				backupOnce(b, plan, n)
 				b.StopTimer()
-				peakHeap = max(peakHeap, stop())
-				peakRSS = max(peakRSS, readPeakRSS())
+				peak = peak.Max(stop())
 				b.StartTimer()
 			}
+			peakHeap, peakRSS := peak.Heap, peak.RSS
 			const mib = 1 << 20
 			b.ReportMetric(float64(peakHeap)/mib, "peak-heap-MiB")
 			if peakRSS > 0 {
@@ -156,48 +152,6 @@ func BenchmarkBackupMemory(b *testing.B) {
 		}
 		fmt.Println(" (target ≤ 1.5)")
 	}
-}
-
-// sampleHeap samples HeapInuse every 5ms until the returned function is called, which returns
-// the highest value seen.
-func sampleHeap() func() uint64 {
-	runtime.GC()
-	stop, done := make(chan struct{}), make(chan uint64)
-	go func() {
-		var ms runtime.MemStats
-		var peak uint64
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			runtime.ReadMemStats(&ms)
-			peak = max(peak, ms.HeapInuse)
-			select {
-			case <-stop:
-				done <- peak
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return func() uint64 { close(stop); return <-done }
-}
-
-// resetPeakRSS resets the process's VmHWM (Linux; a no-op elsewhere).
-func resetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
-
-// readPeakRSS returns VmHWM in bytes, or 0 when unknown.
-func readPeakRSS() uint64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 // BenchmarkBackupS3: kube.backup of 10,000 ConfigMaps and Secrets (~1 KiB each) to a bucket prefix

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/plantest"
 	"planrun.dev/planrun/internal/s3test"
 	"planrun.dev/planrun/steps/kube/archive"
 	"planrun.dev/planrun/steps/kube/kubetest"
@@ -305,13 +306,13 @@ func TestBackupS3LocationErrors(t *testing.T) {
 			} {
 				run := kubetest.Apply(t, main(), "steps:\n  - {id: s, type: "+step.typ+", with: "+step.with+"}\n", kubetest.Options{})
 				kubetest.WantRunError(t, run, `step "s" failed: `, tc.url, tc.want)
-				noSecrets(t, run.Err.Error(), srv.SecretKey, wrongSecret)
+				plantest.NoSecrets(t, "", run.Err.Error(), srv.SecretKey, wrongSecret)
 			}
 
 			body := fmt.Sprintf("steps:\n  - {id: b, type: kube.backup, with: {to: %q, resources: [configmaps], namespaces: [%s]%s}}\n", tc.url, ns, with)
 			run := kubetest.Apply(t, main(), body, kubetest.Options{NoRollback: true})
 			kubetest.WantRunError(t, run, `step "b" failed: to: `+tc.url+`: `, tc.want)
-			noSecrets(t, run.Err.Error(), srv.SecretKey, wrongSecret)
+			plantest.NoSecrets(t, "", run.Err.Error(), srv.SecretKey, wrongSecret)
 
 			tc.fix(t)
 			p := kubetest.Load(t, main(), body, kubetest.Options{})
@@ -323,15 +324,6 @@ func TestBackupS3LocationErrors(t *testing.T) {
 				t.Fatalf("resumed backup outputs %v", j.Step("b").Outputs)
 			}
 		})
-	}
-}
-
-func noSecrets(t *testing.T, text string, secrets ...string) {
-	t.Helper()
-	for _, s := range secrets {
-		if strings.Contains(text, s) {
-			t.Fatalf("a secret key is in %q", text)
-		}
 	}
 }
 
