@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -33,13 +34,29 @@ func StartEtcdTLS(ctx context.Context, binaryDir string, certs EtcdTLS, output i
 			return nil, err
 		}
 	}
+	// A free port found here may be taken by another process before etcd binds it (tests of
+	// other packages start servers at the same time): etcd then exits saying so, and another
+	// pair of ports is tried.
+	for attempt := 1; ; attempt++ {
+		e, taken, err := startEtcdTLS(binaryDir, certs, output)
+		if err == nil || !taken || attempt == maxPortAttempts {
+			return e, err
+		}
+	}
+}
+
+// maxPortAttempts bounds the retries of a start that lost its port to another process.
+const maxPortAttempts = 5
+
+// startEtcdTLS is one attempt of StartEtcdTLS; taken reports that a port was taken meanwhile.
+func startEtcdTLS(binaryDir string, certs EtcdTLS, output io.Writer) (_ *Etcd, taken bool, _ error) {
 	dir, err := os.MkdirTemp("", "planrun-etcd-tls-")
 	if err != nil {
-		return nil, fmt.Errorf("creating a folder for etcd: %w", err)
+		return nil, false, fmt.Errorf("creating a folder for etcd: %w", err)
 	}
-	fail := func(err error) (*Etcd, error) {
+	fail := func(err error) (*Etcd, bool, error) {
 		_ = os.RemoveAll(dir)
-		return nil, err
+		return nil, false, err
 	}
 	clientPort, err := freePort()
 	if err != nil {
@@ -75,9 +92,11 @@ func StartEtcdTLS(ctx context.Context, binaryDir string, certs EtcdTLS, output i
 	args.Set("client-cert-auth", "true")
 	if err := e.Start(); err != nil {
 		_ = e.Stop()
-		return fail(childproc.WithTail(fmt.Errorf("starting etcd %s with TLS in %s: %w", e.Path, dir, err), "etcd", out))
+		_, _, err = fail(childproc.WithTail(fmt.Errorf("starting etcd %s with TLS in %s: %w", e.Path, dir, err), "etcd", out))
+		// etcd's own last words: the only place that says the port was the problem.
+		return nil, strings.Contains(out.String(), "address already in use"), err
 	}
-	return &Etcd{URL: clientURL, etcd: e, dir: dir}, nil
+	return &Etcd{URL: clientURL, etcd: e, dir: dir}, false, nil
 }
 
 // StartEtcdTLSForTest starts a TLS-secured etcd (see StartEtcdTLS) stopped when the test ends.
