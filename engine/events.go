@@ -46,12 +46,15 @@ type RetryInfo struct {
 	MaxAttempts int      `json:"maxAttempts"`
 }
 
-// Progress is how far a long step is: items done of total (0 when unknown) and bytes moved.
+// Progress is how far a long step is: items done of total (0 when unknown) and bytes moved, of
+// TotalBytes when the step knows how many it will move (then rate and ETA are in bytes: a
+// volume's files differ in size by orders of magnitude, so counting them says little).
 type Progress struct {
-	Done  int64  `json:"done"`
-	Total int64  `json:"total,omitempty"`
-	Bytes int64  `json:"bytes,omitempty"`
-	Unit  string `json:"unit,omitempty"` // what is counted: "objects", "keys", "files"
+	Done       int64  `json:"done"`
+	Total      int64  `json:"total,omitempty"`
+	Bytes      int64  `json:"bytes,omitempty"`
+	TotalBytes int64  `json:"totalBytes,omitempty"`
+	Unit       string `json:"unit,omitempty"` // what is counted: "objects", "keys", "files"
 }
 
 // Observer receives a run's events, in order, from one goroutine at a time.

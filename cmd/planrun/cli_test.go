@@ -79,15 +79,21 @@ func TestFormatProgress(t *testing.T) {
 		p       engine.Progress
 		elapsed time.Duration
 		done    int64
+		bytes   int64
 		want    string
 	}{
-		{engine.Progress{Done: 5000, Total: 10000, Bytes: 5 << 20, Unit: "objects"}, 5 * time.Second, 5000,
+		{engine.Progress{Done: 5000, Total: 10000, Bytes: 5 << 20, Unit: "objects"}, 5 * time.Second, 5000, 5 << 20,
 			"  restore [############------------] 5000/10000 objects (50%) 5.0 MiB 1000/s ETA 5s"},
-		{engine.Progress{Done: 42, Unit: "keys"}, 0, 0, "  restore 42 keys"},
-		{engine.Progress{Done: 10, Total: 10}, 2 * time.Second, 10, "  restore [########################] 10/10 items (100%) 5/s"},
+		{engine.Progress{Done: 42, Unit: "keys"}, 0, 0, 0, "  restore 42 keys"},
+		{engine.Progress{Done: 10, Total: 10}, 2 * time.Second, 10, 0, "  restore [########################] 10/10 items (100%) 5/s"},
+		// Known bytes: the bar, the rate and the ETA follow them, not the file count.
+		{engine.Progress{Done: 120, Total: 130, Bytes: 256 << 20, TotalBytes: 1 << 30, Unit: "files"}, 4 * time.Second, 120, 256 << 20,
+			"  restore [######------------------] 256.0 MiB/1.0 GiB (25%) 120/130 files 64.0 MiB/s ETA 12s"},
+		{engine.Progress{Done: 3, Bytes: 1 << 20, TotalBytes: 1 << 20, Unit: "files"}, 2 * time.Second, 3, 1 << 20,
+			"  restore [########################] 1.0 MiB/1.0 MiB (100%) 3 files 512.0 KiB/s"},
 	}
 	for _, tc := range cases {
-		if got := formatProgress("restore", &tc.p, tc.elapsed, tc.done); got != tc.want {
+		if got := formatProgress("restore", &tc.p, tc.elapsed, tc.done, tc.bytes); got != tc.want {
 			t.Errorf("got  %q\nwant %q", got, tc.want)
 		}
 	}

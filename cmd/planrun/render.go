@@ -62,6 +62,7 @@ const (
 type rate struct {
 	start time.Time
 	done  int64
+	bytes int64
 }
 
 func (r *lineRenderer) Observe(e engine.Event) {
@@ -89,20 +90,20 @@ func (r *lineRenderer) progress(e engine.Event) {
 		r.rates = map[string]rate{}
 	}
 	rt, ok := r.rates[e.StepID]
-	if !ok || p.Done < rt.done {
-		rt = rate{start: now, done: p.Done}
+	if !ok || p.Done < rt.done || p.Bytes < rt.bytes {
+		rt = rate{start: now, done: p.Done, bytes: p.Bytes}
 		r.rates[e.StepID] = rt
 	}
 	every := progressEvery
 	if r.live {
 		every = redrawEvery
 	}
-	finished := p.Total > 0 && p.Done >= p.Total
+	finished := (p.Total > 0 && p.Done >= p.Total) || (p.TotalBytes > 0 && p.Bytes >= p.TotalBytes)
 	if last, seen := r.lastProgress[e.StepID]; seen && now.Sub(last) < every && !finished {
 		return
 	}
 	r.lastProgress[e.StepID] = now
-	text := formatProgress(e.StepID, p, now.Sub(rt.start), p.Done-rt.done)
+	text := formatProgress(e.StepID, p, now.Sub(rt.start), p.Done-rt.done, p.Bytes-rt.bytes)
 	if r.live {
 		fmt.Fprintf(r.w, "\r\033[K%s", text)
 		r.barShown = true
@@ -111,22 +112,35 @@ func (r *lineRenderer) progress(e engine.Event) {
 	fmt.Fprintf(r.w, "%s %s\n", now.Local().Format("15:04:05"), text)
 }
 
-// formatProgress renders "backup [#####-----] 5000/10000 objects 12.3 MiB 1234/s ETA 4s".
-func formatProgress(step string, p *engine.Progress, elapsed time.Duration, doneSinceStart int64) string {
+// formatProgress renders "backup [#####-----] 5000/10000 objects 12.3 MiB 1234/s ETA 4s", or,
+// when the step knows the bytes it will move, "copy [#####-----] 1.0 GiB/2.0 GiB 120 files
+// 51.2 MiB/s ETA 20s": the bar, the rate and the ETA then follow the bytes.
+func formatProgress(step string, p *engine.Progress, elapsed time.Duration, doneSinceStart, bytesSinceStart int64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "  %s ", step)
 	unit := p.Unit
 	if unit == "" {
 		unit = "items"
 	}
-	if p.Total > 0 {
-		const width = 24
-		filled := int(float64(width) * float64(p.Done) / float64(p.Total))
-		if filled > width {
-			filled = width
+	if p.TotalBytes > 0 {
+		fmt.Fprintf(&b, "%s %s/%s (%d%%)", bar(p.Bytes, p.TotalBytes), humanBytes(p.Bytes), humanBytes(p.TotalBytes), p.Bytes*100/p.TotalBytes)
+		if p.Total > 0 {
+			fmt.Fprintf(&b, " %d/%d %s", p.Done, p.Total, unit)
+		} else {
+			fmt.Fprintf(&b, " %d %s", p.Done, unit)
 		}
-		fmt.Fprintf(&b, "[%s%s] %d/%d %s (%d%%)", strings.Repeat("#", filled), strings.Repeat("-", width-filled),
-			p.Done, p.Total, unit, p.Done*100/p.Total)
+		if secs := elapsed.Seconds(); secs >= 1 && bytesSinceStart > 0 {
+			perSec := float64(bytesSinceStart) / secs
+			fmt.Fprintf(&b, " %s/s", humanBytes(int64(perSec)))
+			if p.Bytes < p.TotalBytes {
+				eta := time.Duration(float64(p.TotalBytes-p.Bytes)/perSec) * time.Second
+				fmt.Fprintf(&b, " ETA %s", eta.Round(time.Second))
+			}
+		}
+		return b.String()
+	}
+	if p.Total > 0 {
+		fmt.Fprintf(&b, "%s %d/%d %s (%d%%)", bar(p.Done, p.Total), p.Done, p.Total, unit, p.Done*100/p.Total)
 	} else {
 		fmt.Fprintf(&b, "%d %s", p.Done, unit)
 	}
@@ -142,6 +156,14 @@ func formatProgress(step string, p *engine.Progress, elapsed time.Duration, done
 		}
 	}
 	return b.String()
+}
+
+// bar draws done of total as "[#####-----]".
+func bar(done, total int64) string {
+	const width = 24
+	filled := int(float64(width) * float64(done) / float64(total))
+	filled = max(0, min(filled, width))
+	return "[" + strings.Repeat("#", filled) + strings.Repeat("-", width-filled) + "]"
 }
 
 func humanBytes(n int64) string {
