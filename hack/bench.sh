@@ -11,8 +11,9 @@ export KUBEBUILDER_ASSETS
 # make bench passes the S3 server it built; run by hand, the script builds (or finds) it itself.
 PLANRUN_S3_SERVER="${PLANRUN_S3_SERVER:-$(hack/build-s3-server.sh)}"
 export PLANRUN_S3_SERVER
-# rclone, files.copy's baseline (Debian package; its benchmark skips, saying so, without it).
-hack/install-bench-deps.sh || echo "bench: rclone could not be installed: BenchmarkCopyVsRclone will skip" >&2
+# rclone and restic, the baselines of files.copy and of the volume mover (Debian packages; their
+# benchmarks skip, saying so, without them).
+hack/install-bench-deps.sh || echo "bench: rclone or restic could not be installed: the benchmarks against them will skip" >&2
 out="$(mktemp -t planrun-bench.XXXXXX)"
 trap 'rm -f "$out"' EXIT
 # -p 1: one package at a time, so that benchmarks do not compete for the CPUs.
