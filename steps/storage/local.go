@@ -85,7 +85,13 @@ func (l *localFolder) Walk(ctx context.Context, dir string, fn func(Entry) error
 	}
 	// WalkDir visits in lexical order, folders before their contents.
 	return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		// What another writer removes while the folder is listed is left out, as an object
+		// store's listing would; only a missing dir itself is an error.
+		gone := func(err error) bool { return p != base && errors.Is(err, fs.ErrNotExist) }
 		if err != nil {
+			if gone(err) {
+				return nil
+			}
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -99,6 +105,10 @@ func (l *localFolder) Walk(ctx context.Context, dir string, fn func(Entry) error
 		}
 		fi, err := os.Stat(p) // follows symlinks: a linked file is copied as a file
 		if err != nil {
+			// Removed, not a dangling symlink (which stays an error).
+			if _, lerr := os.Lstat(p); gone(lerr) {
+				return nil
+			}
 			return err
 		}
 		if !fi.IsDir() && !fi.Mode().IsRegular() {
