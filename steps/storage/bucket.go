@@ -142,7 +142,9 @@ func (l *bucketLocation) Stat(ctx context.Context, p string) (Entry, error) {
 	if k != "" {
 		a, err := l.b.Attributes(ctx, k)
 		if err == nil {
-			return l.entry(p, a.Size, a.Metadata), nil
+			e := l.entry(p, a.Size, a.Metadata)
+			e.ModTime = a.ModTime
+			return e, nil
 		}
 		if gcerrors.Code(err) != gcerrors.NotFound {
 			return Entry{}, l.fail("stat", p, err)
@@ -198,7 +200,7 @@ func (l *bucketLocation) Walk(ctx context.Context, dir string, fn func(Entry) er
 		if dir != "" {
 			rel = dir + "/" + rel
 		}
-		if err := fn(Entry{Path: rel, Size: obj.Size}); err != nil {
+		if err := fn(Entry{Path: rel, Size: obj.Size, ModTime: obj.ModTime}); err != nil {
 			return err
 		}
 	}

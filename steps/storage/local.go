@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"planrun.dev/planrun/internal/safepath"
 )
@@ -55,7 +56,7 @@ func (l *localFolder) LocalPath(p string) string {
 }
 
 func entryOf(p string, fi fs.FileInfo) Entry {
-	e := Entry{Path: p, Mode: fi.Mode().Perm(), Dir: fi.IsDir()}
+	e := Entry{Path: p, Mode: fi.Mode().Perm(), Dir: fi.IsDir(), ModTime: fi.ModTime()}
 	if !e.Dir {
 		e.Size = fi.Size()
 	}
@@ -84,7 +85,13 @@ func (l *localFolder) Walk(ctx context.Context, dir string, fn func(Entry) error
 	}
 	// WalkDir visits in lexical order, folders before their contents.
 	return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		// What another writer removes while the folder is listed is left out, as an object
+		// store's listing would; only a missing dir itself is an error.
+		gone := func(err error) bool { return p != base && errors.Is(err, fs.ErrNotExist) }
 		if err != nil {
+			if gone(err) {
+				return nil
+			}
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -98,6 +105,10 @@ func (l *localFolder) Walk(ctx context.Context, dir string, fn func(Entry) error
 		}
 		fi, err := os.Stat(p) // follows symlinks: a linked file is copied as a file
 		if err != nil {
+			// Removed, not a dangling symlink (which stays an error).
+			if _, lerr := os.Lstat(p); gone(lerr) {
+				return nil
+			}
 			return err
 		}
 		if !fi.IsDir() && !fi.Mode().IsRegular() {
@@ -187,9 +198,7 @@ func (l *localFolder) Create(_ context.Context, p string, opts CreateOptions) (U
 		return nil, err
 	}
 	part := filepath.Join(dir, "."+filepath.Base(final)+PartSuffix)
-	// 0600 while writing, whatever the final mode: a secret is never readable by others, even
-	// half written.
-	f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := openPart(part)
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +207,45 @@ func (l *localFolder) Create(_ context.Context, p string, opts CreateOptions) (U
 		mode = 0o644
 	}
 	return &localUpload{f: f, part: part, final: final, mode: mode, want: opts.SHA256}, nil
+}
+
+// openPart opens the temporary file of a write, empty and locked (flock) against the other
+// writers of the same path, in this process or another: two writers of one fixed part file
+// would otherwise truncate and interleave each other's bytes, and one could truncate the file
+// the other has just renamed into place. The lock is held until the part is renamed or removed
+// (Commit, Abort); a writer that waited for it finds the part it opened gone or renamed, and
+// opens the new one. The kernel drops the lock of a process that dies, so a leftover part never
+// blocks anyone.
+func openPart(part string) (*os.File, error) {
+	for {
+		// 0600 while writing, whatever the final mode: a secret is never readable by others,
+		// even half written. O_NOFOLLOW: a part planted as a symlink is never written through.
+		f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: lock: %w", part, err)
+		}
+		held, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		now, err := os.Lstat(part)
+		if err == nil && os.SameFile(held, now) {
+			if err := f.Truncate(0); err != nil {
+				f.Close()
+				return nil, err
+			}
+			return f, nil
+		}
+		f.Close()
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
 }
 
 type localUpload struct {
@@ -219,9 +267,11 @@ func (u *localUpload) Commit(_ context.Context, want string) error {
 		return nil
 	}
 	u.done = true
+	// The part is removed (or renamed) before it is closed: closing drops the lock that keeps
+	// other writers of this path out (openPart).
 	fail := func(err error) error {
-		_ = u.f.Close()
 		_ = os.Remove(u.part)
+		_ = u.f.Close()
 		return err
 	}
 	if u.want != "" && u.want != want {
@@ -231,9 +281,6 @@ func (u *localUpload) Commit(_ context.Context, want string) error {
 		return fail(err)
 	}
 	if err := u.f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := u.f.Close(); err != nil {
 		return fail(err)
 	}
 	got, err := fileSHA256(u.part)
@@ -246,6 +293,9 @@ func (u *localUpload) Commit(_ context.Context, want string) error {
 	if err := os.Rename(u.part, u.final); err != nil {
 		return fail(err)
 	}
+	if err := u.f.Close(); err != nil {
+		return err
+	}
 	return syncDir(filepath.Dir(u.final))
 }
 
@@ -254,8 +304,9 @@ func (u *localUpload) Abort() error {
 		return nil
 	}
 	u.done = true
+	err := os.Remove(u.part)
 	_ = u.f.Close()
-	if err := os.Remove(u.part); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return nil

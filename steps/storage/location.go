@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"io/fs"
+	"time"
 )
 
 // Entry is a file of a Location (an object of a bucket), or a folder of a local one, named by
@@ -23,6 +24,10 @@ type Entry struct {
 	// SHA256 is the object's sha256 (hex) when the location knows it without reading the
 	// object (recorded in its metadata when planrun wrote it); "" otherwise.
 	SHA256 string
+	// ModTime is when the file was last written: a local file's modification time, an
+	// object's Last-Modified (the service's clock, at the precision it keeps). Zero for the
+	// folders of object stores.
+	ModTime time.Time
 }
 
 // Location is a local folder or a bucket prefix. Paths given to its methods are relative,
