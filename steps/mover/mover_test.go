@@ -1,0 +1,270 @@
+package mover
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"planrun.dev/planrun/internal/fstree"
+)
+
+func TestRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	r, _ := testRepo(t)
+	src := generate(t, testSpec)
+	want := snapshotTree(t, src)
+
+	var ev events
+	res, err := Backup(ctx, r, BackupOptions{Dir: src, SourceID: "uid/ns/claim", Stage: true, Events: ev.sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("backup: %s", mustJSON(res))
+	var files, bytes int64
+	for _, n := range want {
+		if n.Type == "file" {
+			files++
+			bytes += n.Size
+		}
+	}
+	if res.Files != files || res.Bytes != bytes || res.HashedBytes != bytes || res.CachedFiles != 0 || res.Snapshot == "" {
+		t.Errorf("backup result %s: want %d files, %d bytes, all read", mustJSON(res), files, bytes)
+	}
+	if w := ev.warnings(); len(w) > 0 {
+		t.Errorf("warnings: %s", mustJSON(w))
+	}
+
+	dst := filepath.Join(t.TempDir(), "dst")
+	rres, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: res.Snapshot, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restore: %s", mustJSON(rres))
+	if !rres.Verified || rres.Files != files || rres.Deleted != 0 || rres.SkippedFiles != 0 {
+		t.Errorf("restore result %s", mustJSON(rres))
+	}
+	assertSame(t, want, dst)
+	if sparse, err := fstree.Sparse(filepath.Join(dst, "large", "sparse00.img")); err != nil || !sparse {
+		t.Errorf("restored sparse file: sparse=%v, %v", sparse, err)
+	}
+
+	// Restoring again writes nothing.
+	again, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: res.Snapshot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.WrittenFiles != 0 || again.Deleted != 0 {
+		t.Errorf("second restore wrote %d files, deleted %d entries; want none", again.WrittenFiles, again.Deleted)
+	}
+	assertSame(t, want, dst)
+
+	// A backup of an unchanged folder reads nothing.
+	res2, err := Backup(ctx, r, BackupOptions{Dir: src, SourceID: "uid/ns/claim", Stage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.HashedBytes != 0 || res2.Files != files {
+		t.Errorf("backup of an unchanged folder: %s", mustJSON(res2))
+	}
+	if _, err := Verify(ctx, r, VerifyOptions{Dir: dst, Snapshot: res2.Snapshot}); err != nil {
+		t.Errorf("verify against the second snapshot: %v", err)
+	}
+}
+
+func TestVerifyFindsDifferences(t *testing.T) {
+	ctx := context.Background()
+	r, _ := testRepo(t)
+	spec := testSpec
+	spec.Files, spec.Large, spec.Sparse = 100, nil, nil
+	src := generate(t, spec)
+	res, err := Backup(ctx, r, BackupOptions{Dir: src, SourceID: "s", Stage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: res.Snapshot}); err != nil {
+		t.Fatal(err)
+	}
+	tree := snapshotTree(t, dst)
+	var victim string
+	for p, n := range tree {
+		if n.Type == "file" && n.Size > 10 && n.Link == "" && (victim == "" || p < victim) {
+			victim = p
+		}
+	}
+	// One byte changed, size and mtime kept: only the sha256 tells.
+	p := filepath.Join(dst, victim)
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(p, b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(ctx, r, VerifyOptions{Dir: dst, Snapshot: res.Snapshot})
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Count != 1 || ve.First[0].Path != victim || ve.First[0].Problem != "sha256 differs" {
+		t.Fatalf("Verify after corrupting %s = %v, want a VerifyError naming it", victim, err)
+	}
+	t.Logf("%v", err)
+	if !strings.Contains(err.Error(), victim+" (sha256 differs)") || !strings.HasPrefix(err.Error(), "verify: 1 of ") {
+		t.Errorf("message %q", err)
+	}
+
+	// More differences: an extra file and a missing one (which change the root's mtime too), a
+	// mode.
+	if err := os.WriteFile(filepath.Join(dst, "extra"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var gone string
+	for p, n := range tree {
+		if n.Type == "file" && n.Link == "" && !strings.Contains(p, "/") && p != victim && (gone == "" || p < gone) {
+			gone = p
+		}
+	}
+	if err := os.Remove(filepath.Join(dst, gone)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(ctx, r, VerifyOptions{Dir: dst, Snapshot: res.Snapshot})
+	if !errors.As(err, &ve) || ve.Count != 5 {
+		t.Fatalf("Verify = %v, want 5 differences", err)
+	}
+	for _, want := range []string{". (mode 0700, snapshot has 0755)", ". (mtime ", "extra (unexpected file)", gone + " (missing)", victim + " (sha256 differs)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %q", err, want)
+		}
+	}
+}
+
+func TestStageCopiesOnlyTheChange(t *testing.T) {
+	ctx := context.Background()
+	r, _ := testRepo(t)
+	src := generate(t, testSpec)
+	stage1, err := Backup(ctx, r, BackupOptions{Dir: src, SourceID: "c/ns/pvc", Stage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: stage1.Snapshot}); err != nil {
+		t.Fatal(err)
+	}
+
+	m, err := fstree.Mutate(src, 1, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := snapshotTree(t, src)
+	// What kopia has to read again: the changed and added files, whole, and the renamed one
+	// (a new name is a new entry for kopia; its content is deduplicated, not uploaded).
+	var changedBytes int64
+	for _, p := range append(m.Changed, m.RenamedTo) {
+		changedBytes += want[p].Size
+	}
+	stage2, err := Backup(ctx, r, BackupOptions{Dir: src, SourceID: "c/ns/pvc", Stage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("mutation: %d rewritten, %d appended, %d deleted, %d added, %s renamed; %d bytes written, %d bytes in changed files",
+		m.Rewritten, m.Appended, m.Deleted, m.Added, m.Renamed, m.BytesWritten, changedBytes)
+	t.Logf("stage 1: %s", mustJSON(stage1))
+	t.Logf("stage 2: %s", mustJSON(stage2))
+	if stage2.HashedBytes != changedBytes {
+		t.Errorf("stage 2 read %d bytes, want %d (the changed files)", stage2.HashedBytes, changedBytes)
+	}
+	if stage2.HashedBytes > stage1.Bytes/20 || stage2.UploadedBytes > stage1.UploadedBytes/10 {
+		t.Errorf("stage 2 read %d and uploaded %d bytes, stage 1 %d and %d: want a small fraction",
+			stage2.HashedBytes, stage2.UploadedBytes, stage1.HashedBytes, stage1.UploadedBytes)
+	}
+	if wantCached := stage2.Files - int64(len(m.Changed)) - 1; stage2.CachedFiles != wantCached {
+		t.Errorf("stage 2 found %d files unchanged, want %d", stage2.CachedFiles, wantCached)
+	}
+
+	rres, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: stage2.Snapshot, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restore 2: %s", mustJSON(rres))
+	if rres.WrittenFiles != int64(len(m.Changed))+1 {
+		t.Errorf("restore 2 wrote %d files, want %d (changed, added, renamed)", rres.WrittenFiles, len(m.Changed)+1)
+	}
+	if rres.Deleted < int64(m.Deleted)+1 {
+		t.Errorf("restore 2 deleted %d entries, want at least %d (deleted, renamed)", rres.Deleted, m.Deleted+1)
+	}
+	assertSame(t, want, dst)
+}
+
+func TestStageWarnsFinalFails(t *testing.T) {
+	for _, stage := range []bool{true, false} {
+		t.Run(map[bool]string{true: "stage", false: "final"}[stage], func(t *testing.T) {
+			ctx := context.Background()
+			r, _ := testRepo(t)
+			src := t.TempDir()
+			for _, name := range []string{"a", "vanishing", "growing", "z"} {
+				if err := os.WriteFile(filepath.Join(src, name), []byte(strings.Repeat(name, 100000)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			hooks := &testHooks{
+				// Deleted between the listing of its folder and its opening.
+				beforeOpen: func(rel string) {
+					if rel == "vanishing" {
+						os.Remove(filepath.Join(src, rel))
+					}
+				},
+				// Appended to while kopia reads it.
+				duringRead: func(rel string) {
+					if rel == "growing" {
+						f, _ := os.OpenFile(filepath.Join(src, rel), os.O_WRONLY|os.O_APPEND, 0)
+						f.WriteString("more")
+						f.Close()
+					}
+				},
+			}
+			var ev events
+			res, err := Backup(ctx, r, BackupOptions{Dir: src, SourceID: "s", Stage: stage, Events: ev.sink, hooks: hooks})
+			warnings := map[string]string{}
+			for _, w := range ev.warnings() {
+				warnings[w.Path] = w.Message
+			}
+			if len(warnings) != 2 || !strings.Contains(warnings["vanishing"], "vanished") || !strings.Contains(warnings["growing"], "changed while read") {
+				t.Errorf("warnings %v: want vanishing and growing", warnings)
+			}
+			if stage {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Warnings != 2 || res.Files != 3 {
+					t.Errorf("result %s: want 2 warnings, 3 files", mustJSON(res))
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "2 files changed or vanished while the final copy read them") ||
+				!strings.Contains(err.Error(), "growing (size changed while read") || !strings.Contains(err.Error(), "vanishing (vanished") {
+				t.Fatalf("final copy: %v, want an error naming both files", err)
+			}
+			t.Log(err)
+			// Run again once quiet: only the changed file is read.
+			res, err = Backup(ctx, r, BackupOptions{Dir: src, SourceID: "s"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.HashedBytes != int64(100000*len("growing")+4) {
+				t.Errorf("retry read %d bytes, want only the changed file's", res.HashedBytes)
+			}
+		})
+	}
+}

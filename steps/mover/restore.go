@@ -1,0 +1,644 @@
+package mover
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/object"
+	"github.com/kopia/kopia/snapshot"
+	"golang.org/x/sys/unix"
+)
+
+// RestoreOptions say what Restore writes where.
+type RestoreOptions struct {
+	// Dir is the folder to make a mirror of the snapshot (created if absent). What it holds
+	// and the snapshot does not is deleted.
+	Dir string
+	// Snapshot is the ID of a complete snapshot made by Backup.
+	Snapshot string
+	// Verify reads every file back afterwards and compares it with the snapshot's index.
+	Verify bool
+	// Events receives progress and warnings; nil: none.
+	Events func(Event)
+	// Parallel is how many files are written at once (0: twice the number of CPUs, at least
+	// 4: reading from object storage waits on the network).
+	Parallel int
+
+	hooks *testHooks
+}
+
+// RestoreResult is what Restore did; it is also the "result" event of a restore.
+type RestoreResult struct {
+	Snapshot string `json:"snapshot"`
+	// Files and Bytes are the snapshot's regular files and their size.
+	Files int64 `json:"files"`
+	Bytes int64 `json:"bytes"`
+	// WrittenFiles and WrittenBytes are what this run wrote; SkippedFiles the files already
+	// there with the snapshot's size and mtime (their owner and mode set if they differed).
+	WrittenFiles int64 `json:"writtenFiles"`
+	WrittenBytes int64 `json:"writtenBytes"`
+	SkippedFiles int64 `json:"skippedFiles"`
+	// Deleted counts the entries removed because the snapshot does not have them (or has
+	// something of another type there); a folder counts once.
+	Deleted  int64   `json:"deleted"`
+	Verified bool    `json:"verified"`
+	Seconds  float64 `json:"seconds"`
+}
+
+// Restore makes opts.Dir an exact mirror of a snapshot, in four passes:
+//
+//  1. mirror: remove from Dir what the snapshot does not hold, and whatever has another type
+//     there (a symlink where the snapshot has a folder…), never following a symlink: a
+//     symlink "a -> /etc" and a snapshot file "a/passwd" cannot write to /etc;
+//  2. the tree, incremental: files already there with the snapshot's size and mtime are not
+//     written again (owner and mode are fixed in place); the others are read from the
+//     repository and written to a temporary name, sparse (runs of zeros become holes), owner,
+//     mode and mtime set, then renamed into place, so a file is never seen half written;
+//  3. hard links: the other names of each group are linked to the group's first name;
+//  4. folders get their owner, mode and mtime, once nothing is written in them any more.
+//
+// Killed at any point and run again, it finishes the job: each pass skips what is done, and
+// the first removes the temporary files a killed run left.
+func Restore(ctx context.Context, rep repo.Repository, opts RestoreOptions) (RestoreResult, error) {
+	start := time.Now()
+	res, err := restoreRun(ctx, rep, opts)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("restore of %s into %s: %w", opts.Snapshot, opts.Dir, err)
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+func restoreRun(ctx context.Context, rep repo.Repository, opts RestoreOptions) (RestoreResult, error) {
+	man, idx, err := snapshotWithIndex(ctx, rep, opts.Snapshot)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = max(4, 2*runtime.NumCPU())
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return RestoreResult{}, err
+	}
+	root, err := filepath.EvalSymlinks(opts.Dir)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	rp := startReporter("restore", opts.Events)
+	defer rp.stop()
+	if s := man.RootEntry.DirSummary; s != nil {
+		rp.filesTotal.Store(s.TotalFileCount)
+		rp.bytesTotal.Store(s.TotalFileSize)
+	}
+
+	links, err := loadLinks(ctx, rep, idx)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	deleted, err := mirror(ctx, rep, idx, root, links)
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("removing what the snapshot does not hold: %w", err)
+	}
+
+	out := &restoreOutput{ctx: ctx, rep: rep, root: root, members: links.members, rp: rp, hooks: opts.hooks}
+	if err := out.tree(man.RootEntry.ObjectID, opts.Parallel); err != nil {
+		return RestoreResult{}, err
+	}
+	if err := relink(root, links); err != nil {
+		return RestoreResult{}, fmt.Errorf("hard links: %w", err)
+	}
+	if err := folderMetadata(ctx, rep, idx, root); err != nil {
+		return RestoreResult{}, fmt.Errorf("folders: %w", err)
+	}
+	if err := syncFS(root); err != nil {
+		return RestoreResult{}, err
+	}
+	rp.stop()
+	res := RestoreResult{
+		Snapshot:     opts.Snapshot,
+		Files:        links.files,
+		Bytes:        links.bytes,
+		WrittenFiles: out.written.Load(),
+		WrittenBytes: out.writtenBytes.Load(),
+		SkippedFiles: out.skipped.Load(),
+		Deleted:      deleted,
+	}
+	if opts.Verify {
+		if _, err := Verify(ctx, rep, VerifyOptions{Dir: root, Snapshot: opts.Snapshot, Events: opts.Events}); err != nil {
+			return RestoreResult{}, err
+		}
+		res.Verified = true
+	}
+	return res, nil
+}
+
+// linkPlan is what the index says about hard links, and its totals.
+type linkPlan struct {
+	// members maps every name of a hard-link group but the first to the first (its leader).
+	members map[string]string
+	// groups maps each group's leader to its number.
+	groups       map[string]int
+	files, bytes int64
+}
+
+func loadLinks(ctx context.Context, rep repo.Repository, idx object.ID) (*linkPlan, error) {
+	ir, err := openIndex(ctx, rep, idx)
+	if err != nil {
+		return nil, err
+	}
+	defer ir.Close()
+	lp := &linkPlan{members: map[string]string{}, groups: map[string]int{}}
+	leaders := map[int]string{}
+	for {
+		rec, ok, err := ir.next()
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return lp, nil
+		}
+		if rec.Type == typeFile {
+			lp.files++
+			lp.bytes += rec.Size
+		}
+		if rec.Link == 0 {
+			continue
+		}
+		if l, ok := leaders[rec.Link]; ok {
+			lp.members[rec.Path] = l
+		} else {
+			leaders[rec.Link] = rec.Path
+			lp.groups[rec.Path] = rec.Link
+		}
+	}
+}
+
+// mirror removes from root what the index does not hold, or holds with another type, and the
+// hard links the index does not have; it returns how many entries it removed.
+func mirror(ctx context.Context, rep repo.Repository, idx object.ID, root string, lp *linkPlan) (int64, error) {
+	ir, err := openIndex(ctx, rep, idx)
+	if err != nil {
+		return 0, err
+	}
+	defer ir.Close()
+	var deleted int64
+	type name struct {
+		path  string
+		group int
+	}
+	shared := map[inode][]name{} // files with several names on disk
+	err = mergeWalk(ctx, root, ir, func(rel string, st *unix.Stat_t, rec *record) (bool, error) {
+		if st == nil {
+			return false, nil // missing: kopia writes it
+		}
+		if rel == "." {
+			if rec == nil || rec.Type != typeDir {
+				return false, errors.New("the snapshot's root is not a folder")
+			}
+			return true, nil
+		}
+		if rec == nil || rec.Type != localType(st) {
+			deleted++
+			return false, os.RemoveAll(localPath(root, rel))
+		}
+		if rec.Type == typeFile && st.Nlink > 1 {
+			n := inode{st.Dev, st.Ino}
+			shared[n] = append(shared[n], name{rel, rec.Link})
+		}
+		return rec.Type == typeDir, nil
+	})
+	if err != nil {
+		return deleted, err
+	}
+	// Names of one file on disk that the snapshot has apart (or in other groups) are removed:
+	// kopia writes them again, and relink links those that belong together.
+	for _, names := range shared {
+		if len(names) < 2 {
+			continue
+		}
+		same := names[0].group != 0
+		for _, n := range names[1:] {
+			same = same && n.group == names[0].group
+		}
+		if same {
+			continue
+		}
+		for _, n := range names {
+			if err := os.Remove(localPath(root, n.path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return deleted, err
+			}
+			deleted++
+		}
+	}
+	return deleted, nil
+}
+
+// relink makes every member of a hard-link group a name of its leader's file.
+func relink(root string, lp *linkPlan) error {
+	for member, leader := range lp.members {
+		var ls, ms unix.Stat_t
+		lpath, mpath := localPath(root, leader), localPath(root, member)
+		if err := unix.Lstat(lpath, &ls); err != nil {
+			return &os.PathError{Op: "lstat", Path: lpath, Err: err}
+		}
+		if unix.Lstat(mpath, &ms) == nil && ms.Dev == ls.Dev && ms.Ino == ls.Ino {
+			continue
+		}
+		tmp := filepath.Join(filepath.Dir(mpath), ".planrun-link-"+randomID())
+		if err := os.Link(lpath, tmp); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, mpath); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+	}
+	return nil
+}
+
+// folderMetadata gives every folder the owner, mode and mtime the index records.
+func folderMetadata(ctx context.Context, rep repo.Repository, idx object.ID, root string) error {
+	ir, err := openIndex(ctx, rep, idx)
+	if err != nil {
+		return err
+	}
+	defer ir.Close()
+	for {
+		rec, ok, err := ir.next()
+		if err != nil || !ok {
+			return err
+		}
+		if rec.Type != typeDir {
+			continue
+		}
+		if err := setMetadata(localPath(root, rec.Path), &rec); err != nil {
+			return err
+		}
+	}
+}
+
+// setMetadata sets owner, mode and mtime of p (not following a symlink) where they differ from
+// rec's: owner first (chown clears setuid and setgid), mtime last.
+func setMetadata(p string, rec *record) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: p, Err: err}
+	}
+	if st.Uid != rec.UID || st.Gid != rec.GID {
+		if err := unix.Lchown(p, int(rec.UID), int(rec.GID)); err != nil {
+			return &os.PathError{Op: "chown", Path: p, Err: err}
+		}
+		if err := unix.Lstat(p, &st); err != nil {
+			return &os.PathError{Op: "lstat", Path: p, Err: err}
+		}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&0o7777 != rec.Mode {
+		if err := os.Chmod(p, goPerm(rec.Mode)); err != nil {
+			return err
+		}
+	}
+	if st.Mtim.Nano() != rec.MTime {
+		return setMTime(p, rec.MTime)
+	}
+	return nil
+}
+
+func setMTime(p string, ns int64) error {
+	ts := unix.NsecToTimespec(ns)
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimensat", Path: p, Err: err}
+	}
+	return nil
+}
+
+func syncFS(root string) error {
+	f, err := os.Open(root)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return &os.PathError{Op: "syncfs", Path: root, Err: err}
+	}
+	return nil
+}
+
+// restoreOutput writes a snapshot's tree into a folder. It walks the tree's directory objects
+// depth-first and hands files to Parallel writers through a short queue, so memory holds one
+// folder listing per level and the files being written, whatever the size of the tree. (Kopia's
+// own restore.Entry queues every entry of the tree before writing most of them, several hundred
+// bytes per file, and its repository file system gives folders the newest mtime of their
+// contents.)
+//
+// It never follows a symlink: a folder is made only where nothing else is (mirror removed it),
+// and files and symlinks are written under a temporary name in their folder, then renamed over
+// whatever had their name.
+type restoreOutput struct {
+	ctx     context.Context
+	rep     repo.Repository
+	root    string
+	members map[string]string // hard-link group members (not leaders): linked afterwards
+	rp      *reporter
+	hooks   *testHooks
+
+	written, writtenBytes, skipped atomic.Int64
+}
+
+// tree restores the folder object oid into root, with parallel file writers.
+func (o *restoreOutput) tree(oid object.ID, parallel int) error {
+	ctx, cancel := context.WithCancelCause(o.ctx)
+	defer cancel(nil)
+	jobs := make(chan func() error, parallel)
+	var wg sync.WaitGroup
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for job := range jobs {
+				if ctx.Err() != nil {
+					continue
+				}
+				if err := job(); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	err := o.dir(ctx, ".", oid, jobs)
+	close(jobs)
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if err != nil {
+		return err
+	}
+	return o.ctx.Err()
+}
+
+func (o *restoreOutput) dir(ctx context.Context, rel string, oid object.ID, jobs chan<- func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := o.beginDirectory(rel); err != nil {
+		return err
+	}
+	m, err := readDirManifest(ctx, o.rep, oid)
+	if err != nil {
+		return err
+	}
+	for _, de := range sortedEntries(m, false) {
+		p := joinPath(rel, realName(de.Name))
+		switch de.Type {
+		case snapshot.EntryTypeDirectory:
+			if err := o.dir(ctx, p, de.ObjectID, jobs); err != nil {
+				return err
+			}
+		case snapshot.EntryTypeFile:
+			if o.fileExists(p, de) {
+				o.rp.files.Add(1)
+				o.rp.bytes.Add(de.FileSize)
+				continue
+			}
+			select {
+			case jobs <- func() error { return o.writeFile(ctx, p, de) }:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case snapshot.EntryTypeSymlink:
+			if !o.symlinkExists(ctx, p, de) {
+				if err := o.createSymlink(ctx, p, de); err != nil {
+					return err
+				}
+			}
+		default:
+			return fmt.Errorf("%s: entry of unknown type %q in the snapshot", p, de.Type)
+		}
+	}
+	return nil
+}
+
+// beginDirectory makes the folder; whatever else has its name (mirror removed it, unless
+// something recreated it since) is removed first, so nothing below is written through a
+// symlink.
+func (o *restoreOutput) beginDirectory(rel string) error {
+	p := localPath(o.root, rel)
+	var st unix.Stat_t
+	err := unix.Lstat(p, &st)
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return nil
+	case err == nil:
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	case err != unix.ENOENT:
+		return &os.PathError{Op: "lstat", Path: p, Err: err}
+	}
+	return os.Mkdir(p, 0o700)
+}
+
+// fileExists says whether the file need not be written: a hard-link member (linked later), or a
+// regular file with the snapshot's size and mtime, whose owner and mode it fixes if needed.
+func (o *restoreOutput) fileExists(rel string, de *snapshot.DirEntry) bool {
+	if _, member := o.members[rel]; member {
+		return true
+	}
+	p := localPath(o.root, rel)
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != de.FileSize ||
+		!sameTime(st.Mtim.Nano(), int64(de.ModTime)) {
+		return false
+	}
+	rec := record{Mode: unixPerm(os.FileMode(de.Permissions)), UID: de.UserID, GID: de.GroupID, MTime: st.Mtim.Nano()}
+	if setMetadata(p, &rec) != nil {
+		return false
+	}
+	o.skipped.Add(1)
+	return true
+}
+
+// writeFile writes the file to a temporary name in its folder, sets owner, mode and mtime, and
+// renames it into place.
+func (o *restoreOutput) writeFile(ctx context.Context, rel string, de *snapshot.DirEntry) error {
+	if o.hooks != nil && o.hooks.beforeWrite != nil {
+		o.hooks.beforeWrite(rel)
+	}
+	p := localPath(o.root, rel)
+	tmp := filepath.Join(filepath.Dir(p), ".planrun-restore-"+randomID())
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			out.Close()
+			os.Remove(tmp)
+		}
+	}()
+	in, err := o.rep.OpenObject(ctx, de.ObjectID)
+	if err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	n, err := copySparse(out, in, func(n int64) {
+		o.rp.downloaded.Add(n)
+		o.rp.bytes.Add(n)
+	})
+	in.Close()
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	if n != de.FileSize {
+		return fmt.Errorf("%s: the snapshot's object holds %d bytes, its entry says %d", rel, n, de.FileSize)
+	}
+	if err := out.Truncate(n); err != nil { // a hole at the end has to be given its length
+		return err
+	}
+	if err := out.Chown(int(de.UserID), int(de.GroupID)); err != nil {
+		return err
+	}
+	if err := out.Chmod(os.FileMode(de.Permissions) & modBits); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	if err := setMTime(tmp, int64(de.ModTime)); err != nil {
+		return err
+	}
+	if err := replace(tmp, p); err != nil {
+		return err
+	}
+	ok = true
+	o.written.Add(1)
+	o.writtenBytes.Add(n)
+	o.rp.files.Add(1)
+	return nil
+}
+
+// replace renames tmp to p; a folder in the way (mirror removed it, unless something
+// recreated it since) is removed first.
+func replace(tmp, p string) error {
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, p)
+}
+
+// sparseBlock is the unit of hole detection: a block of zeros is not written.
+const sparseBlock = 4096
+
+var zeroBlock [sparseBlock]byte
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// copySparse copies r to w, leaving holes where whole blocks are zero, and returns the length
+// copied (w must then be truncated to it).
+func copySparse(w *os.File, r io.Reader, progress func(int64)) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var off int64
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			chunk := buf[:n]
+			for i := 0; i < len(chunk); {
+				j := min(i+sparseBlock, len(chunk))
+				if bytes.Equal(chunk[i:j], zeroBlock[:j-i]) {
+					i = j
+					continue
+				}
+				// Extend over the following non-zero blocks, write once.
+				for j < len(chunk) {
+					k := min(j+sparseBlock, len(chunk))
+					if bytes.Equal(chunk[j:k], zeroBlock[:k-j]) {
+						break
+					}
+					j = k
+				}
+				if _, werr := w.WriteAt(chunk[i:j], off+int64(i)); werr != nil {
+					return off, werr
+				}
+				i = j
+			}
+			off += int64(n)
+			progress(int64(n))
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return off, nil
+		}
+		if err != nil {
+			return off, err
+		}
+	}
+}
+
+// readTarget reads a symlink's target from the snapshot.
+func (o *restoreOutput) readTarget(ctx context.Context, rel string, de *snapshot.DirEntry) (string, error) {
+	r, err := o.rep.OpenObject(ctx, de.ObjectID)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", rel, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", rel, err)
+	}
+	return string(b), nil
+}
+
+// symlinkExists says whether the symlink is there with the snapshot's target, owner and mtime.
+func (o *restoreOutput) symlinkExists(ctx context.Context, rel string, de *snapshot.DirEntry) bool {
+	p := localPath(o.root, rel)
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK || st.Uid != de.UserID || st.Gid != de.GroupID ||
+		!sameTime(st.Mtim.Nano(), int64(de.ModTime)) {
+		return false
+	}
+	want, err := o.readTarget(ctx, rel, de)
+	if err != nil {
+		return false
+	}
+	have, err := os.Readlink(p)
+	return err == nil && have == want
+}
+
+// createSymlink makes the symlink under a temporary name, sets its owner and mtime, and renames
+// it into place.
+func (o *restoreOutput) createSymlink(ctx context.Context, rel string, de *snapshot.DirEntry) error {
+	target, err := o.readTarget(ctx, rel, de)
+	if err != nil {
+		return err
+	}
+	p := localPath(o.root, rel)
+	tmp := filepath.Join(filepath.Dir(p), ".planrun-restore-"+randomID())
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	err = unix.Lchown(tmp, int(de.UserID), int(de.GroupID))
+	if err == nil {
+		err = setMTime(tmp, int64(de.ModTime))
+	}
+	if err == nil {
+		err = replace(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
