@@ -268,3 +268,35 @@ func TestStageWarnsFinalFails(t *testing.T) {
 		})
 	}
 }
+
+func TestEmptyFolder(t *testing.T) {
+	ctx := context.Background()
+	r, _ := testRepo(t)
+	src := t.TempDir()
+	if err := os.Chmod(src, 0o2770); err != nil {
+		t.Fatal(err)
+	}
+	want := snapshotTree(t, src)
+	res, err := Backup(ctx, r, BackupOptions{Dir: src, SourceID: "empty"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Files != 0 || res.Dirs != 1 {
+		t.Errorf("backup of an empty folder: %s", mustJSON(res))
+	}
+	dst := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dst, "old"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rres, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: res.Snapshot, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rres.Deleted != 1 {
+		t.Errorf("restore deleted %d entries, want 1", rres.Deleted)
+	}
+	assertSame(t, want, dst)
+	if _, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: "nope"}); err == nil {
+		t.Error("restore of an unknown snapshot succeeded")
+	}
+}
