@@ -40,7 +40,7 @@ type command struct {
 }
 
 var commands = []*command{
-	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, versionCommand,
+	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, versionCommand,
 }
 
 // usageError is a mistake on the command line.
@@ -180,8 +180,10 @@ type app struct {
 	namespace      string
 	// credentialsFrom is verify-backup's --credentials-from NAMESPACE/NAME.
 	credentialsFrom string
-	logger          *slog.Logger
-	rf              runFlags
+	// mover holds planrun mover's flags.
+	mover  moverFlags
+	logger *slog.Logger
+	rf     runFlags
 }
 
 func (a *app) globalFlags(fs *pflag.FlagSet) {
