@@ -46,12 +46,14 @@ type RetryInfo struct {
 	MaxAttempts int      `json:"maxAttempts"`
 }
 
-// Progress is how far a long step is: items done of total (0 when unknown) and bytes moved.
+// Progress is how far a long step is: items done of total (0 when unknown) and bytes moved of
+// the bytes to move (TotalBytes, 0 when unknown), from which a viewer shows a rate and an ETA.
 type Progress struct {
-	Done  int64  `json:"done"`
-	Total int64  `json:"total,omitempty"`
-	Bytes int64  `json:"bytes,omitempty"`
-	Unit  string `json:"unit,omitempty"` // what is counted: "objects", "keys", "files"
+	Done       int64  `json:"done"`
+	Total      int64  `json:"total,omitempty"`
+	Bytes      int64  `json:"bytes,omitempty"`
+	TotalBytes int64  `json:"totalBytes,omitempty"`
+	Unit       string `json:"unit,omitempty"` // what is counted: "objects", "keys", "files"
 }
 
 // Observer receives a run's events, in order, from one goroutine at a time.
