@@ -66,6 +66,10 @@ func objectName(prefix, claim, runID, stepID string, parts ...string) string {
 	return prefix + name + hex.EncodeToString(sum[:4])
 }
 
+// moverCommand is the mover container's command: nil runs the image's entrypoint (the planrun
+// binary) with the mover's arguments. Tests set a shell script that stands in for the mover.
+var moverCommand []string
+
 // moverPod is one mover pod to run: which claim, where, with which arguments.
 type moverPod struct {
 	role      string // phaseBackup, phaseRestore or phaseVerify: the mover's subcommand
@@ -160,6 +164,7 @@ func (r *runner) podObject(p *moverPod, deadline time.Time) *corev1.Pod {
 				Name:            containerName,
 				Image:           r.m.image(),
 				ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:         moverCommand,
 				Args:            args,
 				Env:             env,
 				VolumeMounts:    mounts,
