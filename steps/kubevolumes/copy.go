@@ -30,7 +30,7 @@ func (c *CopyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.Ou
 		return nil, err
 	}
 	if rc.DryRun {
-		return c.dryRunOutputs(plan), nil
+		return c.dryRunOutputs(r, plan), nil
 	}
 
 	uid, err := plan.src.uid(ctx)
@@ -75,7 +75,7 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 	deadline := time.Now().Add(c.timeout())
 	backup := &moverPod{
 		role: phaseBackup, cl: plan.src, namespace: v.namespace, claim: v.claim, readOnly: true,
-		name:   objectName("planrun-backup-", v.claim, r.rc.RunID, r.rc.StepID, v.namespace, v.claim),
+		name:   objectName("planrun-backup-", v.claim, r.runID, r.stepID, v.namespace, v.claim),
 		secret: r.secretName(v.claim, "source", v.namespace, v.claim),
 		args:   []string{"--source", v.sourceID},
 		node:   v.node, tolerations: v.tolerations, key: v.key,
@@ -85,7 +85,7 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 	}
 	restore := &moverPod{
 		role: phaseRestore, cl: plan.dst, namespace: v.targetNamespace, claim: v.targetClaim,
-		name:   objectName("planrun-restore-", v.targetClaim, r.rc.RunID, r.rc.StepID, v.namespace, v.claim),
+		name:   objectName("planrun-restore-", v.targetClaim, r.runID, r.stepID, v.namespace, v.claim),
 		secret: r.secretName(v.targetClaim, "target", v.namespace, v.claim),
 		key:    v.key,
 	}
@@ -194,7 +194,7 @@ func (r *runner) sweepAfterFailure(ctx context.Context, err error, where []sweep
 }
 
 // dryRunOutputs say what the copy would do.
-func (c *CopyVolumes) dryRunOutputs(plan *copyPlan) engine.Outputs {
+func (c *CopyVolumes) dryRunOutputs(r *runner, plan *copyPlan) engine.Outputs {
 	volumes := make([]any, 0, len(plan.volumes))
 	var create []any
 	var total int64
@@ -225,6 +225,7 @@ func (c *CopyVolumes) dryRunOutputs(plan *copyPlan) engine.Outputs {
 		"createdClaims":     []any{},
 		"snapshots":         map[string]any{},
 		"summary":           summary,
+		"step":              r.stepID,
 	}
 }
 
@@ -260,6 +261,7 @@ func (c *CopyVolumes) outputs(plan *copyPlan, r *runner) engine.Outputs {
 	out["stage"] = c.Stage
 	out["verified"] = c.Verify
 	out["summary"] = t.summary(len(plan.volumes), c.Verify)
+	out["step"] = r.stepID // whose objects an undo deletes
 	return out
 }
 

@@ -9,7 +9,7 @@ package kubevolumes_test
 //
 //	normal        copy at once
 //	warn          the backup warns about two files
-//	slow-backup   the backup reports progress for 60 s before it ends
+//	slow-backup   the backup reports progress for 15 s before it ends
 //	slow-restore  the first restore pod into a claim reports progress and sleeps for 5 min (a
 //	              test deletes it); the next one finishes
 //	fail-restore  the restore fails with a one-line error
@@ -42,7 +42,7 @@ backup)
   bytes=$(find /data -type f -exec cat {} + | wc -c)
   echo "{\"event\":\"progress\",\"phase\":\"backup\",\"files\":0,\"filesTotal\":$files,\"bytes\":0,\"bytesTotal\":$bytes}"
   if [ "$mode" = slow-backup ]; then
-    i=0; while [ $i -lt 120 ]; do
+    i=0; while [ $i -lt 30 ]; do
       echo "{\"event\":\"progress\",\"phase\":\"backup\",\"files\":0,\"filesTotal\":$files,\"bytes\":$i,\"bytesTotal\":$bytes}"
       sleep 0.5; i=$((i+1))
     done

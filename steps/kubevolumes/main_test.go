@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"planrun.dev/planrun/internal/controlplane"
@@ -260,7 +261,13 @@ func moverObjects(t *testing.T, cs kubernetes.Interface, ns string) []string {
 func (e *env) nothingLeft() {
 	e.t.Helper()
 	for i, cs := range []kubernetes.Interface{src(), dst()} {
-		if left := moverObjects(e.t, cs, e.ns); len(left) > 0 {
+		// Pods are deleted in the background: they may take a moment to go.
+		var left []string
+		err := wait.PollUntilContextTimeout(ctx(), 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			left = moverObjects(e.t, cs, e.ns)
+			return len(left) == 0, nil
+		})
+		if err != nil {
 			e.t.Errorf("left on cluster %d: %v", i, left)
 		}
 	}

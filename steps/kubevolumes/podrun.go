@@ -17,9 +17,11 @@ import (
 
 // runner runs the mover pods of one step: what they all share.
 type runner struct {
-	rc   *engine.RunContext
-	m    *Mover
-	hash string // stepHash of the run and step
+	rc *engine.RunContext
+	m  *Mover
+	// runID and stepID name the step whose objects these are (for an undo, the step undone);
+	// hash is their stepHash.
+	runID, stepID, hash string
 	// credKeys and credData are the repository's credentials (credentialsFrom), password its
 	// password (passwordFrom): nil when not given.
 	credKeys []string
@@ -31,7 +33,12 @@ type runner struct {
 }
 
 func newRunner(rc *engine.RunContext, m *Mover) *runner {
-	return &runner{rc: rc, m: m, hash: stepHash(rc.RunID, rc.StepID)}
+	return newRunnerFor(rc, m, rc.StepID)
+}
+
+// newRunnerFor is a runner for the objects of another step of the run (the one an undo undoes).
+func newRunnerFor(rc *engine.RunContext, m *Mover, stepID string) *runner {
+	return &runner{rc: rc, m: m, runID: rc.RunID, stepID: stepID, hash: stepHash(rc.RunID, stepID)}
 }
 
 // secretName is the name of the Secret of a claim's mover pods, "" when they need none.
@@ -39,7 +46,7 @@ func (r *runner) secretName(claim string, parts ...string) string {
 	if r.credData == nil && r.password == nil {
 		return ""
 	}
-	return objectName("planrun-mover-", claim, r.rc.RunID, r.rc.StepID, parts...)
+	return objectName("planrun-mover-", claim, r.runID, r.stepID, parts...)
 }
 
 // runPod runs a mover pod to its end and returns its result: it makes the pod's Secret and the

@@ -99,8 +99,8 @@ func (r *runner) meta(p *moverPod, name string) metav1.ObjectMeta {
 			roleLabel:      p.role,
 		},
 		Annotations: map[string]string{
-			runAnnotation:   r.rc.RunID,
-			stepAnnotation:  r.rc.StepID,
+			runAnnotation:   r.runID,
+			stepAnnotation:  r.stepID,
 			claimAnnotation: p.key,
 		},
 	}
@@ -109,7 +109,7 @@ func (r *runner) meta(p *moverPod, name string) metav1.ObjectMeta {
 // ours reports whether an object was made by this step of this run.
 func (r *runner) ours(m metav1.Object) bool {
 	a := m.GetAnnotations()
-	return a[runAnnotation] == r.rc.RunID && a[stepAnnotation] == r.rc.StepID
+	return a[runAnnotation] == r.runID && a[stepAnnotation] == r.stepID
 }
 
 // podObject is the pod that runs `planrun mover ROLE` on p's claim. It runs as root to read

@@ -28,7 +28,12 @@ func (c *CopyVolumes) Undo(ctx context.Context, rc *engine.RunContext, outputs e
 	if err != nil {
 		return fmt.Errorf("to: %w", err)
 	}
-	r := newRunner(rc, &c.Mover)
+	// The objects are the step's, whose id is in its outputs; the undo runs under another id.
+	step, _ := outputs["step"].(string)
+	if step == "" {
+		step = strings.TrimSuffix(rc.StepID, ":undo")
+	}
+	r := newRunnerFor(rc, &c.Mover, step)
 	var errs []error
 	created, _ := outputs["createdClaims"].([]any)
 	for _, item := range created {

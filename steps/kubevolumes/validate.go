@@ -131,7 +131,7 @@ func (c *CopyVolumes) prepare(ctx context.Context, rc *engine.RunContext, r *run
 				// A ReadWriteOnce volume is attached to one node: the mover goes there.
 				v.node, v.usedBy, v.tolerations = u[0].Spec.NodeName, u[0].Name, u[0].Spec.Tolerations
 			}
-			if err := c.checkTarget(ctx, rc, dst, v, pvc, targetUsers[pvc.Name], classes, &bad); err != nil {
+			if err := c.checkTarget(ctx, r, dst, v, pvc, targetUsers[pvc.Name], classes, &bad); err != nil {
 				return nil, err
 			}
 			plan.volumes = append(plan.volumes, v)
@@ -192,7 +192,7 @@ func (c *CopyVolumes) selectClaims(ctx context.Context, src *cluster, ns string,
 
 // checkTarget checks the target claim of v: an existing one must be usable (not Lost, unused
 // by any pod but the step's own movers); a missing one must be creatable.
-func (c *CopyVolumes) checkTarget(ctx context.Context, rc *engine.RunContext, dst *cluster, v *volume, src *corev1.PersistentVolumeClaim,
+func (c *CopyVolumes) checkTarget(ctx context.Context, r *runner, dst *cluster, v *volume, src *corev1.PersistentVolumeClaim,
 	users []corev1.Pod, classes map[string]bool, bad *problems) error {
 	what := v.targetNamespace + "/" + v.targetClaim
 	existing, err := dst.cs.CoreV1().PersistentVolumeClaims(v.targetNamespace).Get(ctx, v.targetClaim, metav1.GetOptions{})
@@ -209,7 +209,7 @@ func (c *CopyVolumes) checkTarget(ctx context.Context, rc *engine.RunContext, ds
 			return nil
 		}
 		if size := claimSize(existing); size.Cmp(v.size) < 0 {
-			rc.Warn(fmt.Sprintf("claim %s on %s (%s) is smaller than claim %s (%s): the copy may not fit", what, dst, size.String(), v.key, v.size.String()))
+			r.rc.Warn(fmt.Sprintf("claim %s on %s (%s) is smaller than claim %s (%s): the copy may not fit", what, dst, size.String(), v.key, v.size.String()))
 		}
 		return nil
 	case !apierrors.IsNotFound(err):
@@ -220,7 +220,7 @@ func (c *CopyVolumes) checkTarget(ctx context.Context, rc *engine.RunContext, ds
 		return nil
 	}
 	v.create = true
-	v.target = c.newClaim(rc, v, src)
+	v.target = c.newClaim(r, v, src)
 	if sc := v.target.Spec.StorageClassName; sc != nil && *sc != "" {
 		found, ok := classes[*sc]
 		if !ok {
@@ -252,7 +252,7 @@ func (c *CopyVolumes) checkTarget(ctx context.Context, rc *engine.RunContext, ds
 // newClaim is the target claim made from the source's spec: size, access modes, volume mode,
 // labels and storage class (mapped); not its volumeName, selector, dataSource or binding
 // annotations, which name things of the source cluster.
-func (c *CopyVolumes) newClaim(rc *engine.RunContext, v *volume, src *corev1.PersistentVolumeClaim) *corev1.PersistentVolumeClaim {
+func (c *CopyVolumes) newClaim(r *runner, v *volume, src *corev1.PersistentVolumeClaim) *corev1.PersistentVolumeClaim {
 	class := src.Spec.StorageClassName
 	if class != nil && *class != "" {
 		if mapped, ok := c.StorageClassMapping[*class]; ok {
@@ -270,8 +270,8 @@ func (c *CopyVolumes) newClaim(rc *engine.RunContext, v *volume, src *corev1.Per
 		ObjectMeta: metav1.ObjectMeta{
 			Name: v.targetClaim, Namespace: v.targetNamespace, Labels: labels,
 			Annotations: map[string]string{
-				runAnnotation:        rc.RunID,
-				stepAnnotation:       rc.StepID,
+				runAnnotation:        r.runID,
+				stepAnnotation:       r.stepID,
 				copiedFromAnnotation: c.From + "/" + v.key,
 			},
 		},

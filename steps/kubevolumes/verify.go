@@ -167,7 +167,7 @@ func (v *VerifyVolumes) verifyOne(ctx context.Context, r *runner, cl *cluster, c
 	}
 	p := &moverPod{
 		role: phaseVerify, cl: cl, namespace: c.namespace, claim: c.claim, readOnly: true,
-		name:   objectName("planrun-verify-", c.claim, r.rc.RunID, r.rc.StepID, c.namespace, c.claim),
+		name:   objectName("planrun-verify-", c.claim, r.runID, r.stepID, c.namespace, c.claim),
 		secret: r.secretName(c.claim, "verify", c.namespace, c.claim),
 		args:   []string{"--snapshot", c.snapshot},
 		node:   c.node, tolerations: c.tolerations, key: c.key,
