@@ -37,7 +37,11 @@ func (c *CopyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.Ou
 	if err != nil {
 		return nil, err
 	}
-	if r.state, err = loadState(rc, storage.Redact(c.Repository), uid); err != nil {
+	kind := "final"
+	if c.Stage {
+		kind = "stage"
+	}
+	if r.state, err = loadState(rc, storage.Redact(c.Repository)+" "+uid+" "+kind); err != nil {
 		return nil, err
 	}
 	if r.logDir, err = rc.ArtifactDir(); err != nil {
@@ -90,6 +94,9 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 		key:    v.key,
 	}
 
+	if err := r.state.target(ctx, v.key, plan.dst.name+"/"+v.targetNamespace+"/"+v.targetClaim); err != nil {
+		return err
+	}
 	st := r.state.get(v.key)
 	if st.Restore != nil {
 		r.progress.finished(v.key, phaseBackup, st.Backup.Files, st.Backup.Bytes)

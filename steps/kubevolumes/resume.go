@@ -19,15 +19,17 @@ const maxRecreate = 3
 
 // stepState is what the step records.
 type stepState struct {
-	// Repository and Source tell a state recorded for another copy (the plan was changed before
-	// resume): it is then ignored.
-	Repository string                 `json:"repository"`
-	Source     string                 `json:"source"`
-	Claims     map[string]*claimState `json:"claims"`
+	// Identity tells a state recorded for another copy (the plan was changed before resume:
+	// another repository, source cluster, or a stage turned final): it is then ignored.
+	Identity string                 `json:"identity"`
+	Claims   map[string]*claimState `json:"claims"`
 }
 
 // claimState is how far one claim got.
 type claimState struct {
+	// Target is where the claim goes ("cluster/namespace/claim"): a state recorded for
+	// another target (the mapping was changed before resume) is ignored.
+	Target string `json:"target,omitempty"`
 	// Backup is the backup's result once it finished: its Snapshot is what the restore reads.
 	Backup *event `json:"backup,omitempty"`
 	// Restore is the restore's (or, for kube.verifyVolumes, the verify's) result: the claim is
@@ -47,16 +49,16 @@ type stateStore struct {
 	st     stepState
 }
 
-// loadState reads what an earlier attempt recorded, unless it was for another repository or
-// source.
-func loadState(rc *engine.RunContext, repository, source string) (*stateStore, error) {
+// loadState reads what an earlier attempt recorded, unless it was for another copy: identity
+// says which (repository, source cluster, stage or final).
+func loadState(rc *engine.RunContext, identity string) (*stateStore, error) {
 	s := &stateStore{rc: rc, dryRun: rc.DryRun}
 	ok, err := rc.LoadState(&s.st)
 	if err != nil {
 		return nil, err
 	}
-	if !ok || s.st.Repository != repository || s.st.Source != source {
-		s.st = stepState{Repository: repository, Source: source}
+	if !ok || s.st.Identity != identity {
+		s.st = stepState{Identity: identity}
 	}
 	if s.st.Claims == nil {
 		s.st.Claims = map[string]*claimState{}
@@ -72,6 +74,17 @@ func (s *stateStore) get(key string) claimState {
 		return *c
 	}
 	return claimState{}
+}
+
+// target forgets what was recorded for a claim going elsewhere, and records where it goes.
+func (s *stateStore) target(ctx context.Context, key, target string) error {
+	s.mu.Lock()
+	c := s.st.Claims[key]
+	s.mu.Unlock()
+	if c != nil && c.Target == target {
+		return nil
+	}
+	return s.update(ctx, key, func(c *claimState) { *c = claimState{Target: target} })
 }
 
 // update changes a claim's state and saves the step's.

@@ -51,7 +51,7 @@ func (v *VerifyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.
 	if err != nil {
 		return nil, err
 	}
-	if r.state, err = loadState(rc, storage.Redact(v.Repository), uid); err != nil {
+	if r.state, err = loadState(rc, storage.Redact(v.Repository)+" "+uid+" verify"); err != nil {
 		return nil, err
 	}
 	if r.logDir, err = rc.ArtifactDir(); err != nil {
