@@ -20,6 +20,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/images"
+	"planrun.dev/planrun/internal/version"
 	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/storage"
 )
@@ -52,7 +53,7 @@ type Mover struct {
 	Repository      string                   `yaml:"repository" plan:"required" doc:"The replication repository: an object store location (s3://bucket/prefix?region=…, gs://…, azblob://…) that the mover pods reach (a kopia repository is created there on first use). The step checks that planrun can list it before anything starts."`
 	CredentialsFrom *storage.CredentialsFrom `yaml:"credentialsFrom" doc:"Secret with the repository's credentials (the formats of storage locations: Gardener, CAM, Velero, AWS keys...): copied into a Secret beside each mover pod, mounted at /credentials. {} or absent: the provider's default chain, in planrun and in the pod (workload identity: see serviceAccount)."`
 	PasswordFrom    *PasswordFrom            `yaml:"passwordFrom" doc:"Secret key holding the repository's password (kopia encrypts the repository with it). Default: the mover's documented static password, the bucket's access control protecting the data (as Velero's default)."`
-	Image           string                   `yaml:"image" doc:"Image of the mover pods: planrun, whose entrypoint is the planrun binary (default planrun.local/planrun:latest, the image built from this repository by make image). Pulled IfNotPresent."`
+	Image           string                   `yaml:"image" doc:"Image of the mover pods: planrun, whose entrypoint is the planrun binary. Default: the image make image builds from this repository, planrun.local/planrun:VERSION for a planrun built by make build (the same git describe), else planrun.local/planrun:latest; push it where the clusters can pull it, or name another here. Pulled IfNotPresent."`
 	HostNetwork     bool                     `yaml:"hostNetwork" doc:"Run the mover pods on their node's network: for an object store only the nodes reach (an endpoint on the node's loopback, or a network the pod network does not route to). Needs a Pod Security level that allows host networking."`
 	ServiceAccount  string                   `yaml:"serviceAccount" doc:"Service account of the mover pods (it must exist in each claim's namespace): for workload identity (IRSA, GKE/Azure workload identity) when credentialsFrom is {}. Default: the namespace's default account, without a token mounted."`
 	Parallel        int                      `yaml:"parallel" doc:"Claims copied at once (default 4)."`
@@ -112,11 +113,14 @@ func (m *Mover) check() error {
 	return nil
 }
 
+// image is the mover pods' image: the one given, else the planrun image of this planrun's
+// version (planrun.local/planrun:VERSION, as make image tags it) when the linker set one, else
+// planrun.local/planrun:latest.
 func (m *Mover) image() string {
 	if m.Image != "" {
 		return m.Image
 	}
-	return images.PlanrunImage
+	return images.PlanrunImageFor(version.Version)
 }
 
 func (m *Mover) parallel() int {
