@@ -21,6 +21,7 @@ import (
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/modroot"
 	"planrun.dev/planrun/internal/plantest"
+	"planrun.dev/planrun/steps/kube/kubetest"
 	"planrun.dev/planrun/steps/kubevolumes"
 )
 
@@ -48,6 +49,7 @@ func needMover(t *testing.T) string {
 // hasMover reports whether the planrun of this checkout has the mover subcommand.
 func hasMover(t *testing.T) bool {
 	t.Helper()
+	kubetest.Need(t, clusters)
 	mover.once.Do(func() {
 		root, err := modroot.Find()
 		if err != nil {
