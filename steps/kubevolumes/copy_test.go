@@ -155,12 +155,12 @@ func TestCopyPods(t *testing.T) {
 
 	// The arguments the mover got, in the logs kept.
 	kept := logs(t, o, "stage1")
-	backupLog := kept["source-"+e.ns+"-"+b.Name+".log"]
+	backupLog := kept["source-"+e.ns+"-"+b.Name+"-"+string(b.UID)[:8]+".log"]
 	wantArgs := fmt.Sprintf("args: mover backup --dir /data --repository %s --source %s/%s/data --stage --workdir /work --credentials-dir /credentials", e.repo, uid, e.ns)
 	if !strings.HasPrefix(backupLog, wantArgs+"\n") {
 		t.Errorf("backup log:\n%s\nwant it to start with %q (kept: %v)", backupLog, wantArgs, keys(kept))
 	}
-	restoreLog := kept["target-"+e.ns+"-"+restores[0].Name+".log"]
+	restoreLog := kept["target-"+e.ns+"-"+restores[0].Name+"-"+string(restores[0].UID)[:8]+".log"]
 	if want := fmt.Sprintf("args: mover restore --dir /data --repository %s --snapshot %s --verify --workdir /work --credentials-dir /credentials", e.repo, snap); !strings.HasPrefix(restoreLog, want+"\n") {
 		t.Errorf("restore log:\n%s\nwant it to start with %q", restoreLog, want)
 	}

@@ -69,7 +69,7 @@ func (f *follower) what() string {
 
 // follow follows pod until it ends, or until deadline.
 func (r *runner) follow(ctx context.Context, p *moverPod, pod *corev1.Pod, deadline time.Time) podEnd {
-	f := &follower{r: r, p: p, uid: pod.UID, logPath: filepath.Join(r.logDir, fmt.Sprintf("%s-%s-%s.log", clusterFile(p.cl), p.namespace, p.name))}
+	f := &follower{r: r, p: p, uid: pod.UID, logPath: filepath.Join(r.logDir, logName(p, pod))}
 	defer f.closeLog()
 	outer := ctx
 	ctx, cancel := context.WithDeadline(ctx, deadline)
@@ -265,7 +265,9 @@ func (f *follower) handle(line []byte) {
 func (f *follower) keep(line []byte) {
 	if f.log == nil {
 		var err error
-		if f.log, err = os.OpenFile(f.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		// A follower reads the pod's log from its start: a planrun that follows it again after
+		// a crash writes the whole log again.
+		if f.log, err = os.OpenFile(f.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644); err != nil {
 			f.log = nil
 			return
 		}
@@ -344,6 +346,17 @@ func podState(pod *corev1.Pod) string {
 		}
 	}
 	return s
+}
+
+// logName is the name of a mover pod's log in the step's folder:
+// CLUSTER-NAMESPACE-POD-UID.log, the start of the pod's UID telling apart the pods of the same
+// name made again after one disappeared.
+func logName(p *moverPod, pod *corev1.Pod) string {
+	uid := string(pod.UID)
+	if len(uid) > 8 {
+		uid = uid[:8]
+	}
+	return fmt.Sprintf("%s-%s-%s-%s.log", clusterFile(p.cl), p.namespace, p.name, uid)
 }
 
 // clusterFile is the cluster's name for a file name.

@@ -50,6 +50,12 @@ func TestInterruptAndResume(t *testing.T) {
 	if !strings.HasPrefix(fmt.Sprint(out["snapshots"]), "map["+e.ns+"/data:fake.slow-backup.2.") {
 		t.Errorf("outputs %v", out)
 	}
+	// The backup's log, read again from its start after the interruption, is kept once.
+	for name, content := range logs(t, o, "r") {
+		if strings.HasPrefix(name, "source-") && strings.Count(content, "args: ") != 1 {
+			t.Errorf("kept log %s holds the mover's output %d times:\n%s", name, strings.Count(content, "args: "), content)
+		}
+	}
 	e.nothingLeft()
 }
 
