@@ -167,11 +167,12 @@ func (f *follower) end(pod *corev1.Pod) podEnd {
 		}
 		return podEnd{result: res}
 	}
+	if pod.Status.Reason == "DeadlineExceeded" {
+		// The pod's activeDeadlineSeconds: the claim's timeout, should planrun have been away.
+		return podEnd{err: fmt.Errorf("%s did not finish within the claim's timeout (%s)%s", f.what(), lastwords.Printable(pod.Status.Message, maxErrorLine), f.logNote())}
+	}
 	if term == nil {
 		// The container never ran or has no status: the pod's own reason says why.
-		if pod.Status.Reason == "DeadlineExceeded" {
-			return podEnd{err: fmt.Errorf("%s did not finish within the claim's timeout (%s)", f.what(), lastwords.Printable(pod.Status.Message, maxErrorLine))}
-		}
 		return podEnd{lost: strings.TrimSuffix(fmt.Sprintf("failed: %s: %s", pod.Status.Reason, lastwords.Printable(pod.Status.Message, maxErrorLine)), ": ")}
 	}
 	why := ""
