@@ -16,6 +16,7 @@ import (
 	_ "planrun.dev/planrun/steps/kubejob"      // type: kube.job
 	_ "planrun.dev/planrun/steps/kuberestore"  // type: kube.restore
 	_ "planrun.dev/planrun/steps/kubescale"    // types: kube.scale, kube.quiesce
+	_ "planrun.dev/planrun/steps/kubevolumes"  // types: kube.copyVolumes, kube.verifyVolumes
 	_ "planrun.dev/planrun/steps/kubewait"     // type: kube.wait
 	_ "planrun.dev/planrun/steps/set"          // type: set
 )

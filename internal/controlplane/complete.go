@@ -106,6 +106,12 @@ func (cp *ControlPlane) startComplete(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
+		if opts.LocalVolumes > 0 {
+			size, _ := localVolumeSize(opts) // checked by Start
+			if cp.LocalVolumes, err = createLocalVolumes(ctx, cp.Config, cp.node.paths, opts.LocalVolumes, size); err != nil {
+				return err
+			}
+		}
 	}
 	// Pods cannot be created in a namespace before its default service account exists.
 	return waitForObjects(ctx, cp.Config, schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}, "default", "default")

@@ -39,6 +39,8 @@ type ControlPlane struct {
 	ContextName string
 	// EtcdURL is the client URL of the etcd the API server stores its data in.
 	EtcdURL string
+	// LocalVolumes are the node's local PersistentVolumes (Options.LocalVolumes), in order.
+	LocalVolumes []LocalVolume
 
 	apiServer   *envtest.APIServer
 	etcd        *Etcd        // nil when Options.EtcdURL named an external etcd
@@ -60,6 +62,9 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if opts.ContextName == "" {
 		opts.ContextName = DefaultContextName
 	}
+	if opts.LocalVolumes > 0 {
+		opts.Node = true
+	}
 	if opts.Node {
 		opts.Controllers = true
 	}
@@ -78,6 +83,9 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		if _, err := parseEtcdURL(opts.EtcdURL); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := localVolumeSize(opts); err != nil {
+		return nil, err
 	}
 	binaries := defaultBinaries
 	if opts.Controllers {

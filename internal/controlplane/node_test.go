@@ -17,6 +17,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -456,5 +457,83 @@ func TestNodePrerequisites(t *testing.T) {
 				t.Errorf("not one line: %q", err)
 			}
 		})
+	}
+}
+
+// TestLocalVolumes: two clusters, each with local volumes of its own. A claim of class "local"
+// waits for its first pod (WaitForFirstConsumer), is then bound by the scheduler to one of the
+// node's volumes, and what the pod writes lands in that volume's folder on this machine; what a
+// pod wrote as root, unreadable to others, goes with the node.
+func TestLocalVolumes(t *testing.T) {
+	start := time.Now()
+	cps := StartManyForTest(t, 2, WithLocalVolumes(2, "2Gi"))
+	t.Logf("two clusters with local volumes started in %s", time.Since(start).Round(time.Millisecond))
+	var folders []string
+	for i, cp := range cps {
+		if len(cp.LocalVolumes) != 2 {
+			t.Fatalf("cluster %d: local volumes %+v", i, cp.LocalVolumes)
+		}
+		for _, v := range cp.LocalVolumes {
+			folders = append(folders, v.Path)
+		}
+		cs := kubernetes.NewForConfigOrDie(cp.Config)
+		ctx := t.Context()
+		ns := testNamespace(t, cs)
+		claim := &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "data"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				StorageClassName: ptr.To(LocalStorageClass),
+				AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// No pod yet: the claim waits for its first consumer.
+		time.Sleep(time.Second)
+		if c, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{}); err != nil || c.Status.Phase != corev1.ClaimPending {
+			t.Fatalf("claim before its first pod: %v %v", c.Status.Phase, err)
+		}
+		name := fmt.Sprintf("cluster-%d", i)
+		pod := busyboxPod("writer", "echo "+name+" > /data/hello && mkdir -m 0700 /data/private && echo secret > /data/private/f && chmod 0 /data/private")
+		pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
+		pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+		if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitPodPhase(t, cs, ns, "writer", corev1.PodSucceeded)
+		c, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
+		if err != nil || c.Status.Phase != corev1.ClaimBound {
+			t.Fatalf("claim after its pod ran: %v %v", c.Status.Phase, err)
+		}
+		var path string
+		for _, v := range cp.LocalVolumes {
+			if v.Name == c.Spec.VolumeName {
+				path = v.Path
+			}
+		}
+		if path == "" {
+			t.Fatalf("claim bound to %q, not one of the node's local volumes %+v", c.Spec.VolumeName, cp.LocalVolumes)
+		}
+		if b, err := os.ReadFile(filepath.Join(path, "hello")); err != nil || string(b) != name+"\n" {
+			t.Fatalf("volume folder %s holds %q (%v), want what the pod wrote", path, b, err)
+		}
+		for _, other := range cps[1-i].LocalVolumes {
+			if other.Path == path {
+				t.Fatalf("both clusters have volume folder %s", path)
+			}
+		}
+	}
+	for _, cp := range cps {
+		if err := cp.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range folders {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("local volume folder %s left after the node stopped (%v)", f, err)
+		}
 	}
 }

@@ -47,6 +47,17 @@ type Options struct {
 	// before the kubelet starts, for pods to run with imagePullPolicy Never or IfNotPresent.
 	NodeImages []string
 
+	// LocalVolumes, when above 0, gives the node what a cluster without a dynamic provisioner
+	// has: a StorageClass "local" (LocalStorageClass: kubernetes.io/no-provisioner,
+	// WaitForFirstConsumer) and that many PersistentVolumes of type local (local-0, local-1, ...),
+	// each a folder of its own under the node's folder (ControlPlane.LocalVolumes), removed with
+	// the node. It implies Node.
+	LocalVolumes int
+	// LocalVolumeSize is the capacity of each local volume, a quantity ("1Gi"); default 1Gi. The
+	// folders share the machine's disk: the capacity is what claims are matched against, not a
+	// limit.
+	LocalVolumeSize string
+
 	// Output, if set, also receives the output of kube-apiserver and of an etcd started for this
 	// control plane. Without it the output is dropped, except a tail kept for error messages.
 	Output io.Writer
@@ -85,6 +96,14 @@ func WithNode(images ...string) Option {
 	return func(o *Options) {
 		o.Node = true
 		o.NodeImages = append(o.NodeImages, images...)
+	}
+}
+
+// WithLocalVolumes sets Options.Node, Options.LocalVolumes and Options.LocalVolumeSize.
+func WithLocalVolumes(n int, size string) Option {
+	return func(o *Options) {
+		o.Node = true
+		o.LocalVolumes, o.LocalVolumeSize = n, size
 	}
 }
 

@@ -4,6 +4,8 @@
 // ko's and go-containerregistry's dependencies stay out of planrun's go.mod; Build runs it.
 package images
 
+import "strings"
+
 // The names Build takes, one per image.
 const (
 	Busybox = "busybox"
@@ -22,3 +24,14 @@ const (
 	// PlanrunImage runs planrun as uid 65532; the entrypoint is the planrun binary.
 	PlanrunImage = "planrun.local/planrun:latest"
 )
+
+// PlanrunImageFor is the planrun image built from the same checkout as a planrun binary whose
+// version the linker set (make build and make image stamp the same `git describe`): tagged with
+// that version, so that a binary and its image agree. A binary without a linker-set version (go
+// test, go run, a plain go build) gets PlanrunImage.
+func PlanrunImageFor(version string) string {
+	if version == "" {
+		return PlanrunImage
+	}
+	return strings.TrimSuffix(PlanrunImage, ":latest") + ":" + version
+}

@@ -1,0 +1,285 @@
+package kubevolumes
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/parallel"
+	"planrun.dev/planrun/steps/kube"
+	"planrun.dev/planrun/steps/storage"
+)
+
+// Run implements engine.Action: check everything, then copy the claims, parallel at a time,
+// each through a backup pod on the source and a restore pod on the target.
+func (c *CopyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
+	r := newRunner(rc, &c.Mover)
+	plan, err := c.prepare(ctx, rc, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.readSecrets(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.checkRepository(ctx); err != nil {
+		return nil, err
+	}
+	if rc.DryRun {
+		return c.dryRunOutputs(r, plan), nil
+	}
+
+	uid, err := plan.src.uid(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kind := "final"
+	if c.Stage {
+		kind = "stage"
+	}
+	if r.state, err = loadState(rc, storage.Redact(c.Repository)+" "+uid+" "+kind); err != nil {
+		return nil, err
+	}
+	if r.logDir, err = rc.ArtifactDir(); err != nil {
+		return nil, err
+	}
+	phases := []string{phaseBackup, phaseRestore}
+	if c.Verify {
+		phases = append(phases, phaseVerify)
+	}
+	r.progress = newProgress(rc, phases...)
+	err = parallel.Each(ctx, c.parallel(), plan.volumes, func(ctx context.Context, v *volume) error {
+		if err := c.copyOne(ctx, r, plan, v); err != nil {
+			return fmt.Errorf("claim %s: %w", v.key, err)
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			// Interrupted: the mover pods go on, and the step run again finds them.
+			return nil, err
+		}
+		return nil, r.sweepAfterFailure(ctx, err, c.sweepTargets(plan.src, plan.dst))
+	}
+	// Pods and Secrets of claims an earlier attempt finished, should a crash have come
+	// between its checkpoint and its cleanup.
+	if left := r.sweep(ctx, c.sweepTargets(plan.src, plan.dst)); len(left) > 0 {
+		r.progress.say("could not delete " + joinMax(left))
+	}
+	return c.outputs(plan, r), nil
+}
+
+// copyOne copies one claim: the backup (unless an earlier attempt finished it), the target
+// claim (created if needed), the restore.
+func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v *volume) error {
+	deadline := time.Now().Add(c.timeout())
+	backup := &moverPod{
+		role: phaseBackup, cl: plan.src, namespace: v.namespace, claim: v.claim, readOnly: true,
+		name:   objectName("planrun-backup-", v.claim, r.runID, r.stepID, v.namespace, v.claim),
+		secret: r.secretName(v.claim, "source", v.namespace, v.claim),
+		args:   []string{"--source", v.sourceID},
+		node:   v.node, tolerations: v.tolerations, key: v.key,
+	}
+	if c.Stage {
+		backup.args = append(backup.args, "--stage")
+	}
+	restore := &moverPod{
+		role: phaseRestore, cl: plan.dst, namespace: v.targetNamespace, claim: v.targetClaim,
+		name:   objectName("planrun-restore-", v.targetClaim, r.runID, r.stepID, v.namespace, v.claim),
+		secret: r.secretName(v.targetClaim, "target", v.namespace, v.claim),
+		key:    v.key,
+	}
+
+	if err := r.state.target(ctx, v.key, plan.dst.name+"/"+v.targetNamespace+"/"+v.targetClaim); err != nil {
+		return err
+	}
+	st := r.state.get(v.key)
+	if st.Restore != nil {
+		r.progress.finished(v.key, phaseBackup, st.Backup.Files, st.Backup.Bytes)
+		c.restoreFinished(r, v, st.Restore, st.Backup)
+		return nil
+	}
+	if st.Backup == nil {
+		res, err := r.runPod(ctx, backup, deadline)
+		if err != nil {
+			return err
+		}
+		if res.Snapshot == "" {
+			return fmt.Errorf("mover pod %s/%s on %s gave no snapshot id in its result", backup.namespace, backup.name, backup.cl)
+		}
+		if err := r.state.update(ctx, v.key, func(s *claimState) { s.Backup = res }); err != nil {
+			return err
+		}
+		st.Backup = res
+	}
+	r.progress.finished(v.key, phaseBackup, st.Backup.Files, st.Backup.Bytes)
+	if err := r.cleanup(ctx, backup); err != nil {
+		return err
+	}
+
+	created, err := c.ensureTargetClaim(ctx, r, plan.dst, v)
+	if err != nil {
+		return err
+	}
+	if created && !st.CreatedClaim {
+		if err := r.state.update(ctx, v.key, func(s *claimState) { s.CreatedClaim = true }); err != nil {
+			return err
+		}
+	}
+	restore.args = []string{"--snapshot", st.Backup.Snapshot}
+	if c.Verify {
+		restore.args = append(restore.args, "--verify")
+	}
+	res, err := r.runPod(ctx, restore, deadline)
+	if err != nil {
+		return err
+	}
+	if err := r.state.update(ctx, v.key, func(s *claimState) { s.Restore = res }); err != nil {
+		return err
+	}
+	c.restoreFinished(r, v, res, st.Backup)
+	return r.cleanup(ctx, restore)
+}
+
+// restoreFinished counts a claim's restore (and verify) as done.
+func (c *CopyVolumes) restoreFinished(r *runner, v *volume, res, backup *event) {
+	files, bytes := max(res.Files, backup.Files), max(res.Bytes, backup.Bytes)
+	r.progress.finished(v.key, phaseRestore, files, bytes)
+	if c.Verify {
+		r.progress.finished(v.key, phaseVerify, files, bytes)
+	}
+}
+
+// ensureTargetClaim creates the target claim unless it exists, and reports whether this step
+// created it (now, or in an earlier attempt: its annotations say so).
+func (c *CopyVolumes) ensureTargetClaim(ctx context.Context, r *runner, dst *cluster, v *volume) (bool, error) {
+	claims := dst.cs.CoreV1().PersistentVolumeClaims(v.targetNamespace)
+	existing, err := claims.Get(ctx, v.targetClaim, metav1.GetOptions{})
+	if err == nil {
+		return r.ours(existing), nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("claim %s/%s on %s: %w", v.targetNamespace, v.targetClaim, dst, kube.Classify(err))
+	}
+	if !v.create {
+		return false, fmt.Errorf("claim %s/%s on %s was deleted while the step ran", v.targetNamespace, v.targetClaim, dst)
+	}
+	_, err = claims.Create(ctx, v.target, metav1.CreateOptions{FieldManager: kube.FieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		return c.ensureTargetClaim(ctx, r, dst, v)
+	}
+	if err != nil {
+		return false, fmt.Errorf("creating claim %s/%s on %s: %w", v.targetNamespace, v.targetClaim, dst, kube.Classify(err))
+	}
+	r.rc.Logger.Info("created the target claim", "claim", v.targetNamespace+"/"+v.targetClaim, "cluster", dst.name)
+	return true, nil
+}
+
+// sweepTargets are where this step's mover pods and Secrets may be: the source namespaces on
+// the source, the target namespaces on the target.
+func (c *CopyVolumes) sweepTargets(src, dst *cluster) []sweepTarget {
+	var out []sweepTarget
+	for _, ns := range c.Namespaces {
+		out = append(out, sweepTarget{src, ns}, sweepTarget{dst, c.targetNamespace(ns)})
+	}
+	return out
+}
+
+// sweepAfterFailure deletes the step's mover pods and Secrets after a claim failed for good
+// (the other claims' were cancelled), and adds to err what could not be deleted.
+func (r *runner) sweepAfterFailure(ctx context.Context, err error, where []sweepTarget) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if left := r.sweep(ctx, where); len(left) > 0 {
+		return fmt.Errorf("%w; left behind: %s", err, joinMax(left))
+	}
+	return err
+}
+
+// dryRunOutputs say what the copy would do.
+func (c *CopyVolumes) dryRunOutputs(r *runner, plan *copyPlan) engine.Outputs {
+	volumes := make([]any, 0, len(plan.volumes))
+	var create []any
+	var total int64
+	for _, v := range plan.volumes {
+		m := map[string]any{
+			"namespace": v.namespace, "claim": v.claim,
+			"targetNamespace": v.targetNamespace, "targetClaim": v.targetClaim,
+			"size": v.size.String(), "createClaim": v.create,
+		}
+		if v.create {
+			create = append(create, v.targetNamespace+"/"+v.targetClaim)
+			m["storageClass"] = derefString(v.target.Spec.StorageClassName)
+		}
+		if v.node != "" {
+			m["node"], m["usedBy"] = v.node, v.usedBy
+		}
+		total += v.size.Value()
+		volumes = append(volumes, m)
+	}
+	summary := fmt.Sprintf("would copy %s (%s of claims) from cluster %s to %s", plural(len(plan.volumes), "volume"), formatBytes(total), c.From, c.To)
+	if len(create) > 0 {
+		summary += fmt.Sprintf("; would create %s", plural(len(create), "claim"))
+	}
+	return engine.Outputs{
+		"dryRun":            true,
+		"volumes":           volumes,
+		"wouldCreateClaims": orEmpty(create),
+		"createdClaims":     []any{},
+		"snapshots":         map[string]any{},
+		"summary":           summary,
+		"step":              r.stepID,
+	}
+}
+
+// outputs are each volume's figures, the totals and a summary line.
+func (c *CopyVolumes) outputs(plan *copyPlan, r *runner) engine.Outputs {
+	volumes := make([]any, 0, len(plan.volumes))
+	snapshots := map[string]any{}
+	var created []any
+	var t totals
+	for _, v := range plan.volumes {
+		st := r.state.get(v.key)
+		b, res := st.Backup, st.Restore
+		vt := totals{files: b.Files, bytes: b.Bytes, uploaded: b.UploadedBytes, written: res.WrittenBytes, warnings: b.Warnings + res.Warnings}
+		t.add(vt)
+		volumes = append(volumes, map[string]any{
+			"namespace": v.namespace, "claim": v.claim,
+			"targetNamespace": v.targetNamespace, "targetClaim": v.targetClaim,
+			"snapshot": b.Snapshot,
+			"files":    vt.files, "bytes": vt.bytes, "uploadedBytes": vt.uploaded, "writtenBytes": vt.written,
+			"deleted": res.Deleted, "verified": res.Verified,
+			"seconds": roundSeconds(b.Seconds + res.Seconds), "warnings": vt.warnings,
+			"createdClaim": st.CreatedClaim,
+		})
+		snapshots[v.targetNamespace+"/"+v.targetClaim] = b.Snapshot
+		if st.CreatedClaim {
+			created = append(created, v.targetNamespace+"/"+v.targetClaim)
+		}
+	}
+	out := t.outputs()
+	out["volumes"] = volumes
+	out["snapshots"] = snapshots
+	out["createdClaims"] = orEmpty(created)
+	out["stage"] = c.Stage
+	out["verified"] = c.Verify
+	out["summary"] = t.summary(len(plan.volumes), c.Verify)
+	out["step"] = r.stepID // whose objects an undo deletes
+	return out
+}
+
+// claimOf is a claim's object for Undo.
+func claimOf(ctx context.Context, cl *cluster, ns, name string) (*corev1.PersistentVolumeClaim, error) {
+	pvc, err := cl.cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim %s/%s on %s: %w", ns, name, cl, kube.Classify(err))
+	}
+	return pvc, nil
+}
