@@ -6,9 +6,7 @@
 package fstree
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"planrun.dev/planrun/internal/filehash"
 )
 
 // Spec says what Generate writes.
@@ -556,7 +555,7 @@ func Snapshot(dir string) (Tree, error) {
 			n.Type = "dir"
 		case unix.S_IFREG:
 			n.Type, n.Size, n.Blocks = "file", st.Size, st.Blocks
-			sum, err := fileSHA256(p)
+			sum, err := filehash.SHA256(p)
 			if err != nil {
 				return err
 			}
@@ -594,19 +593,6 @@ func Snapshot(dir string) (Tree, error) {
 		}
 	}
 	return t, nil
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // SparseSlack is how much more space (bytes) a copied file may take than its source before Diff

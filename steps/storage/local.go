@@ -2,8 +2,6 @@ package storage
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"planrun.dev/planrun/internal/filehash"
 	"planrun.dev/planrun/internal/safepath"
 )
 
@@ -169,19 +168,6 @@ func (l *localFolder) RemoveAll(_ context.Context, p string) error {
 	return os.RemoveAll(name)
 }
 
-func fileSHA256(name string) (string, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 func (l *localFolder) Create(_ context.Context, p string, opts CreateOptions) (Upload, error) {
 	if p == "" && l.root == "/" {
 		return nil, errors.New("cannot write the root folder")
@@ -283,7 +269,7 @@ func (u *localUpload) Commit(_ context.Context, want string) error {
 	if err := u.f.Sync(); err != nil {
 		return fail(err)
 	}
-	got, err := fileSHA256(u.part)
+	got, err := filehash.SHA256(u.part)
 	if err != nil {
 		return fail(err)
 	}
