@@ -116,3 +116,23 @@ func TestLineRendererThrottlesProgressInPipes(t *testing.T) {
 		t.Fatal("a pipe got a redrawn bar")
 	}
 }
+
+func TestFormatEventSucceeded(t *testing.T) {
+	cases := []struct {
+		name    string
+		outputs engine.Outputs
+		want    string
+	}{
+		{"plain", engine.Outputs{"count": 3}, "✔ copy done in 2s"},
+		{"summary", engine.Outputs{"summary": "1 volume: 13 MiB in 6 files; 3.0 MiB uploaded, 13 MiB written"},
+			"✔ copy done in 2s: 1 volume: 13 MiB in 6 files; 3.0 MiB uploaded, 13 MiB written"},
+		{"empty summary", engine.Outputs{"summary": ""}, "✔ copy done in 2s"},
+		{"dry run", engine.Outputs{"dryRun": true, "summary": "x"}, "✔ copy dry run: not applied"},
+	}
+	for _, tc := range cases {
+		e := engine.Event{Type: engine.EventStepSucceeded, StepID: "copy", Elapsed: engine.Duration(2 * time.Second), Outputs: tc.outputs}
+		if got := formatEvent(e); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
