@@ -1781,6 +1781,33 @@ func camDryRun(t *testing.T, e *camEnv) {
 	} else {
 		t.Logf("the dry-run restore would restore %v, update %v, skip %v", out["restored"], out["updated"], out["skipped"])
 	}
+	// With pvAction copy (the default) before any stage, the target has none of the namespaces
+	// yet (a dry run's restore-claims creates nothing): copy-volumes, which checks the target
+	// side of each claim, is skipped, and a warning says what it would copy. Its repository is
+	// never opened.
+	r = e.run(t, nil, false, e.applyArgs("r", "--dry-run", "--set", "volumeRepository=s3://never-opened/volumes")...)
+	if r.Code != 0 {
+		t.Fatalf("dry run with pvAction copy exited %d\n%s", r.Code, r)
+	}
+	var preview string
+	status := map[string]engine.EventType{}
+	for _, ev := range r.Events {
+		if ev.Type == engine.EventStepWarning && ev.StepID == "copy-volumes-preview" {
+			preview = ev.Message
+		}
+		if ev.Type == engine.EventStepSucceeded || ev.Type == engine.EventStepSkipped || ev.Type == engine.EventStepFailed {
+			status[ev.StepID] = ev.Type
+		}
+	}
+	t.Logf("dry run with pvAction copy: %s", preview)
+	if !strings.HasPrefix(preview, fmt.Sprintf("dry run: copy-volumes would copy %d bound claim(s) (", camBoundPVs)) || !strings.Contains(preview, "shop/uploads ") {
+		t.Errorf("dry run with pvAction copy: copy-volumes-preview warned %q; want the %d bound claims and their sizes", preview, camBoundPVs)
+	}
+	for step, want := range map[string]engine.EventType{"restore-claims": engine.EventStepSucceeded, "copy-volumes": engine.EventStepSkipped, "restore": engine.EventStepSucceeded} {
+		if status[step] != want {
+			t.Errorf("dry run with pvAction copy: step %s %s, want %s", step, status[step], want)
+		}
+	}
 	for name, c := range map[string]struct {
 		cp     *controlplane.ControlPlane
 		before map[string]map[string]any
