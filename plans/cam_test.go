@@ -1365,7 +1365,9 @@ func TestCAMStageThenFinalCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := camSnapshot(t, e.src, append(slices.Clone(camNamespaces), camOtherNS))
-	copyArgs := []string{"--set", "pvAction=copy", "--set", "storageClass=fast-ceph",
+	// volumeData=false: the claims are recreated empty (NFS volumes: nothing a mover pod could
+	// mount here); TestCAMMigratesVolumeData copies data.
+	copyArgs := []string{"--set", "pvAction=copy", "--set", "volumeData=false", "--set", "storageClass=fast-ceph",
 		"--set", "repository=" + repo.URL("replication", "shop-and-search"), "--set", "repositoryCredentials={namespace: openshift-migration, name: migstorage-creds}"}
 	defer func() {
 		// The backups went to the repository, none to the local folder, and the repository's
@@ -1385,7 +1387,8 @@ func TestCAMStageThenFinalCopy(t *testing.T) {
 		}
 		camAssertMigrated(t, e, before, camExpect{pvAction: "copy", storageClass: "fast-ceph", stage: true})
 		j := loadJournal(t, e.dir, id)
-		skipped := []string{"quiesce", "retain-source-volumes"}
+		// A stage restores with restore-claims only; volumeData=false copies no data.
+		skipped := []string{"quiesce", "retain-source-volumes", "restore", "copy-volumes"}
 		for _, h := range camHooks {
 			skipped = append(skipped, h.Step)
 		}
@@ -1424,9 +1427,17 @@ func TestCAMStageThenFinalCopy(t *testing.T) {
 	}
 	camAssertMigrated(t, e, before, camExpect{pvAction: "copy", storageClass: "fast-ceph"})
 	e.assertSourceStopped(t)
+	// volumeData=false: the final migrate restores everything in one step, as before the plan
+	// copied data.
+	jf := loadJournal(t, e.dir, "final")
+	for _, s := range []string{"restore-claims", "copy-volumes"} {
+		if st := camStep(t, jf, s).Status; st != engine.StepSkipped {
+			t.Errorf("final with volumeData=false: step %s %s, want Skipped", s, st)
+		}
+	}
 	// The claims the stages created are kept: the unchanged ones as they are, the changed one
 	// updated.
-	out := camStep(t, loadJournal(t, e.dir, "final"), "restore").Outputs
+	out := camStep(t, jf, "restore").Outputs
 	claims := camMapAt(out, "resources", "persistentvolumeclaims")
 	if normalized(claims) != `{"failed":0,"restored":0,"skipped":9,"updated":1}` {
 		t.Errorf("final restore of the staged claims: %v; want 9 skipped (unchanged) and 1 updated", claims)
@@ -1770,6 +1781,33 @@ func camDryRun(t *testing.T, e *camEnv) {
 	} else {
 		t.Logf("the dry-run restore would restore %v, update %v, skip %v", out["restored"], out["updated"], out["skipped"])
 	}
+	// With pvAction copy (the default) before any stage, the target has none of the namespaces
+	// yet (a dry run's restore-claims creates nothing): copy-volumes, which checks the target
+	// side of each claim, is skipped, and a warning says what it would copy. Its repository is
+	// never opened.
+	r = e.run(t, nil, false, e.applyArgs("r", "--dry-run", "--set", "volumeRepository=s3://never-opened/volumes")...)
+	if r.Code != 0 {
+		t.Fatalf("dry run with pvAction copy exited %d\n%s", r.Code, r)
+	}
+	var preview string
+	status := map[string]engine.EventType{}
+	for _, ev := range r.Events {
+		if ev.Type == engine.EventStepWarning && ev.StepID == "copy-volumes-preview" {
+			preview = ev.Message
+		}
+		if ev.Type == engine.EventStepSucceeded || ev.Type == engine.EventStepSkipped || ev.Type == engine.EventStepFailed {
+			status[ev.StepID] = ev.Type
+		}
+	}
+	t.Logf("dry run with pvAction copy: %s", preview)
+	if !strings.HasPrefix(preview, fmt.Sprintf("dry run: copy-volumes would copy %d bound claim(s) (", camBoundPVs)) || !strings.Contains(preview, "shop/uploads ") {
+		t.Errorf("dry run with pvAction copy: copy-volumes-preview warned %q; want the %d bound claims and their sizes", preview, camBoundPVs)
+	}
+	for step, want := range map[string]engine.EventType{"restore-claims": engine.EventStepSucceeded, "copy-volumes": engine.EventStepSkipped, "restore": engine.EventStepSucceeded} {
+		if status[step] != want {
+			t.Errorf("dry run with pvAction copy: step %s %s, want %s", step, status[step], want)
+		}
+	}
 	for name, c := range map[string]struct {
 		cp     *controlplane.ControlPlane
 		before map[string]map[string]any
@@ -1847,7 +1885,9 @@ func camLimits(t *testing.T, e *camEnv) {
 	}
 
 	// Exactly at the three limits: no refusal, no warning.
-	atLimits := []string{"--set", "stage=true", "--set", fmt.Sprintf("namespaceLimit=%d", len(camNamespaces)),
+	// pvAction copy (the default) with volumeData=false: the NFS volumes' claims are recreated
+	// empty, without a repository.
+	atLimits := []string{"--set", "stage=true", "--set", "volumeData=false", "--set", fmt.Sprintf("namespaceLimit=%d", len(camNamespaces)),
 		"--set", fmt.Sprintf("podLimit=%d", pods), "--set", fmt.Sprintf("pvLimit=%d", camBoundPVs)}
 	r = e.run(t, nil, false, e.applyArgs("at-limits", atLimits...)...)
 	if r.Code != 0 {
@@ -1871,7 +1911,7 @@ func camLimits(t *testing.T, e *camEnv) {
 	// One over the pod and PV limits: warnings, and the stage runs on.
 	podWarning := fmt.Sprintf("Pod limit: %d exceeded, found: %d", pods-1, pods)
 	pvWarning := fmt.Sprintf("Persistent volume limit: %d exceeded, found: %d", camBoundPVs-1, camBoundPVs)
-	overLimits := []string{"--set", "stage=true", "--set", fmt.Sprintf("podLimit=%d", pods-1), "--set", fmt.Sprintf("pvLimit=%d", camBoundPVs-1)}
+	overLimits := []string{"--set", "stage=true", "--set", "volumeData=false", "--set", fmt.Sprintf("podLimit=%d", pods-1), "--set", fmt.Sprintf("pvLimit=%d", camBoundPVs-1)}
 	r = e.run(t, nil, true, e.applyArgs("plain", overLimits...)...)
 	if r.Code != 0 {
 		t.Fatalf("apply over the pod and PV limits exited %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
@@ -1899,8 +1939,8 @@ func camLimits(t *testing.T, e *camEnv) {
 			t.Errorf("%s in the JSON output: %v; want %q and %q", what, got, podWarning, pvWarning)
 		}
 	}
-	if st := camStep(t, loadJournal(t, e.dir, "json"), "restore").Status; st != engine.StepSucceeded {
-		t.Errorf("restore %s after the warnings", st)
+	if st := camStep(t, loadJournal(t, e.dir, "json"), "restore-claims").Status; st != engine.StepSucceeded {
+		t.Errorf("restore-claims %s after the warnings", st)
 	}
 	if _, err := e.dcs.CoreV1().PersistentVolumeClaims(camMappedShop).Get(ctx, "uploads", metav1.GetOptions{}); err != nil {
 		t.Errorf("the stage did not run on after the warnings: %v", err)
