@@ -98,18 +98,26 @@ func (c *CopyVolumes) prepare(ctx context.Context, rc *engine.RunContext, r *run
 		if err != nil {
 			return nil, err
 		}
-		if !tnsFound {
+		// A dry run of a plan whose earlier step creates the target namespace (a restore) finds
+		// none: nothing was created. The source side is still checked and the copy listed.
+		targetUnchecked := !tnsFound && rc.DryRun
+		switch {
+		case targetUnchecked:
+			rc.Warn(fmt.Sprintf("dry run: namespace %s on %s does not exist yet (created by an earlier step when the run is real): the target side of its claims is not checked", tns, dst))
+		case !tnsFound:
 			bad.add("namespace %s on %s not found (restore or create it before copying its volumes)", tns, dst)
 			continue
 		}
-		targetUsers, err := claimUsers(ctx, dst, tns, r.hash)
-		if err != nil {
-			return nil, err
+		var targetUsers map[string][]corev1.Pod
+		if !targetUnchecked {
+			if targetUsers, err = claimUsers(ctx, dst, tns, r.hash); err != nil {
+				return nil, err
+			}
+			if err := r.checkServiceAccount(ctx, dst, tns, &bad); err != nil {
+				return nil, err
+			}
 		}
 		if err := r.checkServiceAccount(ctx, src, ns, &bad); err != nil {
-			return nil, err
-		}
-		if err := r.checkServiceAccount(ctx, dst, tns, &bad); err != nil {
 			return nil, err
 		}
 		for _, pvc := range claims {
@@ -131,8 +139,10 @@ func (c *CopyVolumes) prepare(ctx context.Context, rc *engine.RunContext, r *run
 				// A ReadWriteOnce volume is attached to one node: the mover goes there.
 				v.node, v.usedBy, v.tolerations = u[0].Spec.NodeName, u[0].Name, u[0].Spec.Tolerations
 			}
-			if err := c.checkTarget(ctx, r, dst, v, pvc, targetUsers[pvc.Name], classes, &bad); err != nil {
-				return nil, err
+			if !targetUnchecked {
+				if err := c.checkTarget(ctx, r, dst, v, pvc, targetUsers[pvc.Name], classes, &bad); err != nil {
+					return nil, err
+				}
 			}
 			plan.volumes = append(plan.volumes, v)
 		}
