@@ -72,7 +72,7 @@ var moverCommand []string
 
 // moverPod is one mover pod to run: which claim, where, with which arguments.
 type moverPod struct {
-	role      string // phaseBackup, phaseRestore or phaseVerify: the mover's subcommand
+	role      string // mover.PhaseBackup, PhaseRestore or PhaseVerify: the mover's subcommand
 	cl        *cluster
 	namespace string
 	claim     string // the claim mounted at /data
