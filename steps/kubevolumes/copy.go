@@ -12,6 +12,7 @@ import (
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/parallel"
 	"planrun.dev/planrun/steps/kube"
+	"planrun.dev/planrun/steps/mover"
 	"planrun.dev/planrun/steps/storage"
 )
 
@@ -47,9 +48,9 @@ func (c *CopyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.Ou
 	if r.logDir, err = rc.ArtifactDir(); err != nil {
 		return nil, err
 	}
-	phases := []string{phaseBackup, phaseRestore}
+	phases := []string{mover.PhaseBackup, mover.PhaseRestore}
 	if c.Verify {
-		phases = append(phases, phaseVerify)
+		phases = append(phases, mover.PhaseVerify)
 	}
 	r.progress = newProgress(rc, phases...)
 	err = parallel.Each(ctx, c.parallel(), plan.volumes, func(ctx context.Context, v *volume) error {
@@ -78,7 +79,7 @@ func (c *CopyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.Ou
 func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v *volume) error {
 	deadline := time.Now().Add(c.timeout())
 	backup := &moverPod{
-		role: phaseBackup, cl: plan.src, namespace: v.namespace, claim: v.claim, readOnly: true,
+		role: mover.PhaseBackup, cl: plan.src, namespace: v.namespace, claim: v.claim, readOnly: true,
 		name:   objectName("planrun-backup-", v.claim, r.runID, r.stepID, v.namespace, v.claim),
 		secret: r.secretName(v.claim, "source", v.namespace, v.claim),
 		args:   []string{"--source", v.sourceID},
@@ -88,7 +89,7 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 		backup.args = append(backup.args, "--stage")
 	}
 	restore := &moverPod{
-		role: phaseRestore, cl: plan.dst, namespace: v.targetNamespace, claim: v.targetClaim,
+		role: mover.PhaseRestore, cl: plan.dst, namespace: v.targetNamespace, claim: v.targetClaim,
 		name:   objectName("planrun-restore-", v.targetClaim, r.runID, r.stepID, v.namespace, v.claim),
 		secret: r.secretName(v.targetClaim, "target", v.namespace, v.claim),
 		key:    v.key,
@@ -99,12 +100,12 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 	}
 	st := r.state.get(v.key)
 	if st.Restore != nil {
-		r.progress.finished(v.key, phaseBackup, st.Backup.Files, st.Backup.Bytes)
+		r.progress.finished(v.key, mover.PhaseBackup, st.Backup.Files, st.Backup.Bytes)
 		c.restoreFinished(r, v, st.Restore, st.Backup)
 		return nil
 	}
 	if st.Backup == nil {
-		res, err := r.runPod(ctx, backup, deadline)
+		res, err := runMover[*mover.BackupResult](ctx, r, backup, deadline)
 		if err != nil {
 			return err
 		}
@@ -116,7 +117,7 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 		}
 		st.Backup = res
 	}
-	r.progress.finished(v.key, phaseBackup, st.Backup.Files, st.Backup.Bytes)
+	r.progress.finished(v.key, mover.PhaseBackup, st.Backup.Files, st.Backup.Bytes)
 	if err := r.cleanup(ctx, backup); err != nil {
 		return err
 	}
@@ -134,7 +135,7 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 	if c.Verify {
 		restore.args = append(restore.args, "--verify")
 	}
-	res, err := r.runPod(ctx, restore, deadline)
+	res, err := runMover[*mover.RestoreResult](ctx, r, restore, deadline)
 	if err != nil {
 		return err
 	}
@@ -146,11 +147,11 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 }
 
 // restoreFinished counts a claim's restore (and verify) as done.
-func (c *CopyVolumes) restoreFinished(r *runner, v *volume, res, backup *event) {
+func (c *CopyVolumes) restoreFinished(r *runner, v *volume, res *mover.RestoreResult, backup *mover.BackupResult) {
 	files, bytes := max(res.Files, backup.Files), max(res.Bytes, backup.Bytes)
-	r.progress.finished(v.key, phaseRestore, files, bytes)
+	r.progress.finished(v.key, mover.PhaseRestore, files, bytes)
 	if c.Verify {
-		r.progress.finished(v.key, phaseVerify, files, bytes)
+		r.progress.finished(v.key, mover.PhaseVerify, files, bytes)
 	}
 }
 
@@ -245,7 +246,7 @@ func (c *CopyVolumes) outputs(plan *copyPlan, r *runner) engine.Outputs {
 	for _, v := range plan.volumes {
 		st := r.state.get(v.key)
 		b, res := st.Backup, st.Restore
-		vt := totals{files: b.Files, bytes: b.Bytes, uploaded: b.UploadedBytes, written: res.WrittenBytes, warnings: b.Warnings + res.Warnings}
+		vt := totals{files: b.Files, bytes: b.Bytes, uploaded: b.UploadedBytes, written: res.WrittenBytes, warnings: b.Warnings}
 		t.add(vt)
 		volumes = append(volumes, map[string]any{
 			"namespace": v.namespace, "claim": v.claim,

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/lastwords"
 	"planrun.dev/planrun/steps/kube"
+	"planrun.dev/planrun/steps/mover"
 )
 
 // How long a mover pod may wait for something that will not come by itself before the step
@@ -42,9 +42,9 @@ const maxErrorLine = 1024
 
 // podEnd is how a mover pod ended.
 type podEnd struct {
-	result *event // its result, when it succeeded
-	err    error  // it failed, or the step cannot follow it: final
-	lost   string // it disappeared, was evicted or killed from outside: made again (bounded)
+	result mover.Event // its result, when it succeeded
+	err    error       // it failed, or the step cannot follow it: final
+	lost   string      // it disappeared, was evicted or killed from outside: made again (bounded)
 }
 
 // follower follows one mover pod: its status, and its log (JSON lines) as it is written, kept
@@ -54,9 +54,9 @@ type follower struct {
 	p    *moverPod
 	uid  types.UID
 	seen int // log lines handled: a log read again (re-attached) skips them
-	// result and errMsg are the mover's last result and error events; lastText its last line
-	// that is not an event (a panic, a usage error).
-	result   *event
+	// result is the mover's last result event, errMsg the message of its last failure event;
+	// lastText its last line that is not an event (a panic, a usage error).
+	result   mover.Event
 	errMsg   string
 	lastText string
 	logPath  string
@@ -153,13 +153,13 @@ func (f *follower) stopped(outer context.Context, cur *corev1.Pod) podEnd {
 // outlives a lost log, else from the log), or why it failed.
 func (f *follower) end(pod *corev1.Pod) podEnd {
 	term := terminated(pod)
-	var msg *event
+	var msg mover.Event
 	if term != nil {
 		msg = lastEvent(term.Message)
 	}
 	if pod.Status.Phase == corev1.PodSucceeded {
 		res := f.result
-		if msg != nil && msg.Event == eventResult {
+		if isResult(msg) {
 			res = msg
 		}
 		if res == nil {
@@ -176,9 +176,10 @@ func (f *follower) end(pod *corev1.Pod) podEnd {
 		return podEnd{lost: strings.TrimSuffix(fmt.Sprintf("failed: %s: %s", pod.Status.Reason, lastwords.Printable(pod.Status.Message, maxErrorLine)), ": ")}
 	}
 	why := ""
+	failure, _ := msg.(*mover.Failure)
 	switch {
-	case msg != nil && msg.Event == eventError && msg.Message != "":
-		why = msg.Message
+	case failure != nil && failure.Message != "":
+		why = failure.Message
 	case f.errMsg != "":
 		why = f.errMsg
 	case term.Reason == "OOMKilled":
@@ -239,25 +240,26 @@ func (f *follower) readLog(ctx context.Context, follow bool) {
 func (f *follower) handle(line []byte) {
 	f.keep(line)
 	line = bytes.TrimSpace(line)
-	var ev event
-	if len(line) == 0 || line[0] != '{' || json.Unmarshal(line, &ev) != nil || ev.Event == "" {
+	var ev mover.Event
+	if len(line) > 0 && line[0] == '{' {
+		ev, _ = mover.ParseEvent(line)
+	}
+	switch ev := ev.(type) {
+	case nil:
 		if len(line) > 0 {
 			f.lastText = lastwords.Printable(string(line), maxErrorLine)
 		}
-		return
-	}
-	if ev.Phase == "" {
-		ev.Phase = f.p.role
-	}
-	switch ev.Event {
-	case eventProgress:
-		f.r.progress.update(f.p.key, &ev)
-	case eventWarning:
-		f.r.progress.warn(f.p.key, &ev)
-	case eventResult:
-		f.result = &ev
-	case eventError:
+	case *mover.Progress:
+		if ev.Phase == "" {
+			ev.Phase = f.p.role
+		}
+		f.r.progress.update(f.p.key, ev)
+	case *mover.Warning:
+		f.r.progress.warn(f.p.key, f.p.role, ev)
+	case *mover.Failure:
 		f.errMsg = ev.Message
+	default:
+		f.result = ev
 	}
 }
 
@@ -287,13 +289,16 @@ func (f *follower) closeLog() {
 
 // lastEvent is the last mover event in a termination message: the mover writes its result or
 // error there; a mover that died first leaves the end of its log (FallbackToLogsOnError).
-func lastEvent(msg string) *event {
+func lastEvent(msg string) mover.Event {
 	lines := strings.Split(strings.TrimSpace(msg), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		var ev event
 		l := strings.TrimSpace(lines[i])
-		if strings.HasPrefix(l, "{") && json.Unmarshal([]byte(l), &ev) == nil && (ev.Event == eventResult || ev.Event == eventError) {
-			return &ev
+		if !strings.HasPrefix(l, "{") {
+			continue
+		}
+		ev, err := mover.ParseEvent([]byte(l))
+		if _, failed := ev.(*mover.Failure); err == nil && (failed || isResult(ev)) {
+			return ev
 		}
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"planrun.dev/planrun/engine"
-	"planrun.dev/planrun/internal/controlplane"
 	"planrun.dev/planrun/steps/kube/kubetest"
 	"planrun.dev/planrun/steps/kubevolumes"
 )
@@ -141,10 +140,10 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-// logs reads the mover logs kept in step s's folder: file name → content.
-func logs(t *testing.T, o *outcome, id string) map[string]string {
+// logs reads the mover logs kept in step s's folder of run id: file name → content.
+func logs(t *testing.T, store engine.Store, id string) map[string]string {
 	t.Helper()
-	dir, err := o.store.(*engine.DirStore).ArtifactDir(id, "s")
+	dir, err := store.(*engine.DirStore).ArtifactDir(id, "s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,5 +167,3 @@ func pollGone(t *testing.T, what string, gone func() bool) {
 func writeFile(dir, name, content string) error {
 	return os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
 }
-
-func busybox() string { return controlplane.BusyboxImage }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -107,21 +106,18 @@ func targetNamespace(t *testing.T, ns string) {
 	})
 }
 
-// with is the mover part of a step's with: the repository, its credentials, host network (the S3
-// server listens on the machine's loopback) and the fake mover's image unless real.
-func (e *env) with(real bool) string {
-	s := fmt.Sprintf("repository: %q, credentialsFrom: {cluster: source, namespace: %s, name: %s}, hostNetwork: true", e.repo, e.ns, credsSecret)
-	if !real {
-		s += ", image: " + controlplane.BusyboxImage
-	}
-	return s
+// with is the mover part of a step's with: the repository, its credentials and host network (the
+// S3 server listens on the machine's loopback). The mover pods run the planrun image built from
+// this checkout, as in production.
+func (e *env) with() string {
+	return fmt.Sprintf("repository: %q, credentialsFrom: {cluster: source, namespace: %s, name: %s}, hostNetwork: true", e.repo, e.ns, credsSecret)
 }
 
 // copyStep is a plan with one kube.copyVolumes step "s" copying the test's namespace, with
 // extra fields.
 func (e *env) copyStep(extra string) string {
 	return clustersHeader + fmt.Sprintf("steps:\n  - {id: s, type: kube.copyVolumes, with: {from: source, to: target, namespaces: [%s], %s%s}}\n",
-		e.ns, e.with(false), extra)
+		e.ns, e.with(), extra)
 }
 
 func claimSpec(class string, size string, modes ...corev1.PersistentVolumeAccessMode) corev1.PersistentVolumeClaimSpec {
@@ -135,25 +131,16 @@ func claimSpec(class string, size string, modes ...corev1.PersistentVolumeAccess
 	}
 }
 
-// claimWithData makes a claim of class local on the source and has a pod write files into it
+// claimWithScript makes a claim of class local on the source filled by a pod running script
 // (which binds it to one of the node's local volumes); the pod is gone when it returns.
-func (e *env) claimWithData(cs kubernetes.Interface, ns, name string, files map[string]string, labels map[string]string) *corev1.PersistentVolumeClaim {
+func (e *env) claimWithScript(name, script string, labels map[string]string) *corev1.PersistentVolumeClaim {
 	e.t.Helper()
+	cs, ns := src(), e.ns
 	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Spec: claimSpec(controlplane.LocalStorageClass, "500Mi")}
 	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx(), pvc, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
-	names := make([]string, 0, len(files))
-	for f := range files {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	var script strings.Builder
-	for _, f := range names {
-		fmt.Fprintf(&script, "mkdir -p \"$(dirname '/data/%s')\" && printf '%%s' '%s' > '/data/%s' && ", f, files[f], f)
-	}
-	script.WriteString("true")
-	pod := e.podUsing(cs, ns, "writer-"+name, name, script.String())
+	pod := e.podUsing(cs, ns, "writer-"+name, name, script)
 	waitPod(e.t, cs, ns, pod, corev1.PodSucceeded)
 	if err := cs.CoreV1().Pods(ns).Delete(ctx(), pod, metav1.DeleteOptions{}); err != nil {
 		e.t.Fatal(err)
@@ -183,8 +170,8 @@ func (e *env) podUsing(cs kubernetes.Interface, ns, name, claim, script string) 
 }
 
 // boundClaim makes a claim bound to a volume of its own (a folder of the test, not one of the
-// node's local volumes), without a pod: for tests that only need a Bound claim.
-func (e *env) boundClaim(cs kubernetes.Interface, ns, name, class string, modes ...corev1.PersistentVolumeAccessMode) {
+// node's local volumes), without a pod, and returns the folder.
+func (e *env) boundClaim(cs kubernetes.Interface, ns, name, class string, modes ...corev1.PersistentVolumeAccessMode) string {
 	e.t.Helper()
 	spec := claimSpec(class, "100Mi", modes...)
 	pvName := "pv-" + ns + "-" + name
@@ -217,6 +204,7 @@ func (e *env) boundClaim(cs kubernetes.Interface, ns, name, class string, modes 
 		c, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx(), name, metav1.GetOptions{})
 		return err == nil && c.Status.Phase == corev1.ClaimBound, err
 	})
+	return dir
 }
 
 func waitPod(t *testing.T, cs kubernetes.Interface, ns, name string, phase corev1.PodPhase) {

@@ -13,6 +13,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/kube"
+	"planrun.dev/planrun/steps/mover"
 )
 
 // runner runs the mover pods of one step: what they all share.
@@ -52,8 +53,8 @@ func (r *runner) secretName(claim string, parts ...string) string {
 // runPod runs a mover pod to its end and returns its result: it makes the pod's Secret and the
 // pod, or finds those an earlier attempt of the step made (a running pod is followed, a
 // succeeded one gives its result), and makes the pod again when it disappears, at most
-// maxRecreate times per claim.
-func (r *runner) runPod(ctx context.Context, p *moverPod, deadline time.Time) (*event, error) {
+// maxRecreate times per claim. runMover checks the result's type.
+func (r *runner) runPod(ctx context.Context, p *moverPod, deadline time.Time) (mover.Event, error) {
 	if err := r.ensureSecret(ctx, p); err != nil {
 		return nil, err
 	}

@@ -66,13 +66,9 @@ func objectName(prefix, claim, runID, stepID string, parts ...string) string {
 	return prefix + name + hex.EncodeToString(sum[:4])
 }
 
-// moverCommand is the mover container's command: nil runs the image's entrypoint (the planrun
-// binary) with the mover's arguments. Tests set a shell script that stands in for the mover.
-var moverCommand []string
-
 // moverPod is one mover pod to run: which claim, where, with which arguments.
 type moverPod struct {
-	role      string // phaseBackup, phaseRestore or phaseVerify: the mover's subcommand
+	role      string // mover.PhaseBackup, PhaseRestore or PhaseVerify: the mover's subcommand
 	cl        *cluster
 	namespace string
 	claim     string // the claim mounted at /data
@@ -112,7 +108,8 @@ func (r *runner) ours(m metav1.Object) bool {
 	return a[runAnnotation] == r.runID && a[stepAnnotation] == r.stepID
 }
 
-// podObject is the pod that runs `planrun mover ROLE` on p's claim. It runs as root to read
+// podObject is the pod that runs `planrun mover ROLE` on p's claim (the image's entrypoint is
+// the planrun binary). It runs as root to read
 // (and restore the owners and modes of) every file whatever its owner, but is not privileged:
 // every capability is dropped except those file ownership needs (CHOWN, DAC_OVERRIDE, FOWNER,
 // FSETID, all within the Baseline Pod Security level), no privilege escalation, a read-only
@@ -164,7 +161,6 @@ func (r *runner) podObject(p *moverPod, deadline time.Time) *corev1.Pod {
 				Name:            containerName,
 				Image:           r.m.image(),
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Command:         moverCommand,
 				Args:            args,
 				Env:             env,
 				VolumeMounts:    mounts,

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/steps/mover"
 )
 
 // progressEvery is how often progress is reported: the movers report about once a second
@@ -50,7 +51,7 @@ func (p *progress) claim(key string) *claimProgress {
 }
 
 // update takes a progress event of a claim's mover.
-func (p *progress) update(key string, ev *event) {
+func (p *progress) update(key string, ev *mover.Progress) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.claim(key).phase[ev.Phase] = counts{files: ev.Files, filesTotal: ev.FilesTotal, bytes: ev.Bytes, bytesTotal: ev.BytesTotal}
@@ -65,17 +66,18 @@ func (p *progress) finished(key, phase string, files, bytes int64) {
 	p.reportLocked(true)
 }
 
-// warn passes a mover's warning on (the first maxWarningsShown of each claim).
-func (p *progress) warn(key string, ev *event) {
+// warn passes a warning of a claim's mover in phase on (the first maxWarningsShown of each
+// claim).
+func (p *progress) warn(key, phase string, ev *mover.Warning) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := p.claim(key)
 	c.warnings++
 	switch {
 	case c.warnings <= maxWarningsShown:
-		msg := fmt.Sprintf("claim %s (%s): %s", key, ev.Phase, ev.Message)
+		msg := fmt.Sprintf("claim %s (%s): %s", key, phase, ev.Message)
 		if ev.Path != "" {
-			msg = fmt.Sprintf("claim %s (%s): %s: %s", key, ev.Phase, ev.Path, ev.Message)
+			msg = fmt.Sprintf("claim %s (%s): %s: %s", key, phase, ev.Path, ev.Message)
 		}
 		p.rc.Warn(msg)
 	case c.warnings == maxWarningsShown+1:

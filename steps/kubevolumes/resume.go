@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/steps/mover"
 )
 
 // A step run again after planrun died (SIGKILL, a lost node, Ctrl-C) continues from what it
@@ -31,10 +32,11 @@ type claimState struct {
 	// another target (the mapping was changed before resume) is ignored.
 	Target string `json:"target,omitempty"`
 	// Backup is the backup's result once it finished: its Snapshot is what the restore reads.
-	Backup *event `json:"backup,omitempty"`
-	// Restore is the restore's (or, for kube.verifyVolumes, the verify's) result: the claim is
-	// done.
-	Restore *event `json:"restore,omitempty"`
+	Backup *mover.BackupResult `json:"backup,omitempty"`
+	// Restore is the restore's result: the claim is copied.
+	Restore *mover.RestoreResult `json:"restore,omitempty"`
+	// Verify is the result of kube.verifyVolumes' verify: the claim is checked.
+	Verify *mover.VerifyResult `json:"verify,omitempty"`
 	// Recreated counts the mover pods made again after one disappeared, against maxRecreate.
 	Recreated int `json:"recreated,omitempty"`
 	// CreatedClaim: the step created the target claim.

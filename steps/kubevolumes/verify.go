@@ -11,6 +11,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/parallel"
+	"planrun.dev/planrun/steps/mover"
 	"planrun.dev/planrun/steps/storage"
 )
 
@@ -57,7 +58,7 @@ func (v *VerifyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.
 	if r.logDir, err = rc.ArtifactDir(); err != nil {
 		return nil, err
 	}
-	r.progress = newProgress(rc, phaseVerify)
+	r.progress = newProgress(rc, mover.PhaseVerify)
 	var where []sweepTarget
 	seen := map[string]bool{}
 	for _, c := range claims {
@@ -85,7 +86,7 @@ func (v *VerifyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.
 	volumes := make([]any, 0, len(claims))
 	var files, bytes int64
 	for _, c := range claims {
-		res := r.state.get(c.key).Restore
+		res := r.state.get(c.key).Verify
 		files += res.Files
 		bytes += res.Bytes
 		volumes = append(volumes, map[string]any{
@@ -161,27 +162,27 @@ func (v *VerifyVolumes) prepare(ctx context.Context, r *runner, cl *cluster) ([]
 
 // verifyOne runs the verify pod of a claim, unless an earlier attempt did.
 func (v *VerifyVolumes) verifyOne(ctx context.Context, r *runner, cl *cluster, c *checked) error {
-	if st := r.state.get(c.key); st.Restore != nil && st.Restore.Snapshot == c.snapshot {
-		r.progress.finished(c.key, phaseVerify, st.Restore.Files, st.Restore.Bytes)
+	if st := r.state.get(c.key); st.Verify != nil && st.Verify.Snapshot == c.snapshot {
+		r.progress.finished(c.key, mover.PhaseVerify, st.Verify.Files, st.Verify.Bytes)
 		return nil
 	}
 	p := &moverPod{
-		role: phaseVerify, cl: cl, namespace: c.namespace, claim: c.claim, readOnly: true,
+		role: mover.PhaseVerify, cl: cl, namespace: c.namespace, claim: c.claim, readOnly: true,
 		name:   objectName("planrun-verify-", c.claim, r.runID, r.stepID, c.namespace, c.claim),
 		secret: r.secretName(c.claim, "verify", c.namespace, c.claim),
 		args:   []string{"--snapshot", c.snapshot},
 		node:   c.node, tolerations: c.tolerations, key: c.key,
 	}
-	res, err := r.runPod(ctx, p, time.Now().Add(v.timeout()))
+	res, err := runMover[*mover.VerifyResult](ctx, r, p, time.Now().Add(v.timeout()))
 	if err != nil {
 		return err
 	}
 	if res.Snapshot == "" {
 		res.Snapshot = c.snapshot
 	}
-	if err := r.state.update(ctx, c.key, func(s *claimState) { s.Restore = res }); err != nil {
+	if err := r.state.update(ctx, c.key, func(s *claimState) { s.Verify = res }); err != nil {
 		return err
 	}
-	r.progress.finished(c.key, phaseVerify, res.Files, res.Bytes)
+	r.progress.finished(c.key, mover.PhaseVerify, res.Files, res.Bytes)
 	return r.cleanup(ctx, p)
 }

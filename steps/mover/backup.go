@@ -117,7 +117,7 @@ func Backup(ctx context.Context, rep repo.Repository, opts BackupOptions) (Backu
 		opts.compressor = defaultCompressor
 	}
 	b := &backupRun{opts: opts, si: sourceInfo(opts.SourceID), runID: randomID()}
-	b.rep = startReporter("backup", opts.Events)
+	b.rep = startReporter(PhaseBackup, opts.Events)
 	defer b.rep.stop()
 	root, err := newSource(opts.Dir, b)
 	if err != nil {

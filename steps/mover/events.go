@@ -18,6 +18,14 @@ import (
 	"time"
 )
 
+// The mover's phases: its actions (`planrun mover backup|restore|verify`), the Phase of their
+// Progress, and the "phase" of their results.
+const (
+	PhaseBackup  = "backup"
+	PhaseRestore = "restore"
+	PhaseVerify  = "verify"
+)
+
 // Event is one line of the mover's output: *Progress, *Warning, *Failure, or a result
 // (*BackupResult, *RestoreResult, *VerifyResult).
 type Event interface {
@@ -57,9 +65,9 @@ type Failure struct {
 func (*Progress) kind() (string, string)      { return "progress", "" }
 func (*Warning) kind() (string, string)       { return "warning", "" }
 func (*Failure) kind() (string, string)       { return "error", "" }
-func (*BackupResult) kind() (string, string)  { return "result", "backup" }
-func (*RestoreResult) kind() (string, string) { return "result", "restore" }
-func (*VerifyResult) kind() (string, string)  { return "result", "verify" }
+func (*BackupResult) kind() (string, string)  { return "result", PhaseBackup }
+func (*RestoreResult) kind() (string, string) { return "result", PhaseRestore }
+func (*VerifyResult) kind() (string, string)  { return "result", PhaseVerify }
 
 // MarshalEvent encodes e as one JSON object (no newline), with its "event" field (and "phase"
 // for results).
@@ -106,11 +114,11 @@ func ParseEvent(line []byte) (Event, error) {
 		e = new(Failure)
 	case "result":
 		switch head.Phase {
-		case "backup":
+		case PhaseBackup:
 			e = new(BackupResult)
-		case "restore":
+		case PhaseRestore:
 			e = new(RestoreResult)
-		case "verify":
+		case PhaseVerify:
 			e = new(VerifyResult)
 		default:
 			return nil, fmt.Errorf("mover event: result of unknown phase %q", head.Phase)

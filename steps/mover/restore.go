@@ -94,7 +94,7 @@ func restoreRun(ctx context.Context, rep repo.Repository, opts RestoreOptions) (
 	if err != nil {
 		return RestoreResult{}, err
 	}
-	rp := startReporter("restore", opts.Events)
+	rp := startReporter(PhaseRestore, opts.Events)
 	defer rp.stop()
 	if s := man.RootEntry.DirSummary; s != nil {
 		rp.filesTotal.Store(s.TotalFileCount)

@@ -98,7 +98,7 @@ func verifyRun(ctx context.Context, rep repo.Repository, opts VerifyOptions) (Ve
 	if opts.Parallel <= 0 {
 		opts.Parallel = runtime.NumCPU()
 	}
-	rp := startReporter("verify", opts.Events)
+	rp := startReporter(PhaseVerify, opts.Events)
 	defer rp.stop()
 	if s := man.RootEntry.DirSummary; s != nil {
 		rp.filesTotal.Store(s.TotalFileCount)
