@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,6 +145,8 @@ type hashJob struct {
 	rel  string
 	sum  [32]byte
 	size int64
+	// problems are those compare found in the file's metadata, reported with the hash's.
+	problems []string
 }
 
 type sharedName struct {
@@ -163,7 +166,8 @@ type verifier struct {
 }
 
 // compare checks one entry's metadata and queues regular files for hashing; it says whether to
-// walk into a folder.
+// walk into a folder. An entry's problems are reported together, once (a hashed file's with its
+// sha256's), so that the error counts entries, not problems.
 func (v *verifier) compare(rel string, st *unix.Stat_t, rec *record, jobs chan<- hashJob) bool {
 	switch {
 	case st == nil:
@@ -179,22 +183,23 @@ func (v *verifier) compare(rel string, st *unix.Stat_t, rec *record, jobs chan<-
 		v.bad.add(rel, fmt.Sprintf("is a %s, snapshot has a %s", statTypeName(st), rec.typeName()))
 		return false
 	}
+	var problems []string
 	if rec.Type != typeSymlink && st.Mode&0o7777 != rec.Mode {
-		v.bad.add(rel, fmt.Sprintf("mode %04o, snapshot has %04o", st.Mode&0o7777, rec.Mode))
+		problems = append(problems, fmt.Sprintf("mode %04o, snapshot has %04o", st.Mode&0o7777, rec.Mode))
 	}
 	if st.Uid != rec.UID || st.Gid != rec.GID {
-		v.bad.add(rel, fmt.Sprintf("owner %d:%d, snapshot has %d:%d", st.Uid, st.Gid, rec.UID, rec.GID))
+		problems = append(problems, fmt.Sprintf("owner %d:%d, snapshot has %d:%d", st.Uid, st.Gid, rec.UID, rec.GID))
 	}
 	if !sameTime(st.Mtim.Nano(), rec.MTime) {
-		v.bad.add(rel, fmt.Sprintf("mtime %s, snapshot has %s", fmtNano(st.Mtim.Nano()), fmtNano(rec.MTime)))
+		problems = append(problems, fmt.Sprintf("mtime %s, snapshot has %s", fmtNano(st.Mtim.Nano()), fmtNano(rec.MTime)))
 	}
 	switch rec.Type {
 	case typeSymlink:
 		target, err := os.Readlink(localPath(v.root, rel))
 		if err != nil {
-			v.bad.add(rel, err.Error())
+			problems = append(problems, err.Error())
 		} else if target != rec.Target {
-			v.bad.add(rel, fmt.Sprintf("symlink to %q, snapshot has %q", target, rec.Target))
+			problems = append(problems, fmt.Sprintf("symlink to %q, snapshot has %q", target, rec.Target))
 		}
 	case typeFile:
 		v.files++
@@ -204,21 +209,25 @@ func (v *verifier) compare(rel string, st *unix.Stat_t, rec *record, jobs chan<-
 			if first, seen := v.groups[rec.Link]; !seen {
 				v.groups[rec.Link] = n
 			} else if first != n {
-				v.bad.add(rel, "not a hard link of the other names of its group")
+				problems = append(problems, "not a hard link of the other names of its group")
 			}
 		}
 		if st.Nlink > 1 {
 			if other, seen := v.shared[n]; !seen {
 				v.shared[n] = sharedName{rel, rec.Link}
 			} else if other.group == 0 || other.group != rec.Link {
-				v.bad.add(rel, fmt.Sprintf("hard link of %s, snapshot has them apart", other.path))
+				problems = append(problems, fmt.Sprintf("hard link of %s, snapshot has them apart", other.path))
 			}
 		}
 		if st.Size != rec.Size {
-			v.bad.add(rel, fmt.Sprintf("size %d, snapshot has %d", st.Size, rec.Size))
+			problems = append(problems, fmt.Sprintf("size %d, snapshot has %d", st.Size, rec.Size))
+		} else {
+			jobs <- hashJob{rel: rel, sum: rec.Sum, size: rec.Size, problems: problems}
 			return false
 		}
-		jobs <- hashJob{rel: rel, sum: rec.Sum, size: rec.Size}
+	}
+	if len(problems) > 0 {
+		v.bad.add(rel, strings.Join(problems, "; "))
 	}
 	return rec.Type == typeDir
 }
@@ -226,10 +235,16 @@ func (v *verifier) compare(rel string, st *unix.Stat_t, rec *record, jobs chan<-
 func fmtNano(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339Nano) }
 
 func (v *verifier) hash(j hashJob) {
+	problems := j.problems
+	defer func() {
+		if len(problems) > 0 {
+			v.bad.add(j.rel, strings.Join(problems, "; "))
+		}
+	}()
 	p := localPath(v.root, j.rel)
 	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		v.bad.add(j.rel, err.Error())
+		problems = append(problems, err.Error())
 		return
 	}
 	defer f.Close()
@@ -240,12 +255,12 @@ func (v *verifier) hash(j hashJob) {
 	v.rp.files.Add(1)
 	v.rp.bytes.Add(n)
 	if err != nil {
-		v.bad.add(j.rel, err.Error())
+		problems = append(problems, err.Error())
 		return
 	}
 	var sum [32]byte
 	if h.Sum(sum[:0]); sum != j.sum {
-		v.bad.add(j.rel, "sha256 differs")
+		problems = append(problems, "sha256 differs")
 	}
 }
 
