@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -135,7 +136,7 @@ func ConnectRepository(ctx context.Context, loc storage.Location, opts Repositor
 		// Kopia cannot keep metadata without data: a zero content cache size is no caches.
 		co.CachingOptions = content.CachingOptions{}
 	}
-	if err := repo.Connect(ctx, configFile, r.st, password, co); err != nil {
+	if err := writeConnection(ctx, configFile, r.st, co); err != nil {
 		return nil, repositoryError(loc, err)
 	}
 	rep, err := repo.Open(ctx, configFile, password, &repo.Options{
@@ -160,6 +161,29 @@ func ConnectRepository(ctx context.Context, loc storage.Location, opts Repositor
 	}
 	r.DirectRepository = dr
 	return r, nil
+}
+
+// writeConnection writes kopia's configuration file for st, what repo.Connect writes, without
+// repo.Connect's check that the repository opens with it: that check is a whole repo.Open (a
+// scrypt key derivation of 64 MiB and a third of a second of CPU, every index read) which
+// ConnectRepository does right after anyway, and its errors are the same.
+func writeConnection(ctx context.Context, configFile string, st blob.Storage, co *repo.ConnectOptions) error {
+	ci := st.ConnectionInfo()
+	lc := repo.LocalConfig{Storage: &ci, ClientOptions: co.ClientOptions.ApplyDefaults(ctx, ""), Caching: &content.CachingOptions{}}
+	if co.CachingOptions.CacheDirectory != "" && co.CachingOptions.ContentCacheSizeBytes != 0 {
+		caching := co.CachingOptions
+		dir, err := filepath.Abs(caching.CacheDirectory) // kopia wants it absolute
+		if err != nil {
+			return err
+		}
+		caching.CacheDirectory = dir
+		lc.Caching = &caching
+	}
+	b, err := json.MarshalIndent(lc, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(configFile, b, 0o600)
 }
 
 // Close closes the repository, then removes the work folder when ConnectRepository made it.
