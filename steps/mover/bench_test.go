@@ -24,24 +24,8 @@ import (
 // Reported: stage-1 backup and restore throughput (MB/s of file data), stage-2 times and their
 // ratio to stage 1, bytes uploaded, and the peak Go heap of the stage-1 backup.
 func BenchmarkMoverStage(b *testing.B) {
-	mb := int64(256)
-	if s := os.Getenv("PLANRUN_BENCH_MOVER_MB"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatal(err)
-		}
-		mb = v
-	}
 	comp := compression.Name(os.Getenv("PLANRUN_BENCH_MOVER_COMPRESSION"))
-	total := mb << 20
-	large := total / 4
-	spec := fstree.Spec{
-		Files:    int(total / 2 / (60 << 10)), // the log-uniform 4–256 KiB average is about 60 KiB
-		SmallMin: 4 << 10, SmallMax: 256 << 10,
-		Large:    []int64{large, large},
-		Symlinks: 50, Hardlinks: 20, EmptyDirs: 5,
-		Owners: true, Compressible: 0.5, Seed: 3,
-	}
+	spec := benchSpec(benchMB(b, 256))
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -105,6 +89,34 @@ func BenchmarkMoverStage(b *testing.B) {
 		b.Logf("%d files, %d MB; stage 1: backup %.2fs, restore %.2fs (%d uploaded); mutation %d+%d+%d+%d files, %d bytes; stage 2: backup %.2fs (read %d, uploaded %d), restore %.2fs (wrote %d files, deleted %d)",
 			sum.Files, sum.Bytes/1e6, s1.Seconds, r1.Seconds, s1.UploadedBytes, m.Rewritten, m.Appended, m.Deleted, m.Added, m.BytesWritten,
 			s2.Seconds, s2.HashedBytes, s2.UploadedBytes, r2.Seconds, r2.WrittenFiles, r2.Deleted)
+	}
+}
+
+// benchMB is the size of the benchmarks' trees in MiB: $PLANRUN_BENCH_MOVER_MB, or def.
+func benchMB(b testing.TB, def int64) int64 {
+	s := os.Getenv("PLANRUN_BENCH_MOVER_MB")
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 4 {
+		b.Fatalf("PLANRUN_BENCH_MOVER_MB=%q: want a size in MiB, at least 4", s)
+	}
+	return v
+}
+
+// benchSpec is the tree the volume benchmarks copy, mb MiB: half in small files (4–256 KiB,
+// log-uniform, in nested folders), half in two large files, half of its 4 KiB blocks
+// compressible, with symlinks, hard links, empty folders and varied owners.
+func benchSpec(mb int64) fstree.Spec {
+	total := mb << 20
+	large := total / 4
+	return fstree.Spec{
+		Files:    int(total / 2 / (60 << 10)), // the log-uniform 4–256 KiB average is about 60 KiB
+		SmallMin: 4 << 10, SmallMax: 256 << 10,
+		Large:    []int64{large, large},
+		Symlinks: 50, Hardlinks: 20, EmptyDirs: 5,
+		Owners: true, Compressible: 0.5, Seed: 3,
 	}
 }
 
