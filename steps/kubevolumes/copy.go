@@ -13,7 +13,6 @@ import (
 	"planrun.dev/planrun/internal/parallel"
 	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/mover"
-	"planrun.dev/planrun/steps/storage"
 )
 
 // Run implements engine.Action: check everything, then copy the claims, parallel at a time,
@@ -24,28 +23,17 @@ func (c *CopyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.Ou
 	if err != nil {
 		return nil, err
 	}
-	if err := r.readSecrets(ctx); err != nil {
-		return nil, err
-	}
-	if err := r.checkRepository(ctx); err != nil {
+	if err := r.checkMover(ctx); err != nil {
 		return nil, err
 	}
 	if rc.DryRun {
 		return c.dryRunOutputs(r, plan), nil
 	}
-
-	uid, err := plan.src.uid(ctx)
-	if err != nil {
-		return nil, err
-	}
 	kind := "final"
 	if c.Stage {
 		kind = "stage"
 	}
-	if r.state, err = loadState(rc, storage.Redact(c.Repository)+" "+uid+" "+kind); err != nil {
-		return nil, err
-	}
-	if r.logDir, err = rc.ArtifactDir(); err != nil {
+	if err := r.startRun(ctx, plan.src, kind); err != nil {
 		return nil, err
 	}
 	phases := []string{mover.PhaseBackup, mover.PhaseRestore}

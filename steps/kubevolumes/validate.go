@@ -442,6 +442,30 @@ func readSecret(ctx context.Context, rc *engine.RunContext, clusterName, ns, nam
 	return s.Data, nil
 }
 
+// checkMover checks what every mover pod needs from outside the clusters: the Secrets it copies
+// (credentials, password) and the repository.
+func (r *runner) checkMover(ctx context.Context) error {
+	if err := r.readSecrets(ctx); err != nil {
+		return err
+	}
+	return r.checkRepository(ctx)
+}
+
+// startRun readies a step that will start mover pods: its checkpoint, which holds for one copy
+// (the repository, the source cluster's uid and what the step does: stage, final, verify), and
+// the folder its movers' logs are kept in.
+func (r *runner) startRun(ctx context.Context, cl *cluster, what string) error {
+	uid, err := cl.uid(ctx)
+	if err != nil {
+		return err
+	}
+	if r.state, err = loadState(r.rc, storage.Redact(r.m.Repository)+" "+uid+" "+what); err != nil {
+		return err
+	}
+	r.logDir, err = r.rc.ArtifactDir()
+	return err
+}
+
 // errStopWalk ends the listing of the repository at its first entry.
 var errStopWalk = errors.New("enough")
 

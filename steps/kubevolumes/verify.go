@@ -12,7 +12,6 @@ import (
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/parallel"
 	"planrun.dev/planrun/steps/mover"
-	"planrun.dev/planrun/steps/storage"
 )
 
 // checked is one claim to verify, as the checks found it.
@@ -35,10 +34,7 @@ func (v *VerifyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.
 	if err != nil {
 		return nil, err
 	}
-	if err := r.readSecrets(ctx); err != nil {
-		return nil, err
-	}
-	if err := r.checkRepository(ctx); err != nil {
+	if err := r.checkMover(ctx); err != nil {
 		return nil, err
 	}
 	if rc.DryRun {
@@ -48,14 +44,7 @@ func (v *VerifyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.
 		}
 		return engine.Outputs{"dryRun": true, "volumes": list, "summary": "would verify " + plural(len(claims), "volume")}, nil
 	}
-	uid, err := cl.uid(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if r.state, err = loadState(rc, storage.Redact(v.Repository)+" "+uid+" verify"); err != nil {
-		return nil, err
-	}
-	if r.logDir, err = rc.ArtifactDir(); err != nil {
+	if err := r.startRun(ctx, cl, "verify"); err != nil {
 		return nil, err
 	}
 	r.progress = newProgress(rc, mover.PhaseVerify)
