@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"planrun.dev/planrun/internal/fstree"
+	"planrun.dev/planrun/steps/storage"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -300,4 +302,74 @@ func TestEmptyFolder(t *testing.T) {
 	if _, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: "nope"}); err == nil {
 		t.Error("restore of an unknown snapshot succeeded")
 	}
+}
+
+// TestRestorePrefetch restores through a read-only ConnectRepository, which fetches files
+// ahead batch by batch (small batches here): the first stage fetches every small file, the
+// second only the files that changed, and both copies are exact.
+func TestRestorePrefetch(t *testing.T) {
+	defer func(b int64, f int) { prefetchBatchBytes, prefetchBatchFiles = b, f }(prefetchBatchBytes, prefetchBatchFiles)
+	prefetchBatchBytes, prefetchBatchFiles = 256<<10, 50
+	ctx := context.Background()
+	loc := storage.OpenLocal(filepath.Join(t.TempDir(), "repo"))
+	connect := func(readOnly bool) *Repository {
+		r, err := ConnectRepository(ctx, loc, RepositoryOptions{WorkDir: t.TempDir(), ReadOnly: readOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close(ctx) })
+		return r
+	}
+	spec := testSpec
+	spec.Files = 300
+	src := generate(t, spec)
+	dst := filepath.Join(t.TempDir(), "dst")
+	restore := func(snapshot string) (res RestoreResult, batches, files, packs int) {
+		t.Helper()
+		var mu sync.Mutex
+		res, err := Restore(ctx, connect(true), RestoreOptions{Dir: dst, Snapshot: snapshot, Parallel: 3, hooks: &testHooks{prefetch: func(f, p int) {
+			mu.Lock()
+			defer mu.Unlock()
+			batches++
+			files += f
+			packs += p
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertSame(t, snapshotTree(t, src), dst)
+		return res, batches, files, packs
+	}
+
+	b1, err := Backup(ctx, connect(false), BackupOptions{Dir: src, SourceID: "prefetch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, batches, fetched, packs := restore(b1.Snapshot)
+	small := 0
+	for _, n := range snapshotTree(t, src) {
+		if n.Type == "file" && n.Size < prefetchBelow && n.Link == "" {
+			small++
+		}
+	}
+	// Hard-link names but the first are linked, not fetched; a batch of one file is not fetched.
+	if batches < 3 || fetched < small-5 || fetched > small+12 || packs < batches {
+		t.Errorf("stage 1: %d small files in %d batches, %d packs read whole for them; want about the %d small files in several batches, a pack or more each", fetched, batches, packs, small)
+	}
+	t.Logf("stage 1: %s; %d small files in %d batches, %d packs read whole for them", mustJSON(res), fetched, batches, packs)
+
+	m, err := fstree.Mutate(src, 5, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Backup(ctx, connect(false), BackupOptions{Dir: src, SourceID: "prefetch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stage 2: the files changed are all in the packs the second backup wrote.
+	res, _, fetched, packs = restore(b2.Snapshot)
+	if fetched > len(m.Changed)+1 || res.WrittenFiles > int64(len(m.Changed)+1) || packs > 1 {
+		t.Errorf("stage 2 after %d files changed: %d small files, %d packs read whole, %s", len(m.Changed), fetched, packs, mustJSON(res))
+	}
+	t.Logf("stage 2: %s; %d small files, %d packs read whole", mustJSON(res), fetched, packs)
 }

@@ -49,6 +49,9 @@ type testHooks struct {
 	duringRead func(rel string) // after the first chunk of a file is read
 	// beforeWrite runs before a restore writes a file.
 	beforeWrite func(rel string)
+	// prefetch gets, for each batch of files a restore hands its writers, how many small
+	// files it has and how many packs are read whole for them.
+	prefetch func(files, packs int)
 	// indexed gets how many sums of a backup's final index had to be read back from the
 	// repository (neither read by the run nor found in an earlier index).
 	indexed func(rehashed int)
