@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -17,8 +18,9 @@ import (
 // moverFlags are the flags of planrun mover, which runs inside the mover pods that
 // kube.copyVolumes and kube.verifyVolumes start (see steps/mover for what it does).
 type moverFlags struct {
-	dir, repository, source, snapshot, workdir, credentialsDir string
-	stage, verify                                              bool
+	dir, repository, source, snapshot, handoff, workdir, credentialsDir string
+	stage, verify                                                       bool
+	wait                                                                time.Duration
 }
 
 // maxTerminationMessage is what Kubernetes keeps of a termination message.
@@ -34,7 +36,7 @@ const moverPasswordEnv = "PLANRUN_MOVER_PASSWORD"
 
 var moverCommand = &command{
 	name:    "mover",
-	usage:   "backup|restore|verify --dir DIR --repository URL (--source ID | --snapshot ID) [--stage] [--verify] [--workdir DIR] [--credentials-dir DIR]",
+	usage:   "backup|restore|verify --dir DIR --repository URL (--source ID [--handoff NAME] | --snapshot ID | --source ID --handoff NAME [--wait DUR]) [--stage] [--verify] [--workdir DIR] [--credentials-dir DIR]",
 	summary: "Copy a volume's files to or from a repository (run by kube.copyVolumes in mover pods); prints JSON lines.",
 	flags: func(fs *pflag.FlagSet, a *app) {
 		m := &a.mover
@@ -42,6 +44,8 @@ var moverCommand = &command{
 		fs.StringVar(&m.repository, "repository", "", "Where the repository is: a folder, file:///, s3://, gs://, azblob://")
 		fs.StringVar(&m.source, "source", "", "backup: the volume's identity across stages, CLUSTER-UID/NAMESPACE/CLAIM")
 		fs.StringVar(&m.snapshot, "snapshot", "", "restore, verify: the snapshot a backup made")
+		fs.StringVar(&m.handoff, "handoff", "", "backup: a name for the snapshot, for a restore that waits for it; restore (with --source, instead of --snapshot): wait for the complete snapshot of that name")
+		fs.DurationVar(&m.wait, "wait", time.Hour, "restore --handoff: how long to wait for the snapshot")
 		fs.BoolVar(&m.stage, "stage", false, "backup: the application runs; files that change or vanish while read are warnings, not errors")
 		fs.BoolVar(&m.verify, "verify", false, "restore: read every file back and compare it with the snapshot's checksums")
 		fs.StringVar(&m.workdir, "workdir", "", "Folder for the repository's configuration and caches (default: a temporary folder)")
@@ -79,12 +83,25 @@ func (m moverFlags) check(action string) error {
 		if m.snapshot != "" || m.verify {
 			return usagef("mover backup takes no --snapshot or --verify")
 		}
-	case "restore", "verify":
-		if m.snapshot == "" {
-			return usagef("mover %s needs --snapshot", action)
+	case "restore":
+		if (m.snapshot == "") == (m.handoff == "") {
+			return usagef("mover restore needs --snapshot, or --source and --handoff (not both)")
 		}
-		if m.source != "" || m.stage {
-			return usagef("mover %s takes no --source or --stage", action)
+		if (m.source == "") != (m.handoff == "") {
+			return usagef("mover restore --handoff needs --source (and --source goes only with --handoff)")
+		}
+		if m.wait <= 0 {
+			return usagef("--wait: %v is not a positive duration", m.wait)
+		}
+		if m.stage {
+			return usagef("mover restore takes no --stage")
+		}
+	case "verify":
+		if m.snapshot == "" {
+			return usagef("mover verify needs --snapshot")
+		}
+		if m.source != "" || m.handoff != "" || m.stage {
+			return usagef("mover verify takes no --source, --handoff or --stage")
 		}
 		if action == "verify" && m.verify {
 			return usagef("mover verify always verifies: no --verify")
@@ -111,22 +128,38 @@ func (m moverFlags) run(ctx context.Context, action string, emit func(mover.Even
 		return nil, err
 	}
 	defer loc.Close()
-	rep, err := mover.ConnectRepository(ctx, loc, mover.RepositoryOptions{
+	opts := mover.RepositoryOptions{
 		Password: os.Getenv(moverPasswordEnv),
 		WorkDir:  m.workdir,
 		ReadOnly: action != "backup",
 		Logger:   logger,
-	})
+	}
+	// A restore handed off by a backup waits for it, from the first connect on: the first
+	// backup of a repository creates it.
+	waitCtx, cancelWait := context.WithTimeout(ctx, m.wait)
+	defer cancelWait()
+	var rep *mover.Repository
+	if action == "restore" && m.handoff != "" {
+		rep, err = mover.ConnectWaiting(waitCtx, loc, opts)
+	} else {
+		rep, err = mover.ConnectRepository(ctx, loc, opts)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer rep.Close(context.WithoutCancel(ctx))
 	switch action {
 	case "backup":
-		res, err := mover.Backup(ctx, rep, mover.BackupOptions{Dir: m.dir, SourceID: m.source, Stage: m.stage, Events: emit})
+		res, err := mover.Backup(ctx, rep, mover.BackupOptions{Dir: m.dir, SourceID: m.source, Stage: m.stage, Handoff: m.handoff, Events: emit})
 		return &res, err
 	case "restore":
-		res, err := mover.Restore(ctx, rep, mover.RestoreOptions{Dir: m.dir, Snapshot: m.snapshot, Verify: m.verify, Events: emit})
+		snapshot := m.snapshot
+		if m.handoff != "" {
+			if snapshot, err = mover.WaitForSnapshot(waitCtx, rep, m.source, m.handoff); err != nil {
+				return nil, err
+			}
+		}
+		res, err := mover.Restore(ctx, rep, mover.RestoreOptions{Dir: m.dir, Snapshot: snapshot, Verify: m.verify, Events: emit})
 		return &res, err
 	default:
 		res, err := mover.Verify(ctx, rep, mover.VerifyOptions{Dir: m.dir, Snapshot: m.snapshot, Events: emit})

@@ -22,8 +22,13 @@ func TestMoverUsage(t *testing.T) {
 		{"unknown action", []string{"mover", "copy", "--dir", "d", "--repository", "r"}, `unknown action "copy"`},
 		{"backup without source", []string{"mover", "backup", "--dir", "d", "--repository", "r"}, "needs --source"},
 		{"backup with snapshot", []string{"mover", "backup", "--dir", "d", "--repository", "r", "--source", "s", "--snapshot", "k1"}, "no --snapshot"},
-		{"restore without snapshot", []string{"mover", "restore", "--dir", "d", "--repository", "r"}, "needs --snapshot"},
-		{"restore with stage", []string{"mover", "restore", "--dir", "d", "--repository", "r", "--snapshot", "k1", "--stage"}, "no --source or --stage"},
+		{"restore without snapshot", []string{"mover", "restore", "--dir", "d", "--repository", "r"}, "needs --snapshot, or --source and --handoff"},
+		{"restore with snapshot and handoff", []string{"mover", "restore", "--dir", "d", "--repository", "r", "--snapshot", "k1", "--source", "s", "--handoff", "h"}, "not both"},
+		{"restore handoff without source", []string{"mover", "restore", "--dir", "d", "--repository", "r", "--handoff", "h"}, "--handoff needs --source"},
+		{"restore with source and snapshot", []string{"mover", "restore", "--dir", "d", "--repository", "r", "--snapshot", "k1", "--source", "s"}, "--handoff needs --source"},
+		{"restore with zero wait", []string{"mover", "restore", "--dir", "d", "--repository", "r", "--source", "s", "--handoff", "h", "--wait", "0s"}, "--wait"},
+		{"restore with stage", []string{"mover", "restore", "--dir", "d", "--repository", "r", "--snapshot", "k1", "--stage"}, "no --stage"},
+		{"verify with handoff", []string{"mover", "verify", "--dir", "d", "--repository", "r", "--snapshot", "k1", "--handoff", "h"}, "no --source, --handoff"},
 		{"verify with verify", []string{"mover", "verify", "--dir", "d", "--repository", "r", "--snapshot", "k1", "--verify"}, "no --verify"},
 		{"no dir", []string{"mover", "backup", "--repository", "r", "--source", "s"}, "needs --dir and --repository"},
 		{"bad repository URL", []string{"mover", "backup", "--dir", "d", "--repository", "ftp://x/y", "--source", "s"}, "--repository"},
@@ -79,7 +84,17 @@ func TestMoverThroughS3(t *testing.T) {
 		}
 		return e
 	}
-	code, stdout, stderr := runCLI(t, append([]string{"mover", "backup", "--dir", src, "--source", "uid/shop/data"}, common...)...)
+	// The restore starts first, as the step starts it, and waits for the backup's snapshot.
+	type cliRun struct {
+		code           int
+		stdout, stderr string
+	}
+	restored := make(chan cliRun, 1)
+	go func() {
+		code, stdout, stderr := runCLI(t, append([]string{"mover", "restore", "--dir", dst, "--source", "uid/shop/data", "--handoff", "copy-1", "--wait", "2m", "--verify"}, common...)...)
+		restored <- cliRun{code, stdout, stderr}
+	}()
+	code, stdout, stderr := runCLI(t, append([]string{"mover", "backup", "--dir", src, "--source", "uid/shop/data", "--handoff", "copy-1"}, common...)...)
 	if code != exitOK {
 		t.Fatalf("backup: exit %d: %s", code, stderr)
 	}
@@ -92,12 +107,20 @@ func TestMoverThroughS3(t *testing.T) {
 			t.Fatal("a credential in the mover's output")
 		}
 	}
-	code, stdout, stderr = runCLI(t, append([]string{"mover", "restore", "--dir", dst, "--snapshot", backup.Snapshot, "--verify"}, common...)...)
+	rr := <-restored
+	if rr.code != exitOK {
+		t.Fatalf("restore --handoff: exit %d: %s", rr.code, rr.stderr)
+	}
+	if r, ok := last(t, rr.stdout).(*mover.RestoreResult); !ok || !r.Verified || r.Files != backup.Files || r.Snapshot != backup.Snapshot {
+		t.Fatalf("restore's last line: %s; want the backup's snapshot %s", rr.stdout, backup.Snapshot)
+	}
+	// Again by snapshot ID: nothing to write.
+	code, stdout, stderr = runCLI(t, append([]string{"mover", "restore", "--dir", dst, "--snapshot", backup.Snapshot}, common...)...)
 	if code != exitOK {
 		t.Fatalf("restore: exit %d: %s", code, stderr)
 	}
-	if r, ok := last(t, stdout).(*mover.RestoreResult); !ok || !r.Verified || r.Files != backup.Files {
-		t.Fatalf("restore's last line: %s", stdout)
+	if r, ok := last(t, stdout).(*mover.RestoreResult); !ok || r.WrittenFiles != 0 || r.Files != backup.Files {
+		t.Fatalf("restore again's last line: %s", stdout)
 	}
 	want, _ := fstree.Snapshot(src)
 	got, _ := fstree.Snapshot(dst)

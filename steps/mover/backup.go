@@ -57,6 +57,9 @@ type BackupOptions struct {
 	CheckpointInterval time.Duration
 	// Parallel is how many files are read at once (0: the number of CPUs).
 	Parallel int
+	// Handoff names the complete snapshot for a restore that waits for it (WaitForSnapshot);
+	// "": none. It should be unique to one copy of one volume.
+	Handoff string
 
 	compressor compression.Name // tests and benchmarks; "": defaultCompressor
 	hooks      *testHooks
@@ -318,6 +321,9 @@ func (b *backupRun) save(ctx context.Context, w repo.RepositoryWriter, man *snap
 		return "", st, err
 	}
 	tags := map[string]string{tagRun: b.runID}
+	if reason == "" && b.opts.Handoff != "" {
+		tags[tagHandoff] = b.opts.Handoff
+	}
 	if err := saveIndexManifest(ctx, w, man, oid, tags); err != nil {
 		return "", st, err
 	}
