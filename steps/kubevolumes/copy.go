@@ -62,8 +62,8 @@ func (c *CopyVolumes) Run(ctx context.Context, rc *engine.RunContext) (engine.Ou
 	return c.outputs(plan, r), nil
 }
 
-// copyOne copies one claim: the backup (unless an earlier attempt finished it), the target
-// claim (created if needed), the restore.
+// copyOne copies one claim: the target claim (created if needed), the backup (unless an earlier
+// attempt finished it) with the restore pod started beside it, then the restore.
 func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v *volume) error {
 	deadline := time.Now().Add(c.timeout())
 	backup := &moverPod{
@@ -93,8 +93,26 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 		return nil
 	}
 	if st.Backup == nil {
+		// The restore pod starts with the backup: its scheduling, image start and repository
+		// open overlap the backup, and it waits for the snapshot the backup hands off (by the
+		// backup pod's name, unique to this copy of this claim).
+		if err := c.prepareTarget(ctx, r, plan, v, &st); err != nil {
+			return err
+		}
+		backup.args = append(backup.args, "--handoff", backup.name)
+		restore.args = []string{"--source", v.sourceID, "--handoff", backup.name, "--wait", waitArg(deadline)}
+		if c.Verify {
+			restore.args = append(restore.args, "--verify")
+		}
+		if err := r.start(ctx, restore, deadline); err != nil {
+			return err
+		}
 		res, err := runMover[*mover.BackupResult](ctx, r, backup, deadline)
 		if err != nil {
+			// The waiting restore would only time out.
+			if cerr := r.cleanup(context.WithoutCancel(ctx), restore); cerr != nil {
+				r.rc.Logger.Warn(cerr.Error())
+			}
 			return err
 		}
 		if res.Snapshot == "" {
@@ -110,15 +128,11 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 		return err
 	}
 
-	created, err := c.ensureTargetClaim(ctx, r, plan.dst, v)
-	if err != nil {
+	if err := c.prepareTarget(ctx, r, plan, v, &st); err != nil {
 		return err
 	}
-	if created && !st.CreatedClaim {
-		if err := r.state.update(ctx, v.key, func(s *claimState) { s.CreatedClaim = true }); err != nil {
-			return err
-		}
-	}
+	// A restore pod started with the backup is followed to its end; one made now (after a
+	// resume, or again after it was lost) restores the recorded snapshot.
 	restore.args = []string{"--snapshot", st.Backup.Snapshot}
 	if c.Verify {
 		restore.args = append(restore.args, "--verify")
@@ -127,11 +141,29 @@ func (c *CopyVolumes) copyOne(ctx context.Context, r *runner, plan *copyPlan, v 
 	if err != nil {
 		return err
 	}
+	if res.Snapshot != st.Backup.Snapshot {
+		return fmt.Errorf("mover pod %s/%s on %s restored snapshot %s, not the backup's %s", restore.namespace, restore.name, restore.cl, res.Snapshot, st.Backup.Snapshot)
+	}
 	if err := r.state.update(ctx, v.key, func(s *claimState) { s.Restore = res }); err != nil {
 		return err
 	}
 	c.restoreFinished(r, v, res, st.Backup)
 	return r.cleanup(ctx, restore)
+}
+
+// prepareTarget creates the target claim unless it exists, and records that the step created it.
+func (c *CopyVolumes) prepareTarget(ctx context.Context, r *runner, plan *copyPlan, v *volume, st *claimState) error {
+	created, err := c.ensureTargetClaim(ctx, r, plan.dst, v)
+	if err != nil || !created || st.CreatedClaim {
+		return err
+	}
+	st.CreatedClaim = true
+	return r.state.update(ctx, v.key, func(s *claimState) { s.CreatedClaim = true })
+}
+
+// waitArg is a mover's --wait: until the copy's deadline (the pod's own deadline too).
+func waitArg(deadline time.Time) string {
+	return fmt.Sprintf("%ds", max(1, int64(time.Until(deadline).Seconds())))
 }
 
 // restoreFinished counts a claim's restore (and verify) as done.

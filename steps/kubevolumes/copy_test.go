@@ -149,7 +149,7 @@ func TestCopyStageThenFinal(t *testing.T) {
 	if ctr.Image != images.PlanrunImage || len(ctr.Command) != 0 || ctr.ImagePullPolicy != corev1.PullIfNotPresent || spec.RestartPolicy != corev1.RestartPolicyNever || !spec.HostNetwork {
 		t.Errorf("backup pod: image %s %s, command %q, restart %s, hostNetwork %v", ctr.Image, ctr.ImagePullPolicy, ctr.Command, spec.RestartPolicy, spec.HostNetwork)
 	}
-	if want := []string{"mover", "backup", "--dir", "/data", "--repository", e.repo, "--source", uid + "/" + e.ns + "/data", "--stage", "--workdir", "/work", "--credentials-dir", "/credentials"}; !slices.Equal(ctr.Args, want) {
+	if want := []string{"mover", "backup", "--dir", "/data", "--repository", e.repo, "--source", uid + "/" + e.ns + "/data", "--stage", "--handoff", b.Name, "--workdir", "/work", "--credentials-dir", "/credentials"}; !slices.Equal(ctr.Args, want) {
 		t.Errorf("backup pod args %q, want %q", ctr.Args, want)
 	}
 	if *spec.SecurityContext.RunAsUser != 0 || *ctr.SecurityContext.Privileged || *ctr.SecurityContext.AllowPrivilegeEscalation || !*ctr.SecurityContext.ReadOnlyRootFilesystem ||
@@ -183,8 +183,20 @@ func TestCopyStageThenFinal(t *testing.T) {
 	if len(restores) != 1 || claimVolume(restores[0].Spec).PersistentVolumeClaim.ReadOnly || restores[0].Spec.Containers[0].VolumeMounts[0].ReadOnly {
 		t.Fatalf("restore pods of data: %+v", restores)
 	}
-	if want := []string{"mover", "restore", "--dir", "/data", "--repository", e.repo, "--snapshot", snap, "--workdir", "/work", "--credentials-dir", "/credentials"}; !slices.Equal(restores[0].Spec.Containers[0].Args, want) {
+	// The restore pod starts with the backup and waits for the snapshot it hands off, at most
+	// until the claim's deadline.
+	args := slices.Clone(restores[0].Spec.Containers[0].Args)
+	if i := slices.Index(args, "--wait"); i >= 0 && i+1 < len(args) {
+		if d, err := time.ParseDuration(args[i+1]); err != nil || d <= 0 || d > 12*time.Hour {
+			t.Errorf("restore pod --wait %q: want a duration up to the claim's timeout", args[i+1])
+		}
+		args[i+1] = "DEADLINE"
+	}
+	if want := []string{"mover", "restore", "--dir", "/data", "--repository", e.repo, "--source", uid + "/" + e.ns + "/data", "--handoff", b.Name, "--wait", "DEADLINE", "--workdir", "/work", "--credentials-dir", "/credentials"}; !slices.Equal(args, want) {
 		t.Errorf("restore pod args %q, want %q", restores[0].Spec.Containers[0].Args, want)
+	}
+	if restores[0].CreationTimestamp.After(b.CreationTimestamp.Time) {
+		t.Errorf("restore pod made at %s, after the backup pod (%s): want it made first, to wait", restores[0].CreationTimestamp, b.CreationTimestamp)
 	}
 
 	// The movers' logs, kept in the step's folder: each ends with its result.

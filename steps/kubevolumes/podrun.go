@@ -79,6 +79,17 @@ func (r *runner) runPod(ctx context.Context, p *moverPod, deadline time.Time) (m
 	}
 }
 
+// start makes a mover pod (and its Secret) without following it, or finds the one an earlier
+// attempt made; runPod follows it later by its name.
+func (r *runner) start(ctx context.Context, p *moverPod, deadline time.Time) error {
+	if err := r.ensureSecret(ctx, p); err != nil {
+		return err
+	}
+	_, err := r.ensurePod(ctx, p, deadline, true)
+	p.started = err == nil
+	return err
+}
+
 // ensureSecret creates the pod's Secret, or updates the one an earlier attempt made (the
 // credentials may have changed since).
 func (r *runner) ensureSecret(ctx context.Context, p *moverPod) error {
@@ -107,7 +118,8 @@ func (r *runner) ensureSecret(ctx context.Context, p *moverPod) error {
 // ensurePod creates the pod or finds the one of the same name an earlier attempt made. A pod
 // that failed is deleted and made again: when first (the step starting), an operator resuming
 // after fixing the cause wants the copy run again, not the old failure; otherwise the pod was
-// lost (evicted, killed) and runPod counts it.
+// lost (evicted, killed) and runPod counts it. A pod this attempt started already (p.started)
+// is returned as it is, failed or not: its failure is this attempt's.
 func (r *runner) ensurePod(ctx context.Context, p *moverPod, deadline time.Time, first bool) (*corev1.Pod, error) {
 	pods := p.cl.cs.CoreV1().Pods(p.namespace)
 	for tries := 0; ; tries++ {
@@ -129,7 +141,7 @@ func (r *runner) ensurePod(ctx context.Context, p *moverPod, deadline time.Time,
 			return nil, fmt.Errorf("pod %s/%s on %s exists and was not started by this step (run %q, step %q); delete it",
 				p.namespace, p.name, p.cl, existing.Annotations[runAnnotation], existing.Annotations[stepAnnotation])
 		}
-		if existing.DeletionTimestamp == nil && existing.Status.Phase != corev1.PodFailed {
+		if existing.DeletionTimestamp == nil && (existing.Status.Phase != corev1.PodFailed || first && p.started) {
 			if first {
 				r.rc.Logger.Info("found the mover pod of an earlier attempt", "pod", p.namespace+"/"+p.name, "cluster", p.cl.name, "phase", existing.Status.Phase)
 			}

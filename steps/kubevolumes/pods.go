@@ -81,6 +81,9 @@ type moverPod struct {
 	node        string
 	tolerations []corev1.Toleration
 	key         string // the source claim, namespace/name, for the annotation
+	// started: this attempt of the step made or found the pod already (a restore started with
+	// its backup), so that a failed one is this attempt's failure, not one to run again.
+	started bool
 }
 
 // meta is the labels and annotations of every object a mover pod needs.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"planrun.dev/planrun/engine"
@@ -72,10 +73,11 @@ func (e *env) setPassword(password string) {
 	}
 }
 
-// TestKillAndResume: planrun is SIGKILLed while the backup runs; the mover pod goes on. The
-// repository's password is then changed by mistake: `planrun resume` finds the backup pod (no
-// second one) and follows it to its end, but the restore fails with the mover's one-line
-// message naming the pod, and the step deletes its pods and Secrets. With the password put back,
+// TestKillAndResume: planrun is SIGKILLed while the backup runs; the mover pods go on. The
+// restore pod waiting for the backup is then lost and the repository's password changed by
+// mistake: `planrun resume` finds the backup pod (no second one) and follows it to its end, but
+// the restore pod it makes again fails, and the step says so with the mover's one-line message
+// naming the pod (the failed pod is not made again), and deletes its pods and Secrets. With the password put back,
 // the next resume restores (the backup is not done again) and the copy equals the source; the
 // backup's log, read again from its start after the kill, is kept once.
 func TestKillAndResume(t *testing.T) {
@@ -113,6 +115,19 @@ func TestKillAndResume(t *testing.T) {
 		t.Fatalf("the backup pod after planrun was killed: %v", err)
 	}
 
+	// The restore pod, started with the backup, waits with the right password: it is lost (as
+	// to an eviction) while planrun is away, so that the next one takes the wrong one.
+	restores := dstPods.get("planrun-restore-data-")
+	if len(restores) != 1 {
+		t.Fatalf("restore pods before the kill: %d, want the one waiting for the backup", len(restores))
+	}
+	if err := dst().CoreV1().Pods(e.ns).Delete(ctx(), restores[0].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pollGone(t, "pod "+restores[0].Name+" on the target", func() bool {
+		_, err := dst().CoreV1().Pods(e.ns).Get(ctx(), restores[0].Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
 	e.setPassword("second")
 	start = time.Now()
 	r = plantest.RunBinary(t, bin, dir, plantest.RunOptions{}, "resume", "r", "--break-lock", "--no-rollback")
@@ -133,8 +148,8 @@ func TestKillAndResume(t *testing.T) {
 	if n := len(srcPods.get("planrun-backup-data-")); n != 1 {
 		t.Errorf("backup pods: %d, want the one started before the kill", n)
 	}
-	if n := len(dstPods.get("planrun-restore-data-")); n != 2 {
-		t.Errorf("restore pods: %d, want the failed one and the next", n)
+	if n := len(dstPods.get("planrun-restore-data-")); n != 3 {
+		t.Errorf("restore pods: %d, want the lost one, the failed one and the next", n)
 	}
 	sameTree(t, volumeDir(t, clusters[0], e.ns, "data"), volumeDir(t, clusters[1], e.ns, "data"))
 	keptOnce(t, logs(t, engine.NewDirStore(filepath.Join(dir, "runs")), "r"), "source-"+e.ns+"-"+pods[0].Name+"-"+string(pods[0].UID)[:8]+".log")
@@ -192,7 +207,9 @@ func TestDeletedPodAndInterrupt(t *testing.T) {
 				})
 			}
 		}
-		return len(dstPods.get("planrun-restore-data-")) > 0
+		// The restore pod is there from the start: the restore is under way once the step's
+		// progress is past the backup's half.
+		return ev.Type == engine.EventStepProgress && ev.StepID == "s" && ev.Progress.TotalBytes > 0 && ev.Progress.Bytes > ev.Progress.TotalBytes/2
 	})
 	if o.err == nil {
 		t.Fatal("the run finished before it was interrupted")
