@@ -17,7 +17,6 @@ import (
 	"github.com/kopia/kopia/repo/blob"
 	"github.com/kopia/kopia/repo/content"
 	"github.com/kopia/kopia/repo/object"
-	"github.com/kopia/kopia/snapshot"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,20 +56,24 @@ type RestoreResult struct {
 	Seconds  float64 `json:"seconds"`
 }
 
-// Restore makes opts.Dir an exact mirror of a snapshot, in four passes:
+// Restore makes opts.Dir an exact mirror of a snapshot. It walks the folder and the snapshot's
+// index together, once, in index order (a folder before its contents, names in byte order),
+// never following a symlink:
 //
-//  1. mirror: remove from Dir what the snapshot does not hold, and whatever has another type
-//     there (a symlink where the snapshot has a folder…), never following a symlink: a
-//     symlink "a -> /etc" and a snapshot file "a/passwd" cannot write to /etc;
-//  2. the tree, incremental: files already there with the snapshot's size and mtime are not
-//     written again (owner and mode are fixed in place); the others are read from the
-//     repository and written to a temporary name, sparse (runs of zeros become holes), owner,
-//     mode and mtime set, then renamed into place, so a file is never seen half written;
-//  3. hard links: the other names of each group are linked to the group's first name;
-//  4. folders get their owner, mode and mtime, once nothing is written in them any more.
+//   - what the snapshot does not hold, or holds with another type (a symlink where the
+//     snapshot has a folder…), is removed: a symlink "a -> /etc" and a snapshot file
+//     "a/passwd" cannot write to /etc;
+//   - a file already there with the snapshot's size and mtime is not written again (owner and
+//     mode are fixed in place); the others are read from the repository by parallel writers
+//     and written to a temporary name, sparse (runs of zeros become holes), owner, mode and
+//     mtime set, then renamed into place, so a file is never seen half written; symlinks
+//     likewise, with the target the index records;
 //
-// Killed at any point and run again, it finishes the job: each pass skips what is done, and
-// the first removes the temporary files a killed run left.
+// then the other names of each hard-link group are linked to the group's first name, and
+// folders get their owner, mode and mtime once nothing is written in them any more.
+//
+// Killed at any point and run again, it finishes the job: what is done is skipped, and the
+// temporary files a killed run left are removed (the index has no such names).
 func Restore(ctx context.Context, rep repo.Repository, opts RestoreOptions) (RestoreResult, error) {
 	start := time.Now()
 	res, err := restoreRun(ctx, rep, opts)
@@ -107,14 +110,12 @@ func restoreRun(ctx context.Context, rep repo.Repository, opts RestoreOptions) (
 	if err != nil {
 		return RestoreResult{}, err
 	}
-	deleted, err := mirror(ctx, rep, idx, root, links)
-	if err != nil {
-		return RestoreResult{}, fmt.Errorf("removing what the snapshot does not hold: %w", err)
-	}
-
-	out := &restoreOutput{ctx: ctx, rep: rep, root: root, members: links.members, rp: rp, hooks: opts.hooks}
-	if err := out.tree(man.RootEntry.ObjectID, opts.Parallel); err != nil {
+	out := &restoreOutput{ctx: ctx, rep: rep, root: root, links: links, rp: rp, hooks: opts.hooks, shared: map[inode][]multiName{}}
+	if err := out.tree(idx, opts.Parallel); err != nil {
 		return RestoreResult{}, err
+	}
+	if err := out.unlinkStrangers(); err != nil {
+		return RestoreResult{}, fmt.Errorf("hard links: %w", err)
 	}
 	if err := relink(root, links); err != nil {
 		return RestoreResult{}, fmt.Errorf("hard links: %w", err)
@@ -133,7 +134,7 @@ func restoreRun(ctx context.Context, rep repo.Repository, opts RestoreOptions) (
 		WrittenFiles: out.written.Load(),
 		WrittenBytes: out.writtenBytes.Load(),
 		SkippedFiles: out.skipped.Load(),
-		Deleted:      deleted,
+		Deleted:      out.deleted,
 	}
 	if opts.Verify {
 		if _, err := Verify(ctx, rep, VerifyOptions{Dir: root, Snapshot: opts.Snapshot, Events: opts.Events}); err != nil {
@@ -183,66 +184,6 @@ func loadLinks(ctx context.Context, rep repo.Repository, idx object.ID) (*linkPl
 			lp.groups[rec.Path] = rec.Link
 		}
 	}
-}
-
-// mirror removes from root what the index does not hold, or holds with another type, and the
-// hard links the index does not have; it returns how many entries it removed.
-func mirror(ctx context.Context, rep repo.Repository, idx object.ID, root string, lp *linkPlan) (int64, error) {
-	ir, err := openIndex(ctx, rep, idx)
-	if err != nil {
-		return 0, err
-	}
-	defer ir.Close()
-	var deleted int64
-	type name struct {
-		path  string
-		group int
-	}
-	shared := map[inode][]name{} // files with several names on disk
-	err = mergeWalk(ctx, root, ir, func(rel string, st *unix.Stat_t, rec *record) (bool, error) {
-		if st == nil {
-			return false, nil // missing: kopia writes it
-		}
-		if rel == "." {
-			if rec == nil || rec.Type != typeDir {
-				return false, errors.New("the snapshot's root is not a folder")
-			}
-			return true, nil
-		}
-		if rec == nil || rec.Type != localType(st) {
-			deleted++
-			return false, os.RemoveAll(localPath(root, rel))
-		}
-		if rec.Type == typeFile && st.Nlink > 1 {
-			n := inode{st.Dev, st.Ino}
-			shared[n] = append(shared[n], name{rel, rec.Link})
-		}
-		return rec.Type == typeDir, nil
-	})
-	if err != nil {
-		return deleted, err
-	}
-	// Names of one file on disk that the snapshot has apart (or in other groups) are removed:
-	// kopia writes them again, and relink links those that belong together.
-	for _, names := range shared {
-		if len(names) < 2 {
-			continue
-		}
-		same := names[0].group != 0
-		for _, n := range names[1:] {
-			same = same && n.group == names[0].group
-		}
-		if same {
-			continue
-		}
-		for _, n := range names {
-			if err := os.Remove(localPath(root, n.path)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return deleted, err
-			}
-			deleted++
-		}
-	}
-	return deleted, nil
 }
 
 // relink makes every member of a hard-link group a name of its leader's file.
@@ -335,31 +276,42 @@ func syncFS(root string) error {
 	return nil
 }
 
-// restoreOutput writes a snapshot's tree into a folder. It walks the tree's directory objects
-// depth-first and hands files to Parallel writers in batches (at most prefetchBatchFiles files
-// each, three at a time), so memory holds one folder listing per level and the batches'
-// entries, whatever the size of the tree. (Kopia's
-// own restore.Entry queues every entry of the tree before writing most of them, several hundred
-// bytes per file, and its repository file system gives folders the newest mtime of their
-// contents.)
-//
-// It never follows a symlink: a folder is made only where nothing else is (mirror removed it),
-// and files and symlinks are written under a temporary name in their folder, then renamed over
-// whatever had their name.
+// restoreOutput writes a snapshot into a folder: one walk of the folder and the snapshot's index
+// together (mergeWalk) decides, entry by entry, what to remove, keep, make or write, and hands
+// the files to write to parallel writers in batches (prefetch). Memory holds one folder's names
+// per level, the batches' records, and the names of files with several links on disk, whatever
+// the size of the tree. (Kopia's own restore.Entry queues every entry of the tree before writing
+// most of them, several hundred bytes per file, and its repository file system gives folders the
+// newest mtime of their contents. The index also spares reading kopia's folder objects and each
+// symlink's target object.)
 type restoreOutput struct {
-	ctx     context.Context
-	rep     repo.Repository
-	root    string
-	members map[string]string // hard-link group members (not leaders): linked afterwards
-	rp      *reporter
-	hooks   *testHooks
-	batch   *restoreBatch // files the walk found to write, not handed over yet
+	ctx   context.Context
+	rep   repo.Repository
+	root  string
+	links *linkPlan
+	rp    *reporter
+	hooks *testHooks
+	batch *restoreBatch // files the walk found to write, not handed over yet
+	// shared holds the files found with several names on disk (walk only).
+	shared  map[inode][]multiName
+	deleted int64 // walk only
 
 	written, writtenBytes, skipped atomic.Int64
 }
 
-// tree restores the folder object oid into root, with parallel file writers.
-func (o *restoreOutput) tree(oid object.ID, parallel int) error {
+// multiName is one name, on disk, of a file with several, and what the snapshot has there.
+type multiName struct {
+	path string
+	rec  record
+}
+
+// tree restores the snapshot whose index is idx into root, with parallel file writers.
+func (o *restoreOutput) tree(idx object.ID, parallel int) error {
+	ir, err := openIndex(o.ctx, o.rep, idx)
+	if err != nil {
+		return err
+	}
+	defer ir.Close()
 	ctx, cancel := context.WithCancelCause(o.ctx)
 	defer cancel(nil)
 	jobs := make(chan func() error, parallel)
@@ -394,7 +346,9 @@ func (o *restoreOutput) tree(oid object.ID, parallel int) error {
 		}
 	}()
 	o.batch = &restoreBatch{}
-	err := o.dir(ctx, ".", oid, batches)
+	err = mergeWalk(ctx, o.root, ir, func(rel string, st *unix.Stat_t, rec *record) (bool, error) {
+		return o.entry(ctx, rel, st, rec, batches)
+	})
 	if err == nil {
 		err = o.flush(ctx, batches)
 	}
@@ -409,41 +363,80 @@ func (o *restoreOutput) tree(oid object.ID, parallel int) error {
 	return o.ctx.Err()
 }
 
-func (o *restoreOutput) dir(ctx context.Context, rel string, oid object.ID, batches chan<- *restoreBatch) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// entry handles one path of the walk: st is what the folder has there (nil: nothing), rec what
+// the snapshot has (nil: nothing). It says whether to walk into a folder on disk.
+func (o *restoreOutput) entry(ctx context.Context, rel string, st *unix.Stat_t, rec *record, batches chan<- *restoreBatch) (bool, error) {
+	if rel == "." {
+		if rec == nil || rec.Type != typeDir {
+			return false, errors.New("the snapshot's root is not a folder")
+		}
+		return true, nil
 	}
-	if err := o.beginDirectory(rel); err != nil {
-		return err
+	if st != nil && (rec == nil || rec.Type != localType(st)) {
+		o.deleted++
+		if err := os.RemoveAll(localPath(o.root, rel)); err != nil {
+			return false, err
+		}
+		st = nil
 	}
-	m, err := readDirManifest(ctx, o.rep, oid)
-	if err != nil {
-		return err
+	if rec == nil {
+		return false, nil
 	}
-	for _, de := range sortedEntries(m, false) {
-		p := joinPath(rel, realName(de.Name))
-		switch de.Type {
-		case snapshot.EntryTypeDirectory:
-			if err := o.dir(ctx, p, de.ObjectID, batches); err != nil {
-				return err
-			}
-		case snapshot.EntryTypeFile:
-			if o.fileExists(p, de) {
-				o.rp.files.Add(1)
-				o.rp.bytes.Add(de.FileSize)
-				continue
-			}
-			if err := o.queue(ctx, p, de, batches); err != nil {
-				return err
-			}
-		case snapshot.EntryTypeSymlink:
-			if !o.symlinkExists(ctx, p, de) {
-				if err := o.createSymlink(ctx, p, de); err != nil {
+	switch rec.Type {
+	case typeDir:
+		if st == nil {
+			return false, os.Mkdir(localPath(o.root, rel), 0o700)
+		}
+		return true, nil
+	case typeFile:
+		if st != nil && st.Nlink > 1 {
+			n := inode{st.Dev, st.Ino}
+			o.shared[n] = append(o.shared[n], multiName{rel, *rec})
+		}
+		if _, member := o.links.members[rel]; member {
+			return false, nil // linked to its group's leader afterwards
+		}
+		if st != nil && o.fileExists(rel, st, rec) {
+			o.rp.files.Add(1)
+			o.rp.bytes.Add(rec.Size)
+			return false, nil
+		}
+		return false, o.queue(ctx, rel, rec, batches)
+	case typeSymlink:
+		if st != nil && o.symlinkExists(rel, st, rec) {
+			return false, nil
+		}
+		return false, o.createSymlink(rel, rec)
+	}
+	return false, fmt.Errorf("%s: entry of unknown type %q in the snapshot's index", rel, rec.Type)
+}
+
+// unlinkStrangers separates names that are one file on disk but not in the snapshot (or in
+// other hard-link groups there): each name but the group members relink links is written again
+// as a file of its own.
+func (o *restoreOutput) unlinkStrangers() error {
+	for _, names := range o.shared {
+		if len(names) < 2 {
+			continue
+		}
+		same := names[0].rec.Link != 0
+		for _, n := range names[1:] {
+			same = same && n.rec.Link == names[0].rec.Link
+		}
+		if same {
+			continue
+		}
+		for _, n := range names {
+			o.deleted++
+			if _, member := o.links.members[n.path]; member {
+				if err := os.Remove(localPath(o.root, n.path)); err != nil && !errors.Is(err, os.ErrNotExist) {
 					return err
 				}
+				continue
 			}
-		default:
-			return fmt.Errorf("%s: entry of unknown type %q in the snapshot", p, de.Type)
+			if err := o.writeFile(o.ctx, n.path, &n.rec); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -475,12 +468,17 @@ type restoreBatch struct {
 }
 
 // queue adds a file to write to the current batch, and hands the batch over when it is full.
-func (o *restoreOutput) queue(ctx context.Context, rel string, de *snapshot.DirEntry, batches chan<- *restoreBatch) error {
+func (o *restoreOutput) queue(ctx context.Context, rel string, rec *record, batches chan<- *restoreBatch) error {
+	oid, err := object.ParseID(rec.Object)
+	if err != nil {
+		return fmt.Errorf("%s: object %q in the snapshot's index: %w", rel, rec.Object, err)
+	}
 	b := o.batch
-	b.jobs = append(b.jobs, func() error { return o.writeFile(ctx, rel, de) })
-	if de.FileSize < prefetchBelow {
-		b.oids = append(b.oids, de.ObjectID)
-		b.bytes += de.FileSize
+	r := *rec
+	b.jobs = append(b.jobs, func() error { return o.writeFile(ctx, rel, &r) })
+	if rec.Size < prefetchBelow {
+		b.oids = append(b.oids, oid)
+		b.bytes += rec.Size
 	}
 	if b.bytes >= prefetchBatchBytes || len(b.jobs) >= prefetchBatchFiles {
 		return o.flush(ctx, batches)
@@ -554,41 +552,18 @@ func (o *restoreOutput) prefetch(ctx context.Context, b *restoreBatch) {
 	}
 }
 
-// beginDirectory makes the folder; whatever else has its name (mirror removed it, unless
-// something recreated it since) is removed first, so nothing below is written through a
-// symlink.
-func (o *restoreOutput) beginDirectory(rel string) error {
-	p := localPath(o.root, rel)
-	var st unix.Stat_t
-	err := unix.Lstat(p, &st)
-	switch {
-	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
-		return nil
-	case err == nil:
-		if err := os.RemoveAll(p); err != nil {
-			return err
+// fileExists says whether the regular file at rel (stat st) need not be written: it has the
+// snapshot's size and mtime. Its owner and mode are fixed if they differ.
+func (o *restoreOutput) fileExists(rel string, st *unix.Stat_t, rec *record) bool {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != rec.Size || !sameTime(st.Mtim.Nano(), rec.MTime) {
+		return false
+	}
+	if st.Uid != rec.UID || st.Gid != rec.GID || st.Mode&0o7777 != rec.Mode {
+		want := *rec
+		want.MTime = st.Mtim.Nano()
+		if setMetadata(localPath(o.root, rel), &want) != nil {
+			return false
 		}
-	case err != unix.ENOENT:
-		return &os.PathError{Op: "lstat", Path: p, Err: err}
-	}
-	return os.Mkdir(p, 0o700)
-}
-
-// fileExists says whether the file need not be written: a hard-link member (linked later), or a
-// regular file with the snapshot's size and mtime, whose owner and mode it fixes if needed.
-func (o *restoreOutput) fileExists(rel string, de *snapshot.DirEntry) bool {
-	if _, member := o.members[rel]; member {
-		return true
-	}
-	p := localPath(o.root, rel)
-	var st unix.Stat_t
-	if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != de.FileSize ||
-		!sameTime(st.Mtim.Nano(), int64(de.ModTime)) {
-		return false
-	}
-	rec := record{Mode: unixPerm(os.FileMode(de.Permissions)), UID: de.UserID, GID: de.GroupID, MTime: st.Mtim.Nano()}
-	if setMetadata(p, &rec) != nil {
-		return false
 	}
 	o.skipped.Add(1)
 	return true
@@ -596,9 +571,13 @@ func (o *restoreOutput) fileExists(rel string, de *snapshot.DirEntry) bool {
 
 // writeFile writes the file to a temporary name in its folder, sets owner, mode and mtime, and
 // renames it into place.
-func (o *restoreOutput) writeFile(ctx context.Context, rel string, de *snapshot.DirEntry) error {
+func (o *restoreOutput) writeFile(ctx context.Context, rel string, rec *record) error {
 	if o.hooks != nil && o.hooks.beforeWrite != nil {
 		o.hooks.beforeWrite(rel)
+	}
+	oid, err := object.ParseID(rec.Object)
+	if err != nil {
+		return fmt.Errorf("%s: object %q in the snapshot's index: %w", rel, rec.Object, err)
 	}
 	p := localPath(o.root, rel)
 	tmp := filepath.Join(filepath.Dir(p), ".planrun-restore-"+randomID())
@@ -613,7 +592,7 @@ func (o *restoreOutput) writeFile(ctx context.Context, rel string, de *snapshot.
 			os.Remove(tmp)
 		}
 	}()
-	in, err := o.rep.OpenObject(ctx, de.ObjectID)
+	in, err := o.rep.OpenObject(ctx, oid)
 	if err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
@@ -625,22 +604,22 @@ func (o *restoreOutput) writeFile(ctx context.Context, rel string, de *snapshot.
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", p, err)
 	}
-	if n != de.FileSize {
-		return fmt.Errorf("%s: the snapshot's object holds %d bytes, its entry says %d", rel, n, de.FileSize)
+	if n != rec.Size {
+		return fmt.Errorf("%s: the snapshot's object holds %d bytes, its index says %d", rel, n, rec.Size)
 	}
 	if err := out.Truncate(n); err != nil { // a hole at the end has to be given its length
 		return err
 	}
-	if err := out.Chown(int(de.UserID), int(de.GroupID)); err != nil {
+	if err := out.Chown(int(rec.UID), int(rec.GID)); err != nil {
 		return err
 	}
-	if err := out.Chmod(os.FileMode(de.Permissions) & modBits); err != nil {
+	if err := out.Chmod(goPerm(rec.Mode)); err != nil {
 		return err
 	}
 	if err := out.Close(); err != nil {
 		return err
 	}
-	if err := setMTime(tmp, int64(de.ModTime)); err != nil {
+	if err := setMTime(tmp, rec.MTime); err != nil {
 		return err
 	}
 	if err := replace(tmp, p); err != nil {
@@ -714,51 +693,27 @@ func copySparse(w *os.File, r io.Reader, progress func(int64)) (int64, error) {
 	}
 }
 
-// readTarget reads a symlink's target from the snapshot.
-func (o *restoreOutput) readTarget(ctx context.Context, rel string, de *snapshot.DirEntry) (string, error) {
-	r, err := o.rep.OpenObject(ctx, de.ObjectID)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", rel, err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", rel, err)
-	}
-	return string(b), nil
-}
-
-// symlinkExists says whether the symlink is there with the snapshot's target, owner and mtime.
-func (o *restoreOutput) symlinkExists(ctx context.Context, rel string, de *snapshot.DirEntry) bool {
-	p := localPath(o.root, rel)
-	var st unix.Stat_t
-	if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK || st.Uid != de.UserID || st.Gid != de.GroupID ||
-		!sameTime(st.Mtim.Nano(), int64(de.ModTime)) {
+// symlinkExists says whether the symlink at rel (stat st) has the snapshot's target, owner and
+// mtime.
+func (o *restoreOutput) symlinkExists(rel string, st *unix.Stat_t, rec *record) bool {
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK || st.Uid != rec.UID || st.Gid != rec.GID || !sameTime(st.Mtim.Nano(), rec.MTime) {
 		return false
 	}
-	want, err := o.readTarget(ctx, rel, de)
-	if err != nil {
-		return false
-	}
-	have, err := os.Readlink(p)
-	return err == nil && have == want
+	have, err := os.Readlink(localPath(o.root, rel))
+	return err == nil && have == rec.Target
 }
 
 // createSymlink makes the symlink under a temporary name, sets its owner and mtime, and renames
 // it into place.
-func (o *restoreOutput) createSymlink(ctx context.Context, rel string, de *snapshot.DirEntry) error {
-	target, err := o.readTarget(ctx, rel, de)
-	if err != nil {
-		return err
-	}
+func (o *restoreOutput) createSymlink(rel string, rec *record) error {
 	p := localPath(o.root, rel)
 	tmp := filepath.Join(filepath.Dir(p), ".planrun-restore-"+randomID())
-	if err := os.Symlink(target, tmp); err != nil {
+	if err := os.Symlink(rec.Target, tmp); err != nil {
 		return err
 	}
-	err = unix.Lchown(tmp, int(de.UserID), int(de.GroupID))
+	err := unix.Lchown(tmp, int(rec.UID), int(rec.GID))
 	if err == nil {
-		err = setMTime(tmp, int64(de.ModTime))
+		err = setMTime(tmp, rec.MTime)
 	}
 	if err == nil {
 		err = replace(tmp, p)

@@ -112,20 +112,60 @@ func TestRestoreDoesNotFollowSymlinks(t *testing.T) {
 		t.Errorf("deleted %d entries, want the 2 symlinks", rres.Deleted)
 	}
 	assertSame(t, want, dst)
+}
 
-	// The restore's own folder creation removes a symlink in the way too (should one appear
-	// after the mirror pass).
-	out := &restoreOutput{root: dst}
-	if err := os.RemoveAll(filepath.Join(dst, "a")); err != nil {
-		t.Fatal(err)
+// Hard links on the target that the snapshot does not have (or has otherwise) are undone, and
+// those it has are made, whether or not the names' size and mtime already match.
+func TestRestoreHardLinks(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name     string
+		src, dst [][]string // groups of names that are one file; the first name's content is "<name>!"
+		written  int64      // files the restore writes
+	}{
+		{"linked on the target, apart in the snapshot", [][]string{{"a"}, {"b"}}, [][]string{{"a", "b"}}, 2},
+		{"linked in both", [][]string{{"a", "b"}}, [][]string{{"a", "b"}}, 0},
+		{"apart on the target, linked in the snapshot", [][]string{{"a", "b"}}, [][]string{{"a"}, {"b"}}, 0},
+		{"three on the target, two in the snapshot", [][]string{{"a", "b"}, {"c"}}, [][]string{{"a", "b", "c"}}, 2},
+		{"linked on the target to a name the snapshot lacks", [][]string{{"a"}}, [][]string{{"a", "z"}}, 0},
 	}
-	if err := os.Symlink(outside, filepath.Join(dst, "a")); err != nil {
-		t.Fatal(err)
+	mtime := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	layout := func(t *testing.T, dir string, groups [][]string) {
+		t.Helper()
+		for _, g := range groups {
+			first := filepath.Join(dir, g[0])
+			if err := os.WriteFile(first, []byte(g[0]+"!"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(first, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range g[1:] {
+				if err := os.Link(first, filepath.Join(dir, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 	}
-	if err := out.beginDirectory("a"); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := os.Lstat(filepath.Join(dst, "a")); err != nil || !st.IsDir() {
-		t.Errorf("beginDirectory left %v, %v: want a folder", st, err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := testRepo(t)
+			src, dst := t.TempDir(), t.TempDir()
+			layout(t, src, tc.src)
+			layout(t, dst, tc.dst)
+			want := snapshotTree(t, src)
+			b, err := Backup(ctx, r, BackupOptions{Dir: src, SourceID: "s", Stage: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := Restore(ctx, r, RestoreOptions{Dir: dst, Snapshot: b.Snapshot, Verify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertSame(t, want, dst)
+			if res.WrittenFiles != tc.written {
+				t.Errorf("wrote %d files, want %d", res.WrittenFiles, tc.written)
+			}
+		})
 	}
 }
