@@ -97,10 +97,12 @@ func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journa
 		return nil, err
 	}
 	defer lock.Release()
+	ctx, stop := whileLocked(ctx, lock)
+	defer stop()
 	x := r.newExecution(p, j, store)
 	defer x.shared.close(x.log)
 	x.emit(Event{Type: EventRunStarted, Message: fmt.Sprintf("plan %s v%d (%d steps)", p.Name(), p.Metadata.Version, len(p.order))})
-	return j, x.finish(x.execute(ctx))
+	return j, x.finish(lostLock(ctx, x.execute(ctx)))
 }
 
 // Resume continues a run that stopped: interrupted, crashed, or failed with --no-rollback.
@@ -128,7 +130,7 @@ func (r *Runner) Resume(ctx context.Context, runID string, loadPlan func(*Journa
 			return err
 		}
 		x.emit(Event{Type: EventRunStarted, Message: fmt.Sprintf("resuming plan %s v%d", x.p.Name(), x.p.Metadata.Version)})
-		return x.finish(x.execute(ctx))
+		return x.finish(lostLock(ctx, x.execute(ctx)))
 	})
 }
 
@@ -144,7 +146,7 @@ func (r *Runner) Rollback(ctx context.Context, runID string, loadPlan func(*Jour
 			x.j.Status = RunInterrupted
 		}
 		x.emit(Event{Type: EventRunStarted, Message: fmt.Sprintf("rolling back plan %s v%d", x.p.Name(), x.p.Metadata.Version)})
-		return x.finish(x.rollback(ctx, nil))
+		return x.finish(lostLock(ctx, x.rollback(ctx, nil)))
 	})
 }
 
@@ -154,6 +156,8 @@ func (r *Runner) withRun(ctx context.Context, runID string, loadPlan func(*Journ
 		return nil, err
 	}
 	defer lock.Release()
+	ctx, stop := whileLocked(ctx, lock)
+	defer stop()
 	j, err := r.Store.Load(ctx, runID)
 	if err != nil {
 		return nil, err
@@ -345,6 +349,11 @@ func (x *execution) finish(err error) error {
 	}
 	if x.j.Status != RunInterrupted {
 		x.j.Finished = &now
+	}
+	if errors.Is(err, ErrLockLost) {
+		// The run is someone else's now: its journal is theirs to write.
+		x.emit(Event{Type: EventRunFinished, Status: string(x.j.Status), Error: errString(err)})
+		return err
 	}
 	if serr := x.save(context.Background()); serr != nil {
 		// One line, and still a RunError for callers: the final checkpoint is lost (a full

@@ -61,6 +61,60 @@ type Lock interface {
 	Release() error
 }
 
+// LosableLock is a Lock that can be lost before it is released: a lease that could not be
+// renewed in time, or that another runner took over once it expired. Lost is closed then, and
+// Err says why. The runner stops before its next side effect: the run's context is cancelled
+// with Err as its cause, and the store refuses its checkpoints.
+type LosableLock interface {
+	Lock
+	Lost() <-chan struct{}
+	Err() error
+}
+
+// ErrLockLost matches a *LockLostError.
+var ErrLockLost = errors.New("run lock lost")
+
+// LockLostError says why a runner lost its run's lock. It matches ErrLockLost and also
+// ErrInterrupted: a runner that lost its run stops as if interrupted (no rollback, the step
+// under way stays Running), leaving the run to whoever holds it now.
+type LockLostError struct {
+	RunID  string
+	Reason string
+}
+
+func (e *LockLostError) Error() string {
+	return fmt.Sprintf("lost the lock of run %s: %s; stopped before the next side effect", e.RunID, e.Reason)
+}
+
+// Is makes errors.Is match ErrLockLost and ErrInterrupted.
+func (e *LockLostError) Is(target error) bool { return target == ErrLockLost || target == ErrInterrupted }
+
+// whileLocked returns a context that ends when lock is lost (its cause is the lock's Err), and
+// a function that releases what it holds.
+func whileLocked(ctx context.Context, lock Lock) (context.Context, context.CancelFunc) {
+	ll, ok := lock.(LosableLock)
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-ll.Lost():
+			cancel(ll.Err())
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
+// lostLock is err, or the lock loss that cut ctx short when err is the interruption it caused.
+func lostLock(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrLockLost) && errors.Is(err, ErrInterrupted) && !errors.Is(err, ErrLockLost) {
+		return cause
+	}
+	return err
+}
+
 // LockHolder says who holds a lock.
 type LockHolder struct {
 	PID     int       `json:"pid"`
