@@ -87,7 +87,9 @@ func (e *LockLostError) Error() string {
 }
 
 // Is makes errors.Is match ErrLockLost and ErrInterrupted.
-func (e *LockLostError) Is(target error) bool { return target == ErrLockLost || target == ErrInterrupted }
+func (e *LockLostError) Is(target error) bool {
+	return target == ErrLockLost || target == ErrInterrupted
+}
 
 // whileLocked returns a context that ends when lock is lost (its cause is the lock's Err), and
 // a function that releases what it holds.
