@@ -156,12 +156,12 @@ func (s *DirStore) List(ctx context.Context) ([]RunEntry, error) {
 		}
 		out = append(out, entry)
 	}
-	sortEntries(out)
+	SortRunEntries(out)
 	return out, nil
 }
 
-// sortEntries orders runs oldest first.
-func sortEntries(out []RunEntry) {
+// SortRunEntries orders runs oldest first, as Store.List returns them.
+func SortRunEntries(out []RunEntry) {
 	sort.SliceStable(out, func(i, k int) bool { return out[i].Time.Before(out[k].Time) })
 }
 

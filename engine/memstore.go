@@ -89,7 +89,7 @@ func (m *MemStore) List(ctx context.Context) ([]RunEntry, error) {
 		}
 		out = append(out, e)
 	}
-	sortEntries(out)
+	SortRunEntries(out)
 	return out, nil
 }
 
