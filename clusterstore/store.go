@@ -170,7 +170,9 @@ func Open(ctx context.Context, state string, opts Options) (*Store, error) {
 // String is where the store is, for messages.
 func (s *Store) String() string { return s.where }
 
-func (s *Store) runs() dynamic.ResourceInterface { return s.dyn.Resource(planRunGVR).Namespace(s.namespace) }
+func (s *Store) runs() dynamic.ResourceInterface {
+	return s.dyn.Resource(planRunGVR).Namespace(s.namespace)
+}
 
 // checkRunID refuses a run id that cannot name a PlanRun and its Lease.
 func checkRunID(runID string) error {
