@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"planrun.dev/planrun/clusterstore"
 	"planrun.dev/planrun/engine"
 )
 
@@ -51,7 +52,10 @@ var applyCommand = &command{
 			return err
 		}
 		a.applyClusterDefaults(p)
-		r := a.runner(jsonOut)
+		r, err := a.runner(ctx, jsonOut)
+		if err != nil {
+			return err
+		}
 		r.NoRollback = a.rf.noRollback
 		j, err := r.Apply(ctx, p, engine.ApplyOptions{RunID: a.rf.runID, DryRun: a.rf.dryRun})
 		a.summary(j, jsonOut, err)
@@ -60,13 +64,17 @@ var applyCommand = &command{
 }
 
 // runner builds the engine's runner with the CLI's renderer as observer.
-func (a *app) runner(jsonOut bool) *engine.Runner {
+func (a *app) runner(ctx context.Context, jsonOut bool) (*engine.Runner, error) {
+	store, err := a.store(ctx)
+	if err != nil {
+		return nil, err
+	}
 	return &engine.Runner{
-		Store:          a.store(),
+		Store:          store,
 		Observer:       newRenderer(a.stdout, jsonOut),
 		Logger:         a.logger,
 		BreakStaleLock: a.rf.breakLock,
-	}
+	}, nil
 }
 
 // summary tells the operator what to do next after a run ends.
@@ -99,13 +107,18 @@ func (a *app) summary(j *engine.Journal, jsonOut bool, err error) {
 
 // loadRunPlan reloads the plan of a run for resume: the file recorded in the journal (or
 // --plan), with the params the run started with.
-func loadRunPlan(a *app) func(*engine.Journal) (*engine.Plan, error) {
+func loadRunPlan(ctx context.Context, a *app) func(*engine.Journal) (*engine.Plan, error) {
 	return func(j *engine.Journal) (*engine.Plan, error) {
 		file := j.Plan.File
 		if a.rf.planFile != "" {
 			file = a.rf.planFile
 		}
 		if _, err := os.Stat(file); err != nil {
+			if a.rf.planFile == "" && clusterstore.IsURL(a.stateName()) {
+				// Runs kept in a cluster are resumed elsewhere than where they started (a Job,
+				// another machine): the plan they started from is in the store.
+				return a.recordedPlan(ctx, j)
+			}
 			return nil, fmt.Errorf("plan file of run %s: %v (give its new place with --plan FILE)", j.RunID, err)
 		}
 		p, err := engine.Load(file, engine.LoadOptions{Params: engine.ParamValues{Fixed: j.Params}})
@@ -115,6 +128,24 @@ func loadRunPlan(a *app) func(*engine.Journal) (*engine.Plan, error) {
 		a.applyClusterDefaults(p)
 		return p, nil
 	}
+}
+
+// recordedPlan is the plan as run j started from it, as the store keeps it.
+func (a *app) recordedPlan(ctx context.Context, j *engine.Journal) (*engine.Plan, error) {
+	store, err := a.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	src, err := store.PlanSource(ctx, j.RunID)
+	if err != nil {
+		return nil, fmt.Errorf("plan of run %s: %v (give it with --plan FILE)", j.RunID, err)
+	}
+	p, err := engine.Parse(j.Plan.File, src, engine.LoadOptions{Params: engine.ParamValues{Fixed: j.Params}})
+	if err != nil {
+		return nil, err
+	}
+	a.applyClusterDefaults(p)
+	return p, nil
 }
 
 var resumeCommand = &command{
@@ -135,9 +166,12 @@ var resumeCommand = &command{
 		if err != nil {
 			return err
 		}
-		r := a.runner(jsonOut)
+		r, err := a.runner(ctx, jsonOut)
+		if err != nil {
+			return err
+		}
 		r.NoRollback = a.rf.noRollback
-		j, err := r.Resume(ctx, runID, loadRunPlan(a))
+		j, err := r.Resume(ctx, runID, loadRunPlan(ctx, a))
 		a.summary(j, jsonOut, err)
 		return err
 	},
@@ -159,24 +193,18 @@ var rollbackCommand = &command{
 		if err != nil {
 			return err
 		}
-		store := a.store()
 		load := func(j *engine.Journal) (*engine.Plan, error) {
 			if a.rf.planFile != "" {
-				return loadRunPlan(a)(j)
+				return loadRunPlan(ctx, a)(j)
 			}
-			src, err := store.PlanSource(ctx, j.RunID)
-			if err != nil {
-				return nil, fmt.Errorf("plan of run %s: %v (give it with --plan FILE)", j.RunID, err)
-			}
-			p, err := engine.Parse(j.Plan.File, src, engine.LoadOptions{Params: engine.ParamValues{Fixed: j.Params}})
-			if err != nil {
-				return nil, err
-			}
-			a.applyClusterDefaults(p)
-			return p, nil
+			return a.recordedPlan(ctx, j)
 		}
 		var was engine.RunStatus // how the run stood before this rollback
-		j, err := a.runner(jsonOut).Rollback(ctx, args[0], func(j *engine.Journal) (*engine.Plan, error) {
+		r, err := a.runner(ctx, jsonOut)
+		if err != nil {
+			return err
+		}
+		j, err := r.Rollback(ctx, args[0], func(j *engine.Journal) (*engine.Plan, error) {
 			was = j.Status
 			return load(j)
 		})
@@ -209,12 +237,16 @@ func rolledBackFrom(was engine.RunStatus) string {
 func (a *app) runArg(ctx context.Context, args []string) (string, error) {
 	switch len(args) {
 	case 0:
-		runs, err := a.store().List(ctx)
+		store, err := a.store(ctx)
+		if err != nil {
+			return "", err
+		}
+		runs, err := store.List(ctx)
 		if err != nil {
 			return "", err
 		}
 		if len(runs) == 0 {
-			return "", fmt.Errorf("no runs in %s", a.stateDir)
+			return "", fmt.Errorf("no runs in %s", a.stateName())
 		}
 		return runs[len(runs)-1].RunID, nil
 	case 1:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"planrun.dev/planrun/clusterstore"
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/safepath"
 	_ "planrun.dev/planrun/steps" // registers every step type
@@ -40,7 +41,7 @@ type command struct {
 }
 
 var commands = []*command{
-	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, versionCommand,
+	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, versionCommand,
 }
 
 // usageError is a mistake on the command line.
@@ -173,6 +174,8 @@ func exitCode(err error) int {
 type app struct {
 	stdout, stderr io.Writer
 	stateDir       string
+	state          string       // --state: a folder or k8s://CONTEXT/NAMESPACE; "" is stateDir
+	runStore       engine.Store // opened by store, once
 	output         string
 	verbose        int
 	kubeconfig     string
@@ -192,6 +195,7 @@ func (a *app) globalFlags(fs *pflag.FlagSet) {
 		def = ".planrun/runs"
 	}
 	fs.StringVar(&a.stateDir, "state-dir", def, "folder holding run checkpoints (env PLANRUN_STATE_DIR)")
+	fs.StringVar(&a.state, "state", os.Getenv("PLANRUN_STATE"), "where runs are kept: a folder (as --state-dir), or k8s://CONTEXT/NAMESPACE for PlanRun objects and Lease locks in a cluster (env PLANRUN_STATE)")
 	fs.StringVarP(&a.output, "output", "o", "", "output format: text (default) or json")
 	fs.CountVarP(&a.verbose, "verbose", "v", "log more (-v info, -vv debug)")
 	fs.StringVar(&a.kubeconfig, "kubeconfig", "", "kubeconfig file for clusters that do not name one")
@@ -210,7 +214,35 @@ func (a *app) setup() {
 	a.logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-func (a *app) store() *engine.DirStore { return engine.NewDirStore(a.stateDir) }
+// store opens where runs are kept, once: --state (a folder or a cluster namespace), or
+// --state-dir.
+func (a *app) store(ctx context.Context) (engine.Store, error) {
+	if a.runStore != nil {
+		return a.runStore, nil
+	}
+	where := a.stateName()
+	if !clusterstore.IsURL(where) {
+		a.runStore = engine.NewDirStore(where)
+		return a.runStore, nil
+	}
+	if _, _, _, err := clusterstore.ParseURL(where); err != nil {
+		return nil, usagef("--state: %v", err)
+	}
+	s, err := clusterstore.Open(ctx, where, clusterstore.Options{Kubeconfig: a.kubeconfig})
+	if err != nil {
+		return nil, err
+	}
+	a.runStore = s
+	return s, nil
+}
+
+// stateName is where runs are kept, as given.
+func (a *app) stateName() string {
+	if a.state != "" {
+		return a.state
+	}
+	return a.stateDir
+}
 
 func (a *app) jsonOutput() (bool, error) {
 	switch strings.ToLower(a.output) {

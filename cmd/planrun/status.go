@@ -26,7 +26,10 @@ var statusCommand = &command{
 		if err != nil {
 			return err
 		}
-		store := a.store()
+		store, err := a.store(ctx)
+		if err != nil {
+			return err
+		}
 		j, err := store.Load(ctx, runID)
 		if err != nil {
 			return err
@@ -142,7 +145,10 @@ var runsCommand = &command{
 		if err != nil {
 			return err
 		}
-		store := a.store()
+		store, err := a.store(ctx)
+		if err != nil {
+			return err
+		}
 		runs, err := store.List(ctx)
 		if err != nil {
 			return err
