@@ -125,6 +125,9 @@ func Open(ctx context.Context, state string, opts Options) (*Store, error) {
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "planrun"
+	// Two checkpoints per step: client-go's default of 5 requests a second would make every
+	// step wait 0.4 s for nothing.
+	cfg.QPS, cfg.Burst = 100, 200
 	if lease == 0 {
 		lease = opts.LeaseDuration
 	}

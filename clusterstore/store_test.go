@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 }
 
 // open returns a store in a new namespace of the package's control plane, with a short lease.
-func open(t *testing.T, lease time.Duration) (*Store, string) {
+func open(t testing.TB, lease time.Duration) (*Store, string) {
 	t.Helper()
 	if os.Getenv(controlplane.SkipEnv) == "1" {
 		t.Skip("control plane tests skipped ($" + controlplane.SkipEnv + ")")
@@ -63,7 +63,7 @@ func open(t *testing.T, lease time.Duration) (*Store, string) {
 	return openURL(t, url), url
 }
 
-func openURL(t *testing.T, url string) *Store {
+func openURL(t testing.TB, url string) *Store {
 	t.Helper()
 	s, err := Open(t.Context(), url, Options{Kubeconfig: cp.Kubeconfig, ArtifactDir: t.TempDir()})
 	if err != nil {
@@ -98,7 +98,7 @@ func init() {
 	engine.Register(engine.StepType{Name: "clusterstoretest.step", Doc: "test step", New: func() engine.Action { return new(testStep) }})
 }
 
-func loadPlan(t *testing.T, body string) *engine.Plan {
+func loadPlan(t testing.TB, body string) *engine.Plan {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "plan.yaml")
 	src := "apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: stored, version: 2}\nsteps:\n" + body

@@ -59,6 +59,8 @@ func signalRun(t *testing.T, dir string, kp *plantest.KillPoint, sig syscall.Sig
 		return -1, true
 	}
 	if ee, ok := err.(*exec.ExitError); ok {
+		// Shown only if the test fails: what planrun said when it exited so.
+		t.Logf("planrun %s exited %d: %s", strings.Join(args, " "), ee.ExitCode(), stderr.String())
 		return ee.ExitCode(), false
 	} else if err != nil {
 		t.Fatal(err)
