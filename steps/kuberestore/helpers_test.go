@@ -39,6 +39,7 @@ var kinds = map[string]struct {
 	"Widget":                   {widgets, true},
 	"Gadget":                   {schema.GroupVersionResource{Group: "nope.example.com", Version: "v1", Resource: "gadgets"}, true},
 	"PersistentVolume":         {schema.GroupVersionResource{Version: "v1", Resource: "persistentvolumes"}, false},
+	"Job":                      {schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "jobs"}, true},
 }
 
 var (

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -219,6 +221,42 @@ func strip(p *resPlan, obj, meta map[string]any) {
 	}
 }
 
+// keepGenerated gives o, about to replace the live object, the fields that the sanitizing
+// removed for the API server to generate them at create (a Job's selector and the controller
+// labels of its template, a Service's cluster IPs): the live object has them, and most are
+// immutable.
+func keepGenerated(o *object, live map[string]any) {
+	spec, _ := o.obj["spec"].(map[string]any)
+	lspec, _ := live["spec"].(map[string]any)
+	if spec == nil || lspec == nil {
+		return
+	}
+	copyField := func(dst, src map[string]any, key string) {
+		if v, ok := src[key]; ok {
+			if _, has := dst[key]; !has {
+				dst[key] = v
+			}
+		}
+	}
+	switch {
+	case o.p.Group == "" && o.p.Resource == "services":
+		copyField(spec, lspec, "clusterIP")
+		copyField(spec, lspec, "clusterIPs")
+	case o.p.Group == "batch" && o.p.Resource == "jobs":
+		copyField(spec, lspec, "selector")
+		labels := func(m map[string]any) map[string]any {
+			tpl, _ := m["template"].(map[string]any)
+			tm, _ := tpl["metadata"].(map[string]any)
+			l, _ := tm["labels"].(map[string]any)
+			return l
+		}
+		if l, ll := labels(spec), labels(lspec); l != nil && ll != nil {
+			copyField(l, ll, "controller-uid")
+			copyField(l, ll, "batch.kubernetes.io/controller-uid")
+		}
+	}
+}
+
 func (x *restorer) applyTransform(t *transform, o *object, srcNS string, lbls labels.Set) error {
 	if t.resources != nil && !matchResource(t.resources, o.p.ar) {
 		return nil
@@ -427,12 +465,59 @@ func (x *restorer) finish(ctx context.Context, o *object, rv, uid string) error 
 		}
 	}
 	if o.status != nil {
-		o.obj["status"] = o.status
-		if _, err := x.update(ctx, o, rv, "/status"); err != nil {
+		if err := x.updateStatus(ctx, o, rv); err != nil {
 			return fmt.Errorf("status: %w", err)
 		}
 	}
 	return nil
+}
+
+// updateStatus puts o's status from the backup at version rv. A controller of the target may
+// have set, since the object was created, status fields that the API server then keeps
+// immutable (a Job's startTime once it runs): the fields its refusal names keep their live
+// values, and the rest of the status is restored.
+func (x *restorer) updateStatus(ctx context.Context, o *object, rv string) error {
+	o.obj["status"] = o.status
+	_, err := x.update(ctx, o, rv, "/status")
+	var se apierrors.APIStatus
+	if err == nil || !apierrors.IsInvalid(err) || !errors.As(err, &se) || se.Status().Details == nil {
+		return err
+	}
+	want, ok := o.status.(map[string]any)
+	if !ok {
+		return err
+	}
+	b, gerr := x.request(ctx, "GET", o.p.path(o.ns, o.name), nil, false)
+	if gerr != nil {
+		return err
+	}
+	live, derr := decode(b)
+	if derr != nil {
+		return err
+	}
+	liveStatus, _ := live["status"].(map[string]any)
+	status := maps.Clone(want)
+	kept := false
+	for _, c := range se.Status().Details.Causes {
+		field, top := strings.CutPrefix(c.Field, "status.")
+		if !top || field == "" || strings.ContainsAny(field, ".[") {
+			continue // only whole top-level status fields are taken from the live object
+		}
+		if v, ok := liveStatus[field]; ok {
+			status[field] = v
+		} else {
+			delete(status, field)
+		}
+		kept = true
+	}
+	if !kept {
+		return err
+	}
+	lmeta, _ := live["metadata"].(map[string]any)
+	rv, _ = lmeta["resourceVersion"].(string)
+	o.obj["status"] = status
+	_, err = x.update(ctx, o, rv, "/status")
+	return err
 }
 
 // update puts o at version rv (sub "/status" for the status), getting a fresh version on a
@@ -506,7 +591,7 @@ func (x *restorer) existing(ctx context.Context, o *object) {
 	case own || x.policy == "update":
 		// Created by this step and different: an attempt died between create and the
 		// createThenUpdate fields or the status. Finish it whatever the policy.
-		err := x.updateExisting(ctx, o, rv)
+		err := x.updateExisting(ctx, o, rv, live)
 		if err != nil {
 			x.fail(p, o.kind, o.ns, o.name, err)
 			return
@@ -521,7 +606,8 @@ func (x *restorer) existing(ctx context.Context, o *object) {
 	}
 }
 
-func (x *restorer) updateExisting(ctx context.Context, o *object, rv string) error {
+func (x *restorer) updateExisting(ctx context.Context, o *object, rv string, live map[string]any) error {
+	keepGenerated(o, live)
 	if o.hasLater {
 		for i, path := range o.p.ctu {
 			if o.later[i] != nil {
@@ -534,8 +620,7 @@ func (x *restorer) updateExisting(ctx context.Context, o *object, rv string) err
 		return err
 	}
 	if o.status != nil && !x.rc.DryRun {
-		o.obj["status"] = o.status
-		if _, err := x.update(ctx, o, rv, "/status"); err != nil {
+		if err := x.updateStatus(ctx, o, rv); err != nil {
 			return fmt.Errorf("status: %w", err)
 		}
 	}

@@ -768,3 +768,59 @@ func TestDryRunAfterBackup(t *testing.T) {
 		t.Errorf("temporary backup folders left behind: %v", after)
 	}
 }
+
+// TestStatusKeepsImmutableLiveFields: a Job already on the target whose controller set its
+// startTime (immutable once set) is restored with its status from the backup: the status is
+// restored but for the startTime, which the API server refuses to change and which keeps its
+// live value, instead of failing the object (as a resume did when the Job had started between
+// the create of a killed attempt and its status update).
+func TestStatusKeepsImmutableLiveFields(t *testing.T) {
+	kubetest.Need(t, clusters)
+	c := clusters[0]
+	ns := c.Namespace(t)
+	dir := t.TempDir()
+	spec := map[string]any{
+		"template": map[string]any{"spec": map[string]any{
+			"restartPolicy": "Never",
+			"containers":    []any{map[string]any{"name": "c", "image": "busybox"}},
+		}},
+	}
+	jobs := c.Dynamic.Resource(kinds["Job"].gvr).Namespace(ns)
+	live := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "batch/v1", "kind": "Job",
+		"metadata": map[string]any{"name": "reindex", "namespace": ns}, "spec": spec}}
+	created, err := jobs.Create(context.Background(), live, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The backup has the Job as the API server completed it (selector, template labels), and a
+	// status from the source, where it started earlier.
+	backedUp := obj("Job", ns, "reindex", map[string]any{"spec": created.Object["spec"], "status": map[string]any{
+		"startTime": "2026-01-01T00:00:00Z", "active": int64(1), "ready": int64(0),
+	}})
+	backedUp.SetLabels(created.GetLabels())
+	writeBackup(t, dir, []*unstructured.Unstructured{backedUp})
+
+	// What the Job controller of the target does when the Job starts.
+	started := "2026-11-30T10:00:00Z"
+	unstructured.SetNestedField(created.Object, started, "status", "startTime")
+	if _, err := jobs.UpdateStatus(context.Background(), created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	run := kubetest.Apply(t, mainCluster(), restorePlan(fmt.Sprintf(`{from: %q, onConflict: update, restoreStatus: true, includeResources: [jobs.batch]}`, dir)), kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	got, err := jobs.Get(context.Background(), "reindex", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, _ := unstructured.NestedString(got.Object, "status", "startTime")
+	active, _, _ := unstructured.NestedInt64(got.Object, "status", "active")
+	if st != started || active != 1 {
+		t.Fatalf("status %v: want the live startTime %s and the backup's active 1", got.Object["status"], started)
+	}
+	if out := run.Outputs(t, "s"); num(t, out, "failed") != 0 || num(t, out, "updated") != 1 {
+		t.Fatalf("outputs %v", out)
+	}
+}
