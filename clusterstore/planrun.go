@@ -55,7 +55,7 @@ func setJournal(obj *unstructured.Unstructured, j *engine.Journal) error {
 		return err
 	}
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed) // a checkpoint before and after every step
 	if _, err := zw.Write(data); err != nil {
 		return err
 	}

@@ -331,7 +331,7 @@ func TestBadStateURLs(t *testing.T) {
 	}
 }
 
-func createRun(t *testing.T, s *Store, id string) *engine.Journal {
+func createRun(t testing.TB, s *Store, id string) *engine.Journal {
 	t.Helper()
 	now := time.Now().UTC()
 	j := &engine.Journal{Version: 1, RunID: id, Plan: engine.PlanRecord{Name: "p"}, Status: engine.RunRunning, Started: now, Updated: now}
