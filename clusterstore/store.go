@@ -70,29 +70,37 @@ type Store struct {
 var _ engine.Store = (*Store)(nil)
 
 // ParseURL splits a state URL: k8s://CONTEXT/NAMESPACE (k8s:///NAMESPACE is the current
-// context, or the pod's own cluster), with an optional ?lease=DURATION.
+// context, or the pod's own cluster), with an optional ?lease=DURATION. The namespace is what
+// follows the last slash, so that a context name may hold slashes and colons, as EKS's ARNs do
+// (k8s://arn:aws:eks:eu-west-1:123456789012:cluster/prod/planrun); %XX escapes are decoded.
 func ParseURL(state string) (kubeContext, namespace string, lease time.Duration, err error) {
 	bad := func(why string) error {
 		return fmt.Errorf("state %q: %s (want k8s://CONTEXT/NAMESPACE, or k8s:///NAMESPACE for the current context)", state, why)
 	}
-	u, err := url.Parse(state)
-	if err != nil {
-		return "", "", 0, bad(err.Error())
-	}
-	if u.Scheme != Scheme {
+	rest, ok := strings.CutPrefix(state, Scheme+"://")
+	if !ok {
 		return "", "", 0, bad("not a k8s:// URL")
 	}
-	if u.User != nil || u.Fragment != "" {
-		return "", "", 0, bad("no user or fragment allowed")
+	rest, rawQuery, _ := strings.Cut(rest, "?")
+	if strings.Contains(rest, "#") {
+		return "", "", 0, bad("no fragment allowed")
 	}
-	namespace = strings.Trim(u.Path, "/")
-	if namespace == "" {
+	slash := strings.LastIndex(rest, "/")
+	if slash < 0 || slash == len(rest)-1 {
 		return "", "", 0, bad("no namespace")
 	}
+	if kubeContext, err = url.PathUnescape(rest[:slash]); err != nil {
+		return "", "", 0, bad(fmt.Sprintf("context: %v", err))
+	}
+	namespace = rest[slash+1:]
 	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
 		return "", "", 0, bad(fmt.Sprintf("namespace %q: %s", namespace, strings.Join(errs, "; ")))
 	}
-	for k, v := range u.Query() {
+	query, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", "", 0, bad(err.Error())
+	}
+	for k, v := range query {
 		switch k {
 		case "lease":
 			if lease, err = time.ParseDuration(v[0]); err != nil || lease < 3*time.Second {
@@ -102,7 +110,7 @@ func ParseURL(state string) (kubeContext, namespace string, lease time.Duration,
 			return "", "", 0, bad(fmt.Sprintf("unknown option %q (known: lease)", k))
 		}
 	}
-	return u.Host, namespace, lease, nil
+	return kubeContext, namespace, lease, nil
 }
 
 // Open connects to the namespace a state URL names and makes sure the PlanRun resource is

@@ -318,10 +318,24 @@ func TestBadStateURLs(t *testing.T) {
 		{"k8s://ctx/ns?lease=1s", "at least 3s"},
 		{"k8s://ctx/ns?color=red", `unknown option "color"`},
 		{"s3://bucket/x", "not a k8s:// URL"},
+		{"k8s://ctx/", "no namespace"},
+		{"k8s://ctx/ns#x", "no fragment"},
+		{"k8s://ctx/ns?lease=%zz", "invalid URL escape"},
 	} {
 		_, _, _, err := ParseURL(tc.url)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("ParseURL(%q) = %v; want one line with %q", tc.url, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ url, context, namespace string }{
+		{"k8s://kind-a/runs", "kind-a", "runs"},
+		{"k8s:///runs?lease=10s", "", "runs"},
+		{"k8s://arn:aws:eks:eu-west-1:123456789012:cluster/prod/planrun", "arn:aws:eks:eu-west-1:123456789012:cluster/prod", "planrun"},
+		{"k8s://my%20ctx/runs", "my ctx", "runs"},
+	} {
+		c, ns, _, err := ParseURL(tc.url)
+		if err != nil || c != tc.context || ns != tc.namespace {
+			t.Errorf("ParseURL(%q) = %q, %q, %v; want %q, %q", tc.url, c, ns, err, tc.context, tc.namespace)
 		}
 	}
 	s, _ := open(t, 6*time.Second)
