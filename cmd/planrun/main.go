@@ -183,6 +183,8 @@ type app struct {
 	namespace      string
 	// credentialsFrom is verify-backup's --credentials-from NAMESPACE/NAME.
 	credentialsFrom string
+	// watch is status --watch.
+	watch bool
 	// mover holds planrun mover's flags.
 	mover  moverFlags
 	logger *slog.Logger

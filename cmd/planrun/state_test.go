@@ -71,6 +71,10 @@ func TestStateInACluster(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "rolled back") {
 		t.Fatalf("rollback: exit %d: %s %s", code, stdout, stderr)
 	}
+	code, stdout, stderr = runCLI(t, append([]string{"status", "kept-1", "-w", "-o", "json"}, common...)...)
+	if code != exitRunFailed || !strings.Contains(stdout, `"type":"run.finished"`) || !strings.Contains(stdout, `"status":"RolledBack"`) {
+		t.Fatalf("status -w of the rolled-back run: exit %d: %s %s", code, stdout, stderr)
+	}
 
 	for _, tc := range []struct {
 		state string

@@ -10,13 +10,18 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"planrun.dev/planrun/engine"
 )
 
 var statusCommand = &command{
 	name:    "status",
-	usage:   "[RUN] [-o json]",
-	summary: "Show a run step by step (the latest run if none is named).",
+	usage:   "[RUN] [-w] [-o json]",
+	summary: "Show a run step by step (the latest run if none is named); -w follows it until it ends.",
+	flags: func(fs *pflag.FlagSet, a *app) {
+		fs.BoolVarP(&a.watch, "watch", "w", false, "follow the run as its runner (here or elsewhere) checkpoints it, until it ends; exit as the run does")
+	},
 	run: func(ctx context.Context, a *app, args []string) error {
 		jsonOut, err := a.jsonOutput()
 		if err != nil {
@@ -29,6 +34,9 @@ var statusCommand = &command{
 		store, err := a.store(ctx)
 		if err != nil {
 			return err
+		}
+		if a.watch {
+			return watchRun(ctx, store, runID, newRenderer(a.stdout, jsonOut))
 		}
 		j, err := store.Load(ctx, runID)
 		if err != nil {

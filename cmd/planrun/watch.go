@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"planrun.dev/planrun/engine"
+)
+
+// watchEvery is how often status --watch reads the run's journal.
+const watchEvery = time.Second
+
+// watchGoneAfter is how many reads in a row must find no live runner before --watch says the
+// run stopped: a runner taking a run over (a Job's next pod) holds no lock for a moment.
+const watchGoneAfter = 3
+
+// watchRun follows a run from its journal, as another machine (or a runner pod) writes it, and
+// tells obs what changed as the events of a live run would: the steps that finished before
+// first, then every start, retry, success, failure and skip, until the run ends or its runner
+// is gone. Progress within a step is not in the journal, so it is not shown. It returns the
+// run's outcome as apply would (nil, a *engine.RunError, or ErrInterrupted when ctx ends).
+func watchRun(ctx context.Context, store engine.Store, runID string, obs engine.Observer) error {
+	seen := map[string]engine.StepRecord{}
+	gone := 0
+	first := true
+	for {
+		j, err := store.Load(ctx, runID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return engine.ErrInterrupted
+			}
+			return err
+		}
+		if first {
+			obs.Observe(engine.Event{Time: j.Started, Type: engine.EventRunStarted, RunID: runID,
+				Message: "watching plan " + j.Plan.Name + " (" + string(j.Status) + ")"})
+			first = false
+		}
+		for _, r := range j.Steps {
+			for _, e := range stepChanges(seen[r.ID], *r) {
+				e.RunID = runID
+				obs.Observe(e)
+			}
+			seen[r.ID] = *r
+		}
+		v := viewRun(ctx, store, j, time.Now())
+		switch {
+		case v.status == engine.RunRunning || v.status == engine.RunRollingBack:
+			gone = 0
+		case v.status == engine.RunInterrupted && j.Status != engine.RunInterrupted && gone+1 < watchGoneAfter:
+			gone++ // no live runner: perhaps one is taking the run over
+		default:
+			return finished(obs, j, v)
+		}
+		select {
+		case <-ctx.Done():
+			return engine.ErrInterrupted
+		case <-time.After(watchEvery):
+		}
+	}
+}
+
+// stepChanges are the events that take a step record from was to now.
+func stepChanges(was, now engine.StepRecord) []engine.Event {
+	base := engine.Event{StepID: now.ID, StepType: now.Type, Hook: now.Hook, Rollback: now.RollbackOf != "", Attempt: now.Attempts}
+	at := func(t *time.Time) time.Time {
+		if t == nil {
+			return time.Now().UTC()
+		}
+		return *t
+	}
+	var out []engine.Event
+	if now.Attempts > was.Attempts && (now.Status == engine.StepRunning || was.Attempts == 0) {
+		e := base
+		e.Type, e.Time = engine.EventStepStarted, at(now.Started)
+		out = append(out, e)
+	}
+	if now.Status == was.Status && now.Attempts == was.Attempts {
+		return out
+	}
+	e := base
+	switch now.Status {
+	case engine.StepSucceeded:
+		e.Type, e.Time, e.Outputs = engine.EventStepSucceeded, at(now.Finished), now.Outputs
+		if now.Started != nil && now.Finished != nil {
+			e.Elapsed = engine.Duration(now.Finished.Sub(*now.Started))
+		}
+	case engine.StepFailed:
+		e.Type, e.Time, e.Error = engine.EventStepFailed, at(now.Finished), now.Error
+	case engine.StepSkipped:
+		e.Type, e.Time, e.Message = engine.EventStepSkipped, at(now.Finished), "when was false"
+	case engine.StepRolledBack:
+		e.Type, e.Time, e.Status, e.Message = engine.EventStepReused, at(now.Finished), string(now.Status), "rolled back"
+	default:
+		return out
+	}
+	return append(out, e)
+}
+
+// finished reports the end of a watched run and returns its outcome.
+func finished(obs engine.Observer, j *engine.Journal, v runView) error {
+	e := engine.Event{Time: time.Now().UTC(), Type: engine.EventRunFinished, RunID: j.RunID, Status: string(v.status), Error: j.Error}
+	if v.runner != "" && e.Error == "" {
+		e.Error = v.runner
+	}
+	obs.Observe(e)
+	switch v.status {
+	case engine.RunSucceeded:
+		return nil
+	case engine.RunInterrupted:
+		return &engine.RunError{RunID: j.RunID, Status: v.status, Err: errors.New(orText(e.Error, "stopped"))}
+	}
+	return &engine.RunError{RunID: j.RunID, Status: v.status, Err: errors.New(orText(j.Error, string(v.status)))}
+}
+
+func orText(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
