@@ -5,10 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -164,7 +168,9 @@ func (s *Store) Lock(ctx context.Context, runID string, opts engine.LockOptions)
 	l := &leaseLock{s: s, runID: runID, lease: lease, renewed: lease.Spec.RenewTime.Time,
 		lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := l.fence(ctx); err != nil {
-		l.releaseLease(context.WithoutCancel(ctx))
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		l.releaseLease(rctx)
+		cancel()
 		return nil, err
 	}
 	s.mu.Lock()
@@ -181,7 +187,9 @@ func (s *Store) holderRecord() engine.LockHolder {
 }
 
 // leaseLock is a held run lock: the Lease, renewed in the background, and the PlanRun as this
-// runner last wrote it.
+// runner last wrote it. Two mutexes: mu guards what the renewal and the engine read (when the
+// Lease was last renewed, why it was lost) and is never held across a request; writeMu
+// serializes checkpoints, which may wait on the API server.
 type leaseLock struct {
 	s     *Store
 	runID string
@@ -189,8 +197,10 @@ type leaseLock struct {
 	mu      sync.Mutex
 	lease   *coordinationv1.Lease
 	renewed time.Time
-	obj     *unstructured.Unstructured // the PlanRun as last written by this runner
 	err     *engine.LockLostError
+
+	writeMu sync.Mutex
+	obj     *unstructured.Unstructured // the PlanRun as last written by this runner
 
 	lost, stop, done chan struct{}
 	once             sync.Once
@@ -215,15 +225,20 @@ func (l *leaseLock) Err() error {
 func (l *leaseLock) lose(reason string) *engine.LockLostError {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.loseLocked(reason)
-}
-
-func (l *leaseLock) loseLocked(reason string) *engine.LockLostError {
 	if l.err == nil {
 		l.err = &engine.LockLostError{RunID: l.runID, Reason: reason}
 		close(l.lost)
 	}
 	return l.err
+}
+
+// giveUpAt is when this runner stops holding the run if it cannot renew: four fifths of the
+// Lease after its last renewal, before any other runner may take it (clocks agreeing to within
+// a fifth of the Lease: the Lease's times are its holder's).
+func (l *leaseLock) giveUpAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.renewed.Add(l.s.lease * 4 / 5)
 }
 
 // fence writes this runner into the PlanRun: from then on, a checkpoint of any earlier holder
@@ -244,75 +259,144 @@ func (l *leaseLock) fence(ctx context.Context) error {
 		if err != nil {
 			return l.s.apiErr("recording the lock holder in PlanRun "+l.runID, err)
 		}
-		l.mu.Lock()
+		l.writeMu.Lock()
 		l.obj = updated
-		l.mu.Unlock()
+		l.writeMu.Unlock()
 		return nil
 	}
 }
 
-// write changes the PlanRun as this runner last wrote it and updates it; a conflict means
-// another runner wrote it since: the lock is lost.
+// unavailableError is a checkpoint that could not be written before the lock would have to be
+// given up. It matches engine.ErrInterrupted: the runner stops as if interrupted (no rollback:
+// the run is resumed once the API server answers again).
+type unavailableError struct {
+	runID string
+	err   error
+}
+
+func (e *unavailableError) Error() string {
+	return fmt.Sprintf("checkpoint of run %s could not be written: %v; stopped as interrupted (resume it once the API server answers)", e.runID, e.err)
+}
+
+func (e *unavailableError) Unwrap() error { return e.err }
+
+// Is makes errors.Is match engine.ErrInterrupted.
+func (e *unavailableError) Is(target error) bool { return target == engine.ErrInterrupted }
+
+// write changes the PlanRun as this runner last wrote it and updates it. A conflict means
+// another runner wrote it since (the lock is lost), unless the object holds this runner's own
+// last write whose answer was lost. Errors the API server may get over (a timeout, too many
+// requests, a 5xx) are retried until the lock would have to be given up.
 func (l *leaseLock) write(ctx context.Context, change func(*unstructured.Unstructured) error) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.err != nil {
-		return l.err
-	}
-	obj := l.obj.DeepCopy()
-	if err := change(obj); err != nil {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if err := l.Err(); err != nil {
 		return err
 	}
-	updated, err := l.s.runs().Update(ctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		who := "deleted"
-		if cur, gerr := l.s.runs().Get(ctx, l.runID, metav1.GetOptions{}); gerr == nil {
-			who, _, _ = unstructured.NestedString(cur.Object, "status", "holder")
-			who = "now held by " + who
+	base := l.obj
+	for attempt := 0; ; attempt++ {
+		obj := base.DeepCopy()
+		if err := change(obj); err != nil {
+			return err
 		}
-		return l.loseLocked(fmt.Sprintf("PlanRun %s in %s was changed by another runner (%s)", l.runID, l.s.where, who))
+		deadline := l.giveUpAt()
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		updated, err := l.s.runs().Update(rctx, obj, metav1.UpdateOptions{FieldManager: fieldManager})
+		var cur *unstructured.Unstructured
+		var gerr error
+		if apierrors.IsConflict(err) {
+			cur, gerr = l.s.runs().Get(rctx, l.runID, metav1.GetOptions{})
+		}
+		cancel()
+		switch {
+		case err == nil:
+			l.obj = updated
+			return nil
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err) && apierrors.IsNotFound(gerr):
+			return l.lose(fmt.Sprintf("PlanRun %s in %s was deleted", l.runID, l.s.where))
+		case apierrors.IsConflict(err) && gerr == nil:
+			if holder, _, _ := unstructured.NestedString(cur.Object, "status", "holder"); holder != l.s.identity {
+				return l.lose(fmt.Sprintf("PlanRun %s in %s was changed by another runner (now held by %s)", l.runID, l.s.where, orNobody(holder)))
+			}
+			base = cur // this runner's own write, whose answer was lost: write over it
+		case !retriable(err) && !apierrors.IsConflict(err):
+			return l.s.apiErr("checkpoint of run "+l.runID, err)
+		}
+		if err := l.Err(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) || attempt >= 20 {
+			return &unavailableError{runID: l.runID, err: l.s.apiErr("updating PlanRun "+l.runID, err)}
+		}
+		select {
+		case <-ctx.Done():
+			return &unavailableError{runID: l.runID, err: ctx.Err()}
+		case <-time.After(time.Duration(100*(attempt+1)) * time.Millisecond):
+		}
 	}
-	if err != nil {
-		return l.s.apiErr("checkpoint of run "+l.runID, err)
+}
+
+// retriable says whether an API error may go away by itself.
+func retriable(err error) bool {
+	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsUnexpectedServerError(err) ||
+		errors.Is(err, context.DeadlineExceeded) || isNetwork(err)
+}
+
+// isNetwork says whether err is a failure to reach the API server at all.
+func isNetwork(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func orNobody(s string) string {
+	if s == "" {
+		return "nobody"
 	}
-	l.obj = updated
-	return nil
+	return s
 }
 
 // renew renews the Lease every third of its duration until Release, and declares the lock lost
-// when another runner holds it, or when it could not be renewed for four fifths of its duration
-// (before anyone else may take it).
+// when another runner holds it, or when it could not be renewed by giveUpAt (before anyone else
+// may take it) — on a timer of its own, so that a renewal hanging on the network cannot delay it.
 func (l *leaseLock) renew() {
 	defer close(l.done)
 	every := l.s.lease / 3
 	wait := every
+	var lastErr error
 	for {
+		giveUp := time.Until(l.giveUpAt())
+		if giveUp <= 0 {
+			why := ""
+			if lastErr != nil {
+				why = ": " + lastErr.Error()
+			}
+			l.lose(fmt.Sprintf("could not renew Lease %s in %s for %s%s", leaseName(l.runID), l.s.where, (l.s.lease * 4 / 5).Round(time.Second), why))
+			return
+		}
 		select {
 		case <-l.stop:
 			return
 		case <-l.lost:
 			return
-		case <-time.After(wait):
+		case <-time.After(min(wait, giveUp)):
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), every)
+		if time.Until(l.giveUpAt()) <= 0 {
+			continue // declared lost at the top
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), l.giveUpAt())
 		err := l.renewOnce(ctx)
 		cancel()
 		if err == nil {
-			wait = every
+			wait, lastErr = every, nil
 			continue
 		}
-		wait = l.s.lease / 10 // retry often: the Lease is running out
-		l.mu.Lock()
-		since := time.Since(l.renewed)
-		l.mu.Unlock()
+		lastErr = err
 		if taken, ok := err.(leaseTaken); ok {
 			l.lose(string(taken))
 			return
 		}
-		if since > l.s.lease*4/5 {
-			l.lose(fmt.Sprintf("could not renew Lease %s in %s for %s: %v", leaseName(l.runID), l.s.where, since.Round(time.Second), err))
-			return
-		}
+		wait = l.s.lease / 10 // retry often: the Lease is running out
 	}
 }
 
@@ -321,12 +405,13 @@ type leaseTaken string
 
 func (e leaseTaken) Error() string { return string(e) }
 
-// renewFault, in tests, makes renewals fail as if the API server could not be reached.
-var renewFault func(runID string) error
+// renewFault, in tests, makes renewals fail as if the API server could not be reached; it may
+// block until ctx ends, as a request to an unreachable server does.
+var renewFault func(ctx context.Context, runID string) error
 
 func (l *leaseLock) renewOnce(ctx context.Context) error {
 	if renewFault != nil {
-		if err := renewFault(l.runID); err != nil {
+		if err := renewFault(ctx, l.runID); err != nil {
 			return err
 		}
 	}
@@ -339,11 +424,11 @@ func (l *leaseLock) renewOnce(ctx context.Context) error {
 		return err
 	}
 	if cur.Spec.HolderIdentity == nil || *cur.Spec.HolderIdentity != l.s.identity {
-		who := "nobody"
-		if cur.Spec.HolderIdentity != nil && *cur.Spec.HolderIdentity != "" {
+		who := ""
+		if cur.Spec.HolderIdentity != nil {
 			who = *cur.Spec.HolderIdentity
 		}
-		return leaseTaken(fmt.Sprintf("Lease %s in %s is held by %s", name, l.s.where, who))
+		return leaseTaken(fmt.Sprintf("Lease %s in %s is held by %s", name, l.s.where, orNobody(who)))
 	}
 	now := metav1.NowMicro()
 	cur.Spec.RenewTime = &now
@@ -369,17 +454,18 @@ func (l *leaseLock) Release() error {
 			delete(l.s.held, l.runID)
 		}
 		l.s.mu.Unlock()
-		if l.Err() != nil {
-			return // someone else's now
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if werr := l.write(ctx, func(obj *unstructured.Unstructured) error {
-			unstructured.RemoveNestedField(obj.Object, "status", "holder")
-			return nil
-		}); werr != nil {
-			err = werr
+		if l.Err() == nil {
+			if werr := l.write(ctx, func(obj *unstructured.Unstructured) error {
+				unstructured.RemoveNestedField(obj.Object, "status", "holder")
+				return nil
+			}); werr != nil {
+				err = werr
+			}
 		}
+		// Also after a loss: releaseLease frees the Lease only if this runner still holds it
+		// (a runner that could not renew), never another's.
 		if rerr := l.releaseLease(ctx); rerr != nil && err == nil {
 			err = rerr
 		}

@@ -27,14 +27,19 @@ const (
 	managedByLabel = "app.kubernetes.io/managed-by"
 	planLabel      = "planrun.dev/plan"
 	fieldManager   = "planrun"
-	// maxJournalBytes is the most a compressed journal may take in a PlanRun, leaving room
-	// for the plan source and the object's metadata under etcd's request limit.
-	maxJournalBytes = 1 << 20
+	// maxObjectBytes bounds the journal (compressed, base64) and the plan source together,
+	// leaving room for the object's metadata under etcd's default request limit (1.5 MiB).
+	maxObjectBytes = 1300 << 10
+	// maxPlanBytes bounds the plan source a PlanRun keeps.
+	maxPlanBytes = 256 << 10
 	// maxErrorBytes bounds the error shown in the summary (the journal has it whole).
 	maxErrorBytes = 1024
 )
 
 func newRunObject(namespace string, j *engine.Journal, planSource []byte) (*unstructured.Unstructured, error) {
+	if len(planSource) > maxPlanBytes {
+		return nil, fmt.Errorf("plan of run %s is %d KiB: more than a PlanRun keeps (%d KiB)", j.RunID, len(planSource)>>10, maxPlanBytes>>10)
+	}
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": planRunGVR.GroupVersion().String(),
 		"kind":       "PlanRun",
@@ -62,9 +67,11 @@ func setJournal(obj *unstructured.Unstructured, j *engine.Journal) error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	if buf.Len() > maxJournalBytes {
-		return fmt.Errorf("journal of run %s is %d KiB compressed (%d KiB as JSON): more than a PlanRun holds (%d KiB); keep large step outputs in object storage",
-			j.RunID, buf.Len()>>10, len(data)>>10, maxJournalBytes>>10)
+	encoded := base64.StdEncoding.EncodeToString(buf.Bytes())
+	plan, _, _ := unstructured.NestedString(obj.Object, "spec", "planSource")
+	if len(encoded)+len(plan) > maxObjectBytes {
+		return fmt.Errorf("journal of run %s is %d KiB compressed (%d KiB as JSON): with its plan, more than a PlanRun holds (%d KiB); keep large step outputs in object storage",
+			j.RunID, len(encoded)>>10, len(data)>>10, maxObjectBytes>>10)
 	}
 	done := 0
 	current := ""
@@ -82,7 +89,7 @@ func setJournal(obj *unstructured.Unstructured, j *engine.Journal) error {
 		"progress":    fmt.Sprintf("%d/%d", done, len(j.Steps)),
 		"started":     j.Started.UTC().Format(time.RFC3339),
 		"updated":     j.Updated.UTC().Format(time.RFC3339),
-		"journalGzip": base64.StdEncoding.EncodeToString(buf.Bytes()),
+		"journalGzip": encoded,
 	}
 	if current != "" {
 		status["step"] = current

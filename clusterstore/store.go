@@ -103,14 +103,23 @@ func ParseURL(state string) (kubeContext, namespace string, lease time.Duration,
 	for k, v := range query {
 		switch k {
 		case "lease":
-			if lease, err = time.ParseDuration(v[0]); err != nil || lease < 3*time.Second {
-				return "", "", 0, bad(fmt.Sprintf("lease %q: want a duration of at least 3s", v[0]))
+			if lease, err = time.ParseDuration(v[0]); err != nil || checkLease(lease) != nil {
+				return "", "", 0, bad(fmt.Sprintf("lease %q: want whole seconds, at least 3s", v[0]))
 			}
 		default:
 			return "", "", 0, bad(fmt.Sprintf("unknown option %q (known: lease)", k))
 		}
 	}
 	return kubeContext, namespace, lease, nil
+}
+
+// checkLease refuses a lease duration a Lease cannot record exactly (whole seconds) or too short
+// to be renewed in time.
+func checkLease(d time.Duration) error {
+	if d < 3*time.Second || d%time.Second != 0 {
+		return fmt.Errorf("lease duration %s: want whole seconds, at least 3s", d)
+	}
+	return nil
 }
 
 // Open connects to the namespace a state URL names and makes sure the PlanRun resource is
@@ -141,6 +150,9 @@ func Open(ctx context.Context, state string, opts Options) (*Store, error) {
 	}
 	if lease == 0 {
 		lease = DefaultLeaseDuration
+	}
+	if err := checkLease(lease); err != nil {
+		return nil, err
 	}
 	contextName := kubeContext
 	if contextName == "" {

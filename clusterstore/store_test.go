@@ -221,9 +221,11 @@ func TestLeaseTakeover(t *testing.T) {
 	// The API server cannot be reached for renewals.
 	var cut atomic.Bool
 	cut.Store(true)
-	renewFault = func(runID string) error {
+	// Renewals hang until they time out, as requests to an unreachable server do.
+	renewFault = func(ctx context.Context, runID string) error {
 		if runID == "cut-off" && cut.Load() {
-			return errors.New("connection refused")
+			<-ctx.Done()
+			return fmt.Errorf("connection timed out: %w", ctx.Err())
 		}
 		return nil
 	}
@@ -316,6 +318,7 @@ func TestBadStateURLs(t *testing.T) {
 		{"k8s://ctx", "no namespace"},
 		{"k8s://ctx/Bad_NS", `namespace "Bad_NS"`},
 		{"k8s://ctx/ns?lease=1s", "at least 3s"},
+		{"k8s://ctx/ns?lease=3.5s", "whole seconds"},
 		{"k8s://ctx/ns?color=red", `unknown option "color"`},
 		{"s3://bucket/x", "not a k8s:// URL"},
 		{"k8s://ctx/", "no namespace"},
@@ -359,7 +362,7 @@ func createRun(t testing.TB, s *Store, id string) *engine.Journal {
 // starts no other, before anyone else may take the run; the journal keeps its last checkpoint.
 func TestRunnerStopsWhenCutOff(t *testing.T) {
 	s, _ := open(t, 6*time.Second)
-	renewFault = func(runID string) error {
+	renewFault = func(ctx context.Context, runID string) error {
 		if runID == "cut" {
 			return errors.New("network unreachable")
 		}
@@ -371,8 +374,8 @@ func TestRunnerStopsWhenCutOff(t *testing.T) {
 	ranSteps.Unlock()
 	p := loadPlan(t, "  - {id: a, type: clusterstoretest.step}\n  - {id: b, type: clusterstoretest.step, with: {wait: 1m}}\n  - {id: c, type: clusterstoretest.step}\n")
 	_, err := (&engine.Runner{Store: s}).Apply(t.Context(), p, engine.ApplyOptions{RunID: "cut"})
-	if !errors.Is(err, engine.ErrLockLost) || !strings.Contains(err.Error(), "network unreachable") {
-		t.Fatalf("apply cut off from the API server: %v", err)
+	if !errors.Is(err, engine.ErrLockLost) || !strings.Contains(err.Error(), "network unreachable") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("apply cut off from the API server: %v; want one line saying why", err)
 	}
 	if got := strings.Join(ranSteps.ids, ","); got != "a,b" {
 		t.Errorf("ran %s; want a, then b stopped", got)
@@ -380,5 +383,39 @@ func TestRunnerStopsWhenCutOff(t *testing.T) {
 	j, err := s.Load(t.Context(), "cut")
 	if err != nil || j.Status != engine.RunRunning || j.Step("b").Status != engine.StepRunning {
 		t.Fatalf("journal after the cut: %v %v", j, err)
+	}
+}
+
+// TestCheckpointAnswerLost: a checkpoint the API server applied but whose answer was lost
+// (a timeout) leaves the runner with an older version of the PlanRun; its next checkpoint finds
+// its own write there and goes on, instead of taking it for another runner's.
+func TestCheckpointAnswerLost(t *testing.T) {
+	s, _ := open(t, 6*time.Second)
+	j := createRun(t, s, "lost-answer")
+	l, err := s.Lock(t.Context(), "lost-answer", engine.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	ll := l.(*leaseLock)
+	ll.writeMu.Lock()
+	before := ll.obj
+	ll.writeMu.Unlock()
+	j.Error = "first"
+	if err := s.Save(t.Context(), j); err != nil {
+		t.Fatal(err)
+	}
+	ll.writeMu.Lock()
+	ll.obj = before // as if the answer to that update had been lost
+	ll.writeMu.Unlock()
+	j.Error = "second"
+	if err := s.Save(t.Context(), j); err != nil {
+		t.Fatalf("Save after a lost answer: %v", err)
+	}
+	if got, err := s.Load(t.Context(), "lost-answer"); err != nil || got.Error != "second" {
+		t.Fatalf("Load = %v, %v", got, err)
+	}
+	if ll.Err() != nil {
+		t.Fatalf("the lock was taken for lost: %v", ll.Err())
 	}
 }

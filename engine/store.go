@@ -109,9 +109,10 @@ func whileLocked(ctx context.Context, lock Lock) (context.Context, context.Cance
 	return ctx, func() { cancel(nil) }
 }
 
-// lostLock is err, or the lock loss that cut ctx short when err is the interruption it caused.
+// lostLock is err, or the lock loss that cut ctx short when err is the interruption it caused
+// (and the refused checkpoints that followed): one line that says why.
 func lostLock(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); errors.Is(cause, ErrLockLost) && errors.Is(err, ErrInterrupted) && !errors.Is(err, ErrLockLost) {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrLockLost) && errors.Is(err, ErrInterrupted) {
 		return cause
 	}
 	return err
