@@ -30,6 +30,7 @@ type RunStatus string
 
 // Run statuses.
 const (
+	RunPending        RunStatus = "Pending" // submitted (Runner.Submit) for a runner elsewhere: resume runs it
 	RunRunning        RunStatus = "Running"
 	RunSucceeded      RunStatus = "Succeeded"
 	RunFailed         RunStatus = "Failed"      // failed and not rolled back (--no-rollback): resume or rollback

@@ -21,7 +21,7 @@ var ErrCorruptJournal = errors.New("corrupt journal")
 var ErrJournalVersion = errors.New("unsupported journal version")
 
 var (
-	runStatuses  = []RunStatus{RunRunning, RunSucceeded, RunFailed, RunInterrupted, RunRollingBack, RunRolledBack, RunRollbackFailed}
+	runStatuses  = []RunStatus{RunPending, RunRunning, RunSucceeded, RunFailed, RunInterrupted, RunRollingBack, RunRolledBack, RunRollbackFailed}
 	stepStatuses = []StepStatus{StepPending, StepRunning, StepSucceeded, StepFailed, StepSkipped, StepRolledBack}
 )
 

@@ -61,9 +61,8 @@ func NewRunID(planName string) string {
 	return fmt.Sprintf("%s-%s-%s", planName, time.Now().UTC().Format("20060102-150405"), hex.EncodeToString(b))
 }
 
-// Apply starts a new run of p. A dry run keeps its journal in memory: it changes nothing,
-// locally or in a cluster.
-func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journal, error) {
+// newJournal is the journal of a new run of p.
+func newJournal(p *Plan, opts ApplyOptions, status RunStatus) *Journal {
 	if opts.RunID == "" {
 		opts.RunID = NewRunID(p.Name())
 	}
@@ -78,13 +77,33 @@ func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journa
 		Plan:    PlanRecord{Name: p.Name(), Version: p.Metadata.Version, File: file, Digest: p.Digest},
 		Params:  p.Values,
 		DryRun:  opts.DryRun,
-		Status:  RunRunning,
+		Status:  status,
 		Started: now,
 		Updated: now,
 	}
 	for _, s := range p.order {
 		j.Steps = append(j.Steps, newRecord(s))
 	}
+	return j
+}
+
+// Submit records a new run of p without running it, for a runner elsewhere (a Job in the cluster
+// whose store holds the run) to run with Resume. The run is Pending until then.
+func (r *Runner) Submit(ctx context.Context, p *Plan, opts ApplyOptions) (*Journal, error) {
+	if opts.DryRun {
+		return nil, errors.New("a dry run is not submitted: it keeps no journal (run it here)")
+	}
+	j := newJournal(p, opts, RunPending)
+	if err := r.Store.Create(ctx, j, p.Source); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// Apply starts a new run of p. A dry run keeps its journal in memory: it changes nothing,
+// locally or in a cluster.
+func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journal, error) {
+	j := newJournal(p, opts, RunRunning)
 	store := r.Store
 	if opts.DryRun {
 		store = NewMemStore()
@@ -111,8 +130,8 @@ func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journa
 func (r *Runner) Resume(ctx context.Context, runID string, loadPlan func(*Journal) (*Plan, error)) (*Journal, error) {
 	return r.withRun(ctx, runID, loadPlan, func(ctx context.Context, x *execution) error {
 		switch x.j.Status {
-		case RunRunning, RunInterrupted, RunFailed:
-			// Running: its runner died (we hold the lock now).
+		case RunPending, RunRunning, RunInterrupted, RunFailed:
+			// Pending: submitted for this runner. Running: its runner died (we hold the lock now).
 		case RunSucceeded:
 			return fmt.Errorf("run %s already succeeded; nothing to resume", runID)
 		case RunRolledBack:

@@ -505,3 +505,33 @@ steps:
 		t.Fatal("dry run wrote a checkpoint")
 	}
 }
+
+// TestSubmitThenResume: a submitted run is recorded Pending with every step pending and runs
+// nothing; resume (the runner it was submitted for) runs it whole. A dry run is not submitted.
+func TestSubmitThenResume(t *testing.T) {
+	f := newFixture(t)
+	body := `
+steps:
+  - {id: a, type: test.op, with: {out: {v: 1}}}
+  - {id: b, type: test.op}
+`
+	p := load(t, writePlan(t, f.dir, body), engine.ParamValues{})
+	j, err := f.runner.Submit(context.Background(), p, engine.ApplyOptions{RunID: "sub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := f.store.Load(context.Background(), "sub")
+	if err != nil || stored.Status != engine.RunPending || stored.Step("a").Status != engine.StepPending || len(ran()) != 0 {
+		t.Fatalf("after submit: %v %v, ran %v", stored, err, ran())
+	}
+	if j.Status != engine.RunPending {
+		t.Fatalf("Submit returned status %s", j.Status)
+	}
+	j, err = f.runner.Resume(context.Background(), "sub", f.reload(body))
+	if err != nil || j.Status != engine.RunSucceeded || !equal(ran(), []string{"a", "b"}) {
+		t.Fatalf("resume of the submitted run: %v %v, ran %v", j, err, ran())
+	}
+	if _, err := f.runner.Submit(context.Background(), p, engine.ApplyOptions{RunID: "dry", DryRun: true}); err == nil {
+		t.Fatal("a dry run was submitted")
+	}
+}

@@ -27,6 +27,10 @@ func viewRun(ctx context.Context, store engine.Store, j *engine.Journal, now tim
 		v.end = *j.Finished
 		return v
 	}
+	if j.Status == engine.RunPending {
+		v.runner, v.end = "submitted; waiting for its runner", now
+		return v
+	}
 	if j.Status != engine.RunRunning && j.Status != engine.RunRollingBack {
 		return v // interrupted or failed at a safe point: nothing runs
 	}

@@ -46,7 +46,7 @@ func watchRun(ctx context.Context, store engine.Store, runID string, obs engine.
 		}
 		v := viewRun(ctx, store, j, time.Now())
 		switch {
-		case v.status == engine.RunRunning || v.status == engine.RunRollingBack:
+		case v.status == engine.RunRunning || v.status == engine.RunRollingBack || v.status == engine.RunPending:
 			gone = 0
 		case v.status == engine.RunInterrupted && j.Status != engine.RunInterrupted && gone+1 < watchGoneAfter:
 			gone++ // no live runner: perhaps one is taking the run over
