@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,20 +62,29 @@ func startEtcd(binaryDir, dataDir string, output io.Writer) (*Etcd, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating etcd data folder: %w", err)
 	}
-	out := &childproc.Tail{}
-	e := &envtest.Etcd{
-		Path:         filepath.Join(binaryDir, "etcd"),
-		DataDir:      dataDir,
-		StartTimeout: startTimeout,
-		StopTimeout:  stopTimeout,
-		Out:          processOutput(out, output),
-		Err:          processOutput(out, output),
-	}
-	if err := e.Start(); err != nil {
+	for attempt := 1; ; attempt++ {
+		out := &childproc.Tail{}
+		e := &envtest.Etcd{
+			Path:         filepath.Join(binaryDir, "etcd"),
+			DataDir:      dataDir,
+			StartTimeout: startTimeout,
+			StopTimeout:  stopTimeout,
+			Out:          processOutput(out, output),
+			Err:          processOutput(out, output),
+		}
+		err := e.Start()
+		if err == nil {
+			return &Etcd{URL: e.URL.String(), etcd: e}, nil
+		}
 		_ = e.Stop() // a timed-out start leaves the process running
+		// envtest picks free ports and etcd binds them a moment later: another process (a test
+		// running beside) may take one in between. etcd fails on its listeners before it touches
+		// the data folder, so it is tried again with fresh ports, a few times.
+		if attempt < 3 && strings.Contains(out.String(), "address already in use") {
+			continue
+		}
 		return nil, childproc.WithTail(fmt.Errorf("starting etcd %s in %s: %w", e.Path, dataDir, err), "etcd", out)
 	}
-	return &Etcd{URL: e.URL.String(), etcd: e}, nil
 }
 
 // Stop stops etcd and removes its data (unless the data folder belongs to a ControlPlane, which
