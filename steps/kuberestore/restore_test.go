@@ -738,7 +738,10 @@ func TestDryRunAfterBackup(t *testing.T) {
   - {id: restore, type: kube.restore, with: {from: %[1]q, namespaceMapping: {%[2]s: %[3]s}, excludeResources: [configmaps], includeNamespaces: [%[2]s]}}
   - {id: restore-all, type: kube.restore, with: {from: %[1]q, namespaceMapping: {%[2]s: %[3]s}}}
 `, dir, src, mapped)
-	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "planrun-dry-run-backup-*"))
+	// A temporary folder of this test's own: other packages' tests run dry runs at the same time
+	// and would make a count of the shared one meaningless.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
 	run := kubetest.Apply(t, mainCluster(), body, kubetest.Options{DryRun: true})
 	if run.Err != nil {
 		t.Fatal(run.Err)
@@ -763,9 +766,8 @@ func TestDryRunAfterBackup(t *testing.T) {
 	if _, err := c.Typed.CoreV1().Namespaces().Get(context.Background(), mapped, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the dry run created namespace %s: %v", mapped, err)
 	}
-	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "planrun-dry-run-backup-*"))
-	if len(after) > len(before) {
-		t.Errorf("temporary backup folders left behind: %v", after)
+	if left, _ := filepath.Glob(filepath.Join(tmp, "planrun-dry-run-backup-*")); len(left) > 0 {
+		t.Errorf("temporary backup folders left behind: %v", left)
 	}
 }
 
