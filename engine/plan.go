@@ -125,6 +125,20 @@ const (
 // Order returns hooks and main steps in the order they run.
 func (p *Plan) Order() []*Step { return p.order }
 
+// AllSteps returns every step: hooks and main steps in the order they run, then rollback steps.
+func (p *Plan) AllSteps() []*Step { return p.allSteps() }
+
+// Config returns the step's config as decoded when the plan loaded. Fields that hold ${{ }}
+// are zero in it, as only the run fills them in (templated says whether there are any), and
+// Provision has not run on it then. Tools that read a plan without running it (planrun rbac) use
+// it; it must not be run.
+func (s *Step) Config() (a Action, templated bool) {
+	if s.action == nil {
+		return s.stepType.New(), true
+	}
+	return s.action, len(s.templates) > 0
+}
+
 // Step returns the step with the given id, rollback and hook steps included.
 func (p *Plan) Step(id string) *Step { return p.byID[id] }
 
