@@ -24,6 +24,9 @@ type Runner struct {
 	NoRollback bool
 	// BreakStaleLock takes over a run lock whose holder died.
 	BreakStaleLock bool
+	// LockWait is how long resume and rollback wait for a run's lock that a live runner holds
+	// (0: they fail at once).
+	LockWait time.Duration
 }
 
 // RunError is returned when a run ends in another status than Succeeded.
@@ -170,7 +173,7 @@ func (r *Runner) Rollback(ctx context.Context, runID string, loadPlan func(*Jour
 }
 
 func (r *Runner) withRun(ctx context.Context, runID string, loadPlan func(*Journal) (*Plan, error), fn func(context.Context, *execution) error) (*Journal, error) {
-	lock, err := r.Store.Lock(ctx, runID, LockOptions{BreakStale: r.BreakStaleLock})
+	lock, err := r.lockRun(ctx, runID)
 	if err != nil {
 		return nil, err
 	}
