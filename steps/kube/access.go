@@ -9,9 +9,15 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// Rule is one permission a step needs on its cluster's API, as an RBAC policy rule says it:
+// Rule is one permission a step needs on a cluster's API, as an RBAC policy rule says it:
 // these verbs on these resources of these API groups ("" is the core group, "*" any).
 type Rule struct {
+	// Cluster is the plan cluster the rule is for, named as a step's cluster: field names it.
+	// "" is the step's own cluster: the one its config's ClusterName gives, or for a config
+	// without one, the cluster a left-out cluster: means (the plan's only one). A step that
+	// talks to other clusters too (a Secret that credentialsFrom names on another cluster,
+	// kube.copyVolumes' from and to) names them here; ByCluster sorts a step's rules out.
+	Cluster   string
 	Groups    []string
 	Resources []string
 	Verbs     []string
@@ -61,17 +67,68 @@ func KindRule(apiVersion, kind string, verbs ...string) Rule {
 }
 
 // ResourceRule is the rule for verbs on a resource named as plans name them: "configmaps",
-// "deployments.apps", "pods/log" (a subresource). An empty name is any resource.
+// "deployments.apps", "pods/log" (a subresource). An empty name is any resource. A name without
+// a group is found by discovery when the step runs, as kubectl finds it: one of the core
+// group's resources is in the core group, any other name (deployments) may be in any group.
 func ResourceRule(name string, verbs ...string) Rule {
 	if name == "" {
 		return AnyResource(verbs...)
 	}
+	name = strings.ToLower(name)
 	sub := ""
 	if i := strings.IndexByte(name, '/'); i >= 0 {
 		name, sub = name[:i], name[i:]
 	}
-	resource, group, _ := strings.Cut(name, ".")
+	resource, group, qualified := strings.Cut(name, ".")
+	if !qualified && !coreResources[resource] {
+		group = "*"
+	}
 	return Rule{Groups: []string{group}, Resources: []string{resource + sub}, Verbs: verbs}
+}
+
+// coreResources are the resources of the core API group (v1).
+var coreResources = map[string]bool{
+	"bindings": true, "componentstatuses": true, "configmaps": true, "endpoints": true, "events": true,
+	"limitranges": true, "namespaces": true, "nodes": true, "persistentvolumeclaims": true,
+	"persistentvolumes": true, "pods": true, "podtemplates": true, "replicationcontrollers": true,
+	"resourcequotas": true, "secrets": true, "serviceaccounts": true, "services": true,
+}
+
+// Subresource is the rule for the same verbs on a subresource of r's resources ("scale",
+// "status").
+func (r Rule) Subresource(sub string) Rule {
+	res := make([]string, len(r.Resources))
+	for i, name := range r.Resources {
+		res[i] = name + "/" + sub
+	}
+	r.Resources = res
+	return r
+}
+
+// OnCluster returns rules for the plan cluster named cluster ("" the step's own).
+func OnCluster(cluster string, rules ...Rule) []Rule {
+	out := make([]Rule, len(rules))
+	for i, r := range rules {
+		r.Cluster = cluster
+		out[i] = r
+	}
+	return out
+}
+
+// ByCluster sorts a step's rules by the plan cluster they are for, as written: the rules for
+// the step's own cluster go under own (its config's ClusterName, "" without one). Cluster is
+// cleared in the rules returned.
+func ByCluster(own string, rules []Rule) map[string][]Rule {
+	out := map[string][]Rule{}
+	for _, r := range rules {
+		name := r.Cluster
+		if name == "" {
+			name = own
+		}
+		r.Cluster = ""
+		out[name] = append(out[name], r)
+	}
+	return out
 }
 
 // AnyResource is the rule for verbs on every resource: what a step whose resources are known
@@ -80,42 +137,51 @@ func AnyResource(verbs ...string) Rule {
 	return Rule{Groups: []string{"*"}, Resources: []string{"*"}, Verbs: verbs}
 }
 
-// MergeRules folds rules into as few as say the same: one rule per group and verb set, resources
-// sorted, duplicates gone; rules on any resource of any group absorb the verbs they grant.
+// MergeRules folds rules into as few as say the same: the verbs of each resource gathered, then
+// one rule per cluster, group and verb set, resources and verbs sorted, duplicates gone; rules on
+// any resource of any group absorb the verbs they grant on their cluster. Rules for different
+// clusters are never merged.
 func MergeRules(rules []Rule) []Rule {
-	type key struct{ group, verbs string }
-	byKey := map[key]map[string]bool{}
-	anyVerbs := map[string]bool{}
+	anyVerbs := map[string]map[string]bool{} // cluster → verbs granted on everything
 	for _, r := range rules {
-		if len(r.Verbs) == 0 {
-			continue
-		}
-		if slices.Contains(r.Groups, "*") && slices.Contains(r.Resources, "*") {
+		if len(r.Verbs) > 0 && slices.Contains(r.Groups, "*") && slices.Contains(r.Resources, "*") {
+			if anyVerbs[r.Cluster] == nil {
+				anyVerbs[r.Cluster] = map[string]bool{}
+			}
 			for _, v := range r.Verbs {
-				anyVerbs[v] = true
+				anyVerbs[r.Cluster][v] = true
 			}
 		}
 	}
+	type resource struct{ cluster, group, name string }
+	verbsOf := map[resource]map[string]bool{}
 	for _, r := range rules {
-		verbs := sortedUnique(r.Verbs, anyVerbs)
-		if len(verbs) == 0 {
-			continue
-		}
 		for _, g := range r.Groups {
-			k := key{g, strings.Join(verbs, ",")}
-			if byKey[k] == nil {
-				byKey[k] = map[string]bool{}
-			}
-			for _, res := range r.Resources {
-				byKey[k][res] = true
+			for _, name := range r.Resources {
+				k := resource{r.Cluster, g, name}
+				for _, v := range r.Verbs {
+					if !anyVerbs[r.Cluster][v] {
+						if verbsOf[k] == nil {
+							verbsOf[k] = map[string]bool{}
+						}
+						verbsOf[k][v] = true
+					}
+				}
 			}
 		}
 	}
-	var out []Rule
-	if len(anyVerbs) > 0 {
-		out = append(out, AnyResource(sortedUnique(keys(anyVerbs), nil)...))
+	type key struct{ cluster, group, verbs string }
+	byKey := map[key][]string{}
+	clusters := map[string]bool{}
+	for c := range anyVerbs {
+		clusters[c] = true
 	}
-	var ks []key
+	for k, verbs := range verbsOf {
+		kk := key{k.cluster, k.group, strings.Join(sortedUnique(keys(verbs), nil), ",")}
+		byKey[kk] = append(byKey[kk], k.name)
+		clusters[k.cluster] = true
+	}
+	ks := make([]key, 0, len(byKey))
 	for k := range byKey {
 		ks = append(ks, k)
 	}
@@ -125,8 +191,18 @@ func MergeRules(rules []Rule) []Rule {
 		}
 		return ks[i].verbs < ks[j].verbs
 	})
-	for _, k := range ks {
-		out = append(out, Rule{Groups: []string{k.group}, Resources: sortedUnique(keys(byKey[k]), nil), Verbs: strings.Split(k.verbs, ",")})
+	var out []Rule
+	for _, c := range sortedUnique(keys(clusters), nil) {
+		if len(anyVerbs[c]) > 0 {
+			r := AnyResource(sortedUnique(keys(anyVerbs[c]), nil)...)
+			r.Cluster = c
+			out = append(out, r)
+		}
+		for _, k := range ks {
+			if k.cluster == c {
+				out = append(out, Rule{Cluster: c, Groups: []string{k.group}, Resources: sortedUnique(byKey[k], nil), Verbs: strings.Split(k.verbs, ",")})
+			}
+		}
 	}
 	return out
 }
