@@ -84,8 +84,14 @@ func (s *Store) ensureCRD(ctx context.Context) error {
 		return nil
 	case apierrors.IsForbidden(err):
 		// May not read definitions: use PlanRuns if they are served, say so if not.
-		if _, lerr := s.runs().List(ctx, metav1.ListOptions{Limit: 1}); lerr == nil {
+		_, lerr := s.runs().List(ctx, metav1.ListOptions{Limit: 1})
+		switch {
+		case lerr == nil:
 			return nil
+		case apierrors.IsForbidden(lerr):
+			// Served, perhaps, but not to these credentials: the server's message says which
+			// verb on which resource they lack.
+			return s.apiErr("listing PlanRuns", lerr)
 		}
 		return fmt.Errorf("state in %s: the PlanRun resource is not installed and these credentials may not check or install it; a cluster admin runs: planrun install-crd | kubectl apply -f -", s.where)
 	case !apierrors.IsNotFound(err):

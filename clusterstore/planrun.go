@@ -21,7 +21,7 @@ import (
 // is at most about 1.5 MiB in etcd. A journal that does not fit even so is refused with the
 // reason (large outputs belong in object storage, as kube.backup's do).
 
-var planRunGVR = schema.GroupVersionResource{Group: "planrun.dev", Version: "v1alpha1", Resource: "planruns"}
+var planRunGVR = schema.GroupVersionResource{Group: Group, Version: "v1alpha1", Resource: Resource}
 
 const (
 	managedByLabel = "app.kubernetes.io/managed-by"
@@ -46,7 +46,7 @@ func newRunObject(namespace string, j *engine.Journal, planSource []byte) (*unst
 		"metadata": map[string]any{
 			"name":      j.RunID,
 			"namespace": namespace,
-			"labels":    map[string]any{managedByLabel: "planrun", planLabel: labelValue(j.Plan.Name)},
+			"labels":    map[string]any{managedByLabel: "planrun", planLabel: LabelValue(j.Plan.Name)},
 		},
 		"spec": map[string]any{"planSource": string(planSource)},
 	}}
@@ -144,8 +144,8 @@ func journalOf(obj *unstructured.Unstructured, runID string) (*engine.Journal, e
 	return j, nil
 }
 
-// labelValue is a plan name as a label value, "" when it cannot be one.
-func labelValue(s string) string {
+// LabelValue is a name (of a plan, a run) as a label value, "" when it cannot be one.
+func LabelValue(s string) string {
 	if len(validation.IsValidLabelValue(s)) > 0 {
 		return ""
 	}

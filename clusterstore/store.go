@@ -60,6 +60,7 @@ type Store struct {
 	lease     time.Duration
 	artifacts string
 	identity  string // this process as a lease holder
+	config    *rest.Config
 
 	mu sync.Mutex
 	// held is the runs this Store holds the lock of: their leases, and the resourceVersion of
@@ -173,6 +174,7 @@ func Open(ctx context.Context, state string, opts Options) (*Store, error) {
 		}
 		s.artifacts = filepath.Join(cache, "planrun", "artifacts", safeName(contextName), namespace)
 	}
+	s.config = cfg
 	if s.dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ type runFlags struct {
 
 var applyCommand = &command{
 	name:    "apply",
-	usage:   "PLAN.yaml [--set name=value]... [--values FILE]... [--dry-run]",
+	usage:   "PLAN.yaml [--set name=value]... [--values FILE]... [--dry-run] [--in-cluster --state k8s://CONTEXT/NAMESPACE]",
 	summary: "Start a run of a plan.",
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.StringArrayVar(&a.rf.set, "set", nil, "set a param: name=value (repeatable)")
@@ -34,6 +34,7 @@ var applyCommand = &command{
 		fs.BoolVar(&a.rf.dryRun, "dry-run", false, "change nothing: steps use server-side dry run and say what they would do")
 		fs.StringVar(&a.rf.runID, "run-id", "", "name of the run (default: plan name, time and a random suffix)")
 		fs.BoolVar(&a.rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
+		a.ic.register(fs, true)
 	},
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) != 1 {
@@ -52,6 +53,9 @@ var applyCommand = &command{
 			return err
 		}
 		a.applyClusterDefaults(p)
+		if a.ic.enabled {
+			return applyInCluster(ctx, a, p, jsonOut)
+		}
 		r, err := a.runner(ctx, jsonOut)
 		if err != nil {
 			return err

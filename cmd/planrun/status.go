@@ -36,7 +36,7 @@ var statusCommand = &command{
 			return err
 		}
 		if a.watch {
-			return watchRun(ctx, store, runID, newRenderer(a.stdout, jsonOut))
+			return watchRun(ctx, store, runID, newRenderer(a.stdout, jsonOut), runnerOf(ctx, store, runID))
 		}
 		j, err := store.Load(ctx, runID)
 		if err != nil {

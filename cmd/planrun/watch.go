@@ -20,7 +20,11 @@ const watchGoneAfter = 3
 // first, then every start, retry, success, failure and skip, until the run ends or its runner
 // is gone. Progress within a step is not in the journal, so it is not shown. It returns the
 // run's outcome as apply would (nil, a *engine.RunError, or ErrInterrupted when ctx ends).
-func watchRun(ctx context.Context, store engine.Store, runID string, obs engine.Observer) error {
+//
+// runner, when not nil, says whether a runner is coming for the run (an in-cluster run's Job is
+// active: its next pod may wait for a dead one's Lease to expire), or why none will (the Job
+// failed, perhaps before the run's journal could say anything).
+func watchRun(ctx context.Context, store engine.Store, runID string, obs engine.Observer, runner func(context.Context) (bool, error)) error {
 	seen := map[string]engine.StepRecord{}
 	gone := 0
 	first := true
@@ -45,10 +49,23 @@ func watchRun(ctx context.Context, store engine.Store, runID string, obs engine.
 			seen[r.ID] = *r
 		}
 		v := viewRun(ctx, store, j, time.Now())
+		live := v.status == engine.RunRunning || v.status == engine.RunRollingBack || v.status == engine.RunPending
+		stopped := v.status == engine.RunInterrupted && (runner != nil || j.Status != engine.RunInterrupted)
 		switch {
-		case v.status == engine.RunRunning || v.status == engine.RunRollingBack || v.status == engine.RunPending:
+		case (live || stopped) && runner != nil:
+			coming, err := runner(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return engine.ErrInterrupted
+				}
+				return err
+			}
+			if !coming && !live {
+				return finished(obs, j, v)
+			}
+		case live:
 			gone = 0
-		case v.status == engine.RunInterrupted && j.Status != engine.RunInterrupted && gone+1 < watchGoneAfter:
+		case stopped && gone+1 < watchGoneAfter:
 			gone++ // no live runner: perhaps one is taking the run over
 		default:
 			return finished(obs, j, v)

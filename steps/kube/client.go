@@ -49,7 +49,7 @@ type ClusterRef struct {
 
 // Client returns the shared client of the step's cluster, making it on first use in the run.
 func (c ClusterRef) Client(rc *engine.RunContext) (*Client, error) {
-	name, cluster, err := pickCluster(rc.Clusters, c.Cluster)
+	name, cluster, err := PickCluster(rc.Clusters, c.Cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -60,9 +60,9 @@ func (c ClusterRef) Client(rc *engine.RunContext) (*Client, error) {
 	return v.(*Client), nil
 }
 
-// pickCluster resolves a step's cluster: the named one, else the plan's only cluster, else the
+// PickCluster resolves a step's cluster: the named one, else the plan's only cluster, else the
 // default kubeconfig context when the plan names no clusters.
-func pickCluster(clusters map[string]*engine.Cluster, name string) (string, *engine.Cluster, error) {
+func PickCluster(clusters map[string]*engine.Cluster, name string) (string, *engine.Cluster, error) {
 	if name != "" {
 		c, ok := clusters[name]
 		if !ok {
