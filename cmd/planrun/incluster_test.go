@@ -194,4 +194,3 @@ func configMaps(t *testing.T, cs kubernetes.Interface, ns string) map[string]map
 	}
 	return out
 }
-

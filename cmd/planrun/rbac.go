@@ -148,4 +148,3 @@ func toUnstructured(o runtime.Object) (map[string]any, error) {
 	}
 	return u, nil
 }
-
