@@ -72,7 +72,34 @@ type Datastore struct {
 
 // The engine checks a datastore's config through Validator (Describe is for messages, not
 // engine.Describer, which only steps use).
-var _ engine.Validator = (*Datastore)(nil)
+var (
+	_ engine.Validator  = (*Datastore)(nil)
+	_ kube.AccessNeeder = (*Datastore)(nil)
+)
+
+// Access implements kube.AccessNeeder for a datastore (no step's own; every step that connects
+// to it needs it): get on each Secret its TLS material and password come from, on the Secret's
+// cluster ("" is the plan's only cluster).
+func (d *Datastore) Access() []kube.Rule {
+	var out []kube.Rule
+	get := func(cluster string) {
+		out = append(out, kube.OnCluster(cluster, kube.ResourceRule("secrets", "get"))...)
+	}
+	if t := d.TLS; t != nil {
+		if t.Secret != nil {
+			get(t.Secret.Cluster)
+		}
+		for _, k := range []*SecretKey{t.CAFrom, t.CertFrom, t.KeyFrom} {
+			if k != nil {
+				get(k.Cluster)
+			}
+		}
+	}
+	if d.PasswordFrom != nil {
+		get(d.PasswordFrom.Cluster)
+	}
+	return out
+}
 
 // TLS is where the client certificates come from: files, or one Kubernetes Secret.
 type TLS struct {

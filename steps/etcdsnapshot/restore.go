@@ -20,6 +20,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/etcd"
+	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/storage"
 )
 
@@ -60,7 +61,12 @@ var (
 	_ engine.Validator   = (*Restore)(nil)
 	_ engine.Undoer      = (*Restore)(nil)
 	_ engine.Describer   = (*Restore)(nil)
+	_ kube.AccessNeeder  = (*Restore)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - get on the Secret credentialsFrom names, on its cluster (the step talks to no other API).
+func (r *Restore) Access() []kube.Rule { return r.CredentialsFrom.Access() }
 
 // Provision implements engine.Provisioner: snapshot is checked (storage.SplitFile) and split into
 // its folder's location and its name.

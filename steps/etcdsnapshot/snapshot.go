@@ -18,6 +18,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/steps/etcd"
+	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/storage"
 )
 
@@ -43,7 +44,13 @@ var (
 	_ engine.Action      = (*Snapshot)(nil)
 	_ engine.Provisioner = (*Snapshot)(nil)
 	_ engine.Describer   = (*Snapshot)(nil)
+	_ kube.AccessNeeder  = (*Snapshot)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - get on the Secret credentialsFrom names, on its cluster. The datastore's own Secrets (TLS,
+//     password) are the datastore's: etcd.Datastore.Access.
+func (s *Snapshot) Access() []kube.Rule { return s.CredentialsFrom.Access() }
 
 // Provision implements engine.Provisioner: to is checked (storage.SplitFile: a known scheme, a
 // file rather than a folder, no credentials in the URL) and split into its folder's location

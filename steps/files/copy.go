@@ -12,6 +12,7 @@ import (
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/parallel"
+	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/storage"
 )
 
@@ -47,10 +48,17 @@ type Copy struct {
 }
 
 var (
-	_ engine.Action    = (*Copy)(nil)
-	_ engine.Validator = (*Copy)(nil)
-	_ engine.Describer = (*Copy)(nil)
+	_ engine.Action     = (*Copy)(nil)
+	_ engine.Validator  = (*Copy)(nil)
+	_ engine.Describer  = (*Copy)(nil)
+	_ kube.AccessNeeder = (*Copy)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - get on the Secrets fromCredentials and toCredentials name, each on its cluster.
+func (c *Copy) Access() []kube.Rule {
+	return append(c.FromCredentials.Access(), c.ToCredentials.Access()...)
+}
 
 // Validate implements engine.Validator.
 func (c *Copy) Validate() error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/steps/kube"
 	"planrun.dev/planrun/steps/kube/archive"
 	"planrun.dev/planrun/steps/storage"
 )
@@ -24,10 +25,15 @@ type VerifyBackup struct {
 }
 
 var (
-	_ engine.Action    = (*VerifyBackup)(nil)
-	_ engine.Validator = (*VerifyBackup)(nil)
-	_ engine.Describer = (*VerifyBackup)(nil)
+	_ engine.Action     = (*VerifyBackup)(nil)
+	_ engine.Validator  = (*VerifyBackup)(nil)
+	_ engine.Describer  = (*VerifyBackup)(nil)
+	_ kube.AccessNeeder = (*VerifyBackup)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - get on the Secret credentialsFrom names, on its cluster (the backup itself is not on a cluster).
+func (v *VerifyBackup) Access() []kube.Rule { return v.CredentialsFrom.Access() }
 
 // Validate implements engine.Validator.
 func (v *VerifyBackup) Validate() error {

@@ -27,6 +27,15 @@ func (c *CredentialsFrom) Check() error {
 	return fmt.Errorf("give both namespace and name of the Secret (got namespace %q, name %q), or {} for the provider's default credentials", c.Namespace, c.Name)
 }
 
+// Access is the API access reading the Secret takes, for the kube.AccessNeeder of a step that
+// names one: get on secrets, on the Secret's cluster; nothing for nil or {}.
+func (c *CredentialsFrom) Access() []kube.Rule {
+	if c.IsZero() {
+		return nil
+	}
+	return kube.OnCluster(c.Cluster, kube.ResourceRule("secrets", "get"))
+}
+
 func (c *CredentialsFrom) String() string {
 	s := "Secret " + c.Namespace + "/" + c.Name
 	if c.Cluster != "" {
