@@ -48,7 +48,57 @@ var (
 	_ engine.Validator   = (*Apply)(nil)
 	_ engine.Undoer      = (*Apply)(nil)
 	_ engine.Describer   = (*Apply)(nil)
+	_ kube.AccessNeeder  = (*Apply)(nil)
 )
+
+// Access implements kube.AccessNeeder, on the resource of each kind the step applies:
+//   - get: each object is read first (created or changed?), and again after a resume;
+//   - create and patch: server-side apply is a patch, and one that creates the object takes create;
+//   - delete: undo deletes the objects the step created.
+//
+// Files are read only when the step runs, and a manifest whose kind holds ${{ }} names its kind
+// only then: such a step needs those verbs on every resource.
+func (a *Apply) Access() []kube.Rule {
+	verbs := []string{"get", "create", "patch", "delete"}
+	kinds, known := a.kinds()
+	if !known {
+		return []kube.Rule{kube.AnyResource(verbs...)}
+	}
+	out := make([]kube.Rule, 0, len(kinds))
+	for _, k := range kinds {
+		out = append(out, kube.KindRule(k[0], k[1], verbs...))
+	}
+	return out
+}
+
+// kinds lists the apiVersion and kind of the inline objects (manifests and manifest), without
+// checking them further; known is false when files are given, or an object's kind (or the whole
+// of manifests and manifest) is not known before the run.
+func (a *Apply) kinds() (kinds [][2]string, known bool) {
+	objs := append([]map[string]any{}, a.Manifests...)
+	if a.Manifest != "" {
+		docs, err := decodeDocuments([]byte(a.Manifest))
+		if err != nil {
+			return nil, false
+		}
+		objs = append(objs, docs...)
+	}
+	for len(objs) > 0 {
+		obj := objs[0]
+		objs = objs[1:]
+		if items, ok := expandList(obj); ok {
+			objs = append(objs, items...)
+			continue
+		}
+		apiVersion, _ := obj["apiVersion"].(string)
+		kind, _ := obj["kind"].(string)
+		if kind == "" {
+			return nil, false
+		}
+		kinds = append(kinds, [2]string{apiVersion, kind})
+	}
+	return kinds, len(kinds) > 0 && len(a.Files) == 0
+}
 
 // item is one object to apply.
 type item struct {

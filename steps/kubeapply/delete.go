@@ -44,10 +44,35 @@ type Delete struct {
 }
 
 var (
-	_ engine.Action    = (*Delete)(nil)
-	_ engine.Validator = (*Delete)(nil)
-	_ engine.Describer = (*Delete)(nil)
+	_ engine.Action     = (*Delete)(nil)
+	_ engine.Validator  = (*Delete)(nil)
+	_ engine.Describer  = (*Delete)(nil)
+	_ kube.AccessNeeder = (*Delete)(nil)
 )
+
+// Access implements kube.AccessNeeder, on the kind's resource:
+//   - get: name reads the object; wait polls until the objects are gone; removeFinalizers reads
+//     an object again after deleting it;
+//   - list: labelSelector and all list the objects (so does a step whose choice holds ${{ }});
+//   - delete: the objects are deleted;
+//   - patch: removeFinalizers removes them with a merge patch.
+func (d *Delete) Access() []kube.Rule {
+	named, selected := d.Name != "", d.LabelSelector != "" || d.All
+	if !named && !selected {
+		named, selected = true, true
+	}
+	verbs := []string{"delete"}
+	if named || d.Wait || d.RemoveFinalizers {
+		verbs = append(verbs, "get")
+	}
+	if selected {
+		verbs = append(verbs, "list")
+	}
+	if d.RemoveFinalizers {
+		verbs = append(verbs, "patch")
+	}
+	return []kube.Rule{kube.KindRule(d.APIVersion, d.Kind, verbs...)}
+}
 
 // defaultWait is how long wait waits when no timeout is given.
 const defaultWait = 5 * time.Minute

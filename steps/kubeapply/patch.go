@@ -58,7 +58,24 @@ var (
 	_ engine.Validator   = (*Patch)(nil)
 	_ engine.Undoer      = (*Patch)(nil)
 	_ engine.Describer   = (*Patch)(nil)
+	_ kube.AccessNeeder  = (*Patch)(nil)
 )
+
+// Access implements kube.AccessNeeder, on the kind's resource:
+//   - get: name and objects read each object, and undo reads every patched object again;
+//   - list: labelSelector and all list the objects (so does a step whose choice holds ${{ }});
+//   - patch, on the resource or on its subresource (status): the patch, and undo's.
+func (p *Patch) Access() []kube.Rule {
+	read := []string{"get"}
+	if p.LabelSelector != "" || p.All || p.Name == "" && p.Objects == nil {
+		read = append(read, "list")
+	}
+	patch := kube.KindRule(p.APIVersion, p.Kind, "patch")
+	if p.Subresource != "" {
+		patch = patch.Subresource(p.Subresource)
+	}
+	return []kube.Rule{kube.KindRule(p.APIVersion, p.Kind, read...), patch}
+}
 
 // parsedPatch is a patch as Run uses it: the body sent to the server and the paths it touches.
 type parsedPatch struct {

@@ -34,9 +34,16 @@ type Get struct {
 }
 
 var (
-	_ engine.Action    = (*Get)(nil)
-	_ engine.Describer = (*Get)(nil)
+	_ engine.Action     = (*Get)(nil)
+	_ engine.Describer  = (*Get)(nil)
+	_ kube.AccessNeeder = (*Get)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - get on the object's resource: the object is read.
+func (g *Get) Access() []kube.Rule {
+	return []kube.Rule{kube.KindRule(g.APIVersion, g.Kind, "get")}
+}
 
 // Describe implements engine.Describer.
 func (g *Get) Describe() string {

@@ -35,9 +35,16 @@ type List struct {
 }
 
 var (
-	_ engine.Action    = (*List)(nil)
-	_ engine.Describer = (*List)(nil)
+	_ engine.Action     = (*List)(nil)
+	_ engine.Describer  = (*List)(nil)
+	_ kube.AccessNeeder = (*List)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - list on the kind's resource: the objects are listed, in pages.
+func (l *List) Access() []kube.Rule {
+	return []kube.Rule{kube.KindRule(l.APIVersion, l.Kind, "list")}
+}
 
 // namespaces is namespace and namespaces together, without repeats.
 func (l *List) namespaces() []string {

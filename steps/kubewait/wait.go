@@ -62,10 +62,18 @@ type Vars struct {
 }
 
 var (
-	_ engine.Action    = (*Wait)(nil)
-	_ engine.Validator = (*Wait)(nil)
-	_ engine.Describer = (*Wait)(nil)
+	_ engine.Action     = (*Wait)(nil)
+	_ engine.Validator  = (*Wait)(nil)
+	_ engine.Describer  = (*Wait)(nil)
+	_ kube.AccessNeeder = (*Wait)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - list and watch on the kind's resource: the objects (a named one too, by a field selector)
+//     are listed, then watched, and listed again when a watch ends.
+func (w *Wait) Access() []kube.Rule {
+	return []kube.Rule{kube.KindRule(w.APIVersion, w.Kind, "list", "watch")}
+}
 
 // Validate implements engine.Validator; it compiles the condition.
 func (w *Wait) Validate() error {
