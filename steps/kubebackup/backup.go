@@ -70,7 +70,41 @@ var (
 	_ engine.Provisioner = (*Backup)(nil)
 	_ engine.Validator   = (*Backup)(nil)
 	_ engine.Describer   = (*Backup)(nil)
+	_ kube.AccessNeeder  = (*Backup)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - list on each resource backed up: on every resource with allResources (or resources that
+//     hold ${{ }});
+//   - get on namespaces: the namespaces named are checked to exist;
+//   - list on persistentvolumeclaims and persistentvolumes: includeBoundVolumes lists the claims
+//     of the namespaces and the volumes;
+//   - get on the Secret credentialsFrom names, on its cluster.
+func (b *Backup) Access() []kube.Rule {
+	var out []kube.Rule
+	if b.AllResources || len(b.Resources) == 0 {
+		out = append(out, kube.AnyResource("list"))
+	}
+	for _, r := range b.Resources {
+		switch v := r.(type) {
+		case string:
+			out = append(out, kube.ResourceRule(v, "list"))
+		case map[string]any:
+			apiVersion, _ := v["apiVersion"].(string)
+			kind, _ := v["kind"].(string)
+			out = append(out, kube.KindRule(apiVersion, kind, "list"))
+		default:
+			out = append(out, kube.AnyResource("list"))
+		}
+	}
+	if len(b.Namespaces) > 0 {
+		out = append(out, kube.ResourceRule("namespaces", "get"))
+	}
+	if b.IncludeBoundVolumes {
+		out = append(out, kube.ResourceRule("persistentvolumeclaims", "list"), kube.ResourceRule("persistentvolumes", "list"))
+	}
+	return append(out, b.CredentialsFrom.Access()...)
+}
 
 // resourceRef is one entry of resources:, parsed.
 type resourceRef struct {

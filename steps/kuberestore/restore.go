@@ -120,7 +120,22 @@ var (
 	_ engine.Provisioner = (*Restore)(nil)
 	_ engine.Undoer      = (*Restore)(nil)
 	_ engine.Describer   = (*Restore)(nil)
+	_ kube.AccessNeeder  = (*Restore)(nil)
 )
+
+// Access implements kube.AccessNeeder. The resources are those of the backup, known only when
+// the step runs (and owners may be of any kind), so on every resource:
+//   - create: the objects, the namespaces they need, CRDs;
+//   - get: an object that exists already, the owner an owner reference names, a CRD until it
+//     is established, a namespace before it is created;
+//   - update: createThenUpdate's fields, the status (restoreStatus: the status subresource),
+//     an object this step created before a crash, onConflict: update;
+//   - delete: onConflict: recreate, and undo (undoOnFailure too) deletes what the step created.
+//
+// And get on the Secret credentialsFrom names, on its cluster.
+func (r *Restore) Access() []kube.Rule {
+	return append([]kube.Rule{kube.AnyResource("get", "create", "update", "delete")}, r.CredentialsFrom.Access()...)
+}
 
 // Transform changes matching objects before they are restored.
 type Transform struct {
