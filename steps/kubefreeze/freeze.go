@@ -71,11 +71,76 @@ type BlockWrites struct {
 }
 
 var (
-	_ engine.Action    = (*BlockWrites)(nil)
-	_ engine.Validator = (*BlockWrites)(nil)
-	_ engine.Undoer    = (*BlockWrites)(nil)
-	_ engine.Describer = (*BlockWrites)(nil)
+	_ engine.Action     = (*BlockWrites)(nil)
+	_ engine.Validator  = (*BlockWrites)(nil)
+	_ engine.Undoer     = (*BlockWrites)(nil)
+	_ engine.Describer  = (*BlockWrites)(nil)
+	_ kube.AccessNeeder = (*BlockWrites)(nil)
 )
+
+// Policy and binding, as kube.ResourceRule names them.
+const (
+	policyResource  = "validatingadmissionpolicies.admissionregistration.k8s.io"
+	bindingResource = "validatingadmissionpolicybindings.admissionregistration.k8s.io"
+)
+
+// Access implements kube.AccessNeeder:
+//   - create and patch on the policy and its binding: they are applied (server-side apply);
+//   - get on the policy and delete on both: undo, or a freeze that cannot be proven, reads the
+//     policy and deletes them;
+//   - create on selfsubjectreviews: with exempt users or groups, the proof first checks that
+//     planrun is not exempt itself;
+//   - on the frozen resources (groups: any resource of the group), the proof's dry-run writes:
+//     create (CREATE frozen), list and update (UPDATE) or delete (DELETE without UPDATE).
+func (b *BlockWrites) Access() []kube.Rule {
+	out := []kube.Rule{
+		kube.ResourceRule(policyResource, "get", "create", "patch", "delete"),
+		kube.ResourceRule(bindingResource, "create", "patch", "delete"),
+	}
+	if b.Prove != nil && !*b.Prove {
+		return out
+	}
+	if len(b.ExemptUsers) > 0 || len(b.ExemptGroups) > 0 {
+		out = append(out, kube.ResourceRule("selfsubjectreviews.authentication.k8s.io", "create"))
+	}
+	verbs := probeVerbs(b.Operations)
+	for _, g := range b.Groups {
+		out = append(out, kube.Rule{Groups: []string{g}, Resources: []string{"*"}, Verbs: verbs})
+	}
+	for _, r := range b.Resources {
+		out = append(out, kube.ResourceRule(r, verbs...))
+	}
+	if len(b.Groups) == 0 && len(b.Resources) == 0 {
+		out = append(out, kube.AnyResource(verbs...)) // they hold ${{ }}
+	}
+	return out
+}
+
+// probeVerbs are the verbs of the dry-run writes that prove a freeze of operations (default,
+// or one that holds ${{ }}: CREATE, UPDATE and DELETE): see probe.
+func probeVerbs(operations []string) []string {
+	ops := map[string]bool{}
+	for _, op := range operations {
+		ops[strings.ToUpper(op)] = true
+	}
+	if len(ops) == 0 || ops[""] {
+		ops = map[string]bool{"CREATE": true, "UPDATE": true, "DELETE": true}
+	}
+	var verbs []string
+	if ops["CREATE"] {
+		verbs = append(verbs, "create")
+	}
+	if ops["UPDATE"] || ops["DELETE"] {
+		verbs = append(verbs, "list")
+	}
+	switch {
+	case ops["UPDATE"]:
+		verbs = append(verbs, "update")
+	case ops["DELETE"]:
+		verbs = append(verbs, "delete")
+	}
+	return verbs
+}
 
 // Validate implements engine.Validator.
 func (b *BlockWrites) Validate() error {
@@ -385,9 +450,26 @@ type UnblockWrites struct {
 }
 
 var (
-	_ engine.Action    = (*UnblockWrites)(nil)
-	_ engine.Describer = (*UnblockWrites)(nil)
+	_ engine.Action     = (*UnblockWrites)(nil)
+	_ engine.Describer  = (*UnblockWrites)(nil)
+	_ kube.AccessNeeder = (*UnblockWrites)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - get and delete on the policy, delete on its binding: the policy is read, then both deleted;
+//   - with prove, the dry-run writes of blockWrites' proof (create, list, update, delete) on the
+//     resources the policy froze, which only the policy read when the step runs says: on every
+//     resource.
+func (u *UnblockWrites) Access() []kube.Rule {
+	out := []kube.Rule{
+		kube.ResourceRule(policyResource, "get", "delete"),
+		kube.ResourceRule(bindingResource, "delete"),
+	}
+	if u.Prove {
+		out = append(out, kube.AnyResource("create", "list", "update", "delete"))
+	}
+	return out
+}
 
 // Describe implements engine.Describer.
 func (u *UnblockWrites) Describe() string { return "unblock writes frozen by " + u.Name }

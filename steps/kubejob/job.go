@@ -69,11 +69,25 @@ type Job struct {
 }
 
 var (
-	_ engine.Action    = (*Job)(nil)
-	_ engine.Validator = (*Job)(nil)
-	_ engine.Undoer    = (*Job)(nil)
-	_ engine.Describer = (*Job)(nil)
+	_ engine.Action     = (*Job)(nil)
+	_ engine.Validator  = (*Job)(nil)
+	_ engine.Undoer     = (*Job)(nil)
+	_ engine.Describer  = (*Job)(nil)
+	_ kube.AccessNeeder = (*Job)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - create, get and delete on jobs: the Job is created, found again after a resume, deleted to
+//     start a failed one again and by undo;
+//   - list and watch on jobs: the step waits for the Job by watching it;
+//   - list on pods and get on pods/log: the logs of the Job's pods are kept.
+func (j *Job) Access() []kube.Rule {
+	return []kube.Rule{
+		kube.ResourceRule("jobs.batch", "get", "list", "watch", "create", "delete"),
+		kube.ResourceRule("pods", "list"),
+		kube.ResourceRule("pods/log", "get"),
+	}
+}
 
 // Validate implements engine.Validator.
 func (j *Job) Validate() error {

@@ -64,11 +64,26 @@ const defaultTimeout = 10 * time.Minute
 const pollInterval = 500 * time.Millisecond
 
 var (
-	_ engine.Action    = (*Quiesce)(nil)
-	_ engine.Validator = (*Quiesce)(nil)
-	_ engine.Undoer    = (*Quiesce)(nil)
-	_ engine.Describer = (*Quiesce)(nil)
+	_ engine.Action     = (*Quiesce)(nil)
+	_ engine.Validator  = (*Quiesce)(nil)
+	_ engine.Undoer     = (*Quiesce)(nil)
+	_ engine.Describer  = (*Quiesce)(nil)
+	_ kube.AccessNeeder = (*Quiesce)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - get on namespaces: each namespace is checked to exist;
+//   - get, list and patch on each kind of workload (Deployments, StatefulSets, ReplicaSets, Jobs,
+//     CronJobs, DaemonSets): they are listed, stopped and restored by undo with merge patches,
+//     read again after a conflict (ReplicaSets are also listed to find a Deployment's pods);
+//   - list on pods: the step waits until the pods of the stopped workloads are gone.
+func (q *Quiesce) Access() []kube.Rule {
+	out := []kube.Rule{kube.ResourceRule("namespaces", "get"), kube.ResourceRule("pods", "list")}
+	for _, w := range workloads {
+		out = append(out, kube.KindRule(w.apiVersion, w.kind, "get", "list", "patch"))
+	}
+	return out
+}
 
 // Quiesced is what kube.quiesce found on one object; outputs.objects lists them. Previous is
 // the original value of Field: replicas or parallelism (a number), suspend (a boolean),

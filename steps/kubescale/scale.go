@@ -57,11 +57,33 @@ type Scale struct {
 }
 
 var (
-	_ engine.Action    = (*Scale)(nil)
-	_ engine.Validator = (*Scale)(nil)
-	_ engine.Undoer    = (*Scale)(nil)
-	_ engine.Describer = (*Scale)(nil)
+	_ engine.Action     = (*Scale)(nil)
+	_ engine.Validator  = (*Scale)(nil)
+	_ engine.Undoer     = (*Scale)(nil)
+	_ engine.Describer  = (*Scale)(nil)
+	_ kube.AccessNeeder = (*Scale)(nil)
 )
+
+// Access implements kube.AccessNeeder:
+//   - get and patch on the kind's resource: each object is read for the replicas annotation,
+//     which a merge patch writes and undo removes;
+//   - list on it: labelSelector (or a name that holds ${{ }}) lists the objects, in undo too;
+//   - get and update on its scale subresource: the replicas are read and set, and put back by undo;
+//   - list on pods: wait follows the pods the scale subresource selects.
+func (s *Scale) Access() []kube.Rule {
+	verbs := []string{"get", "patch"}
+	if s.Name == "" {
+		verbs = append(verbs, "list")
+	}
+	out := []kube.Rule{
+		kube.KindRule(s.APIVersion, s.Kind, verbs...),
+		kube.KindRule(s.APIVersion, s.Kind, "get", "update").Subresource("scale"),
+	}
+	if s.Wait {
+		out = append(out, kube.ResourceRule("pods", "list"))
+	}
+	return out
+}
 
 // Previous is what kube.scale found on one object; outputs.previous lists them.
 type Previous struct {
