@@ -160,7 +160,60 @@ var (
 	_ engine.Validator   = (*CopyVolumes)(nil)
 	_ engine.Undoer      = (*CopyVolumes)(nil)
 	_ engine.Describer   = (*CopyVolumes)(nil)
+	_ kube.AccessNeeder  = (*CopyVolumes)(nil)
 )
+
+// Access implements kube.AccessNeeder: on from, the mover pods' rules (see Mover.access) and
+// list on persistentvolumeclaims (the claims to copy); on to, the mover pods' rules and:
+//   - get on persistentvolumeclaims: each target claim is checked, and read again by undo;
+//   - with createClaims, create on persistentvolumeclaims (a server-side dry run first), delete
+//     on them (undo deletes the claims the step created) and get on storageclasses (a created
+//     claim's class must exist);
+//
+// and the reads of credentialsFrom and passwordFrom.
+func (c *CopyVolumes) Access() []kube.Rule {
+	out := kube.OnCluster(c.From, append(c.access(), kube.ResourceRule("persistentvolumeclaims", "list"))...)
+	target := append(c.access(), kube.ResourceRule("persistentvolumeclaims", "get"))
+	if c.createClaims() {
+		target = append(target, kube.ResourceRule("persistentvolumeclaims", "create", "delete"), kube.ResourceRule("storageclasses.storage.k8s.io", "get"))
+	}
+	return append(append(out, kube.OnCluster(c.To, target...)...), c.secretsAccess()...)
+}
+
+// access is what the mover pods take on a cluster they run on:
+//   - get on namespaces: each namespace is checked to exist (and kube-system names the cluster);
+//   - create, get, list and delete on pods: the mover pods are made, found again after a resume,
+//     followed, deleted once done, and swept by label (listing the namespace's pods also finds
+//     the pods that use a claim);
+//   - get on pods/log: a mover's progress and result are read from its log;
+//   - list and delete on secrets: the mover Secrets are swept by label; with credentialsFrom or
+//     passwordFrom, create, get and update too: each pod gets a Secret of them, made again or
+//     updated after a resume;
+//   - get on serviceaccounts: the serviceAccount given is checked to exist.
+func (m *Mover) access() []kube.Rule {
+	out := []kube.Rule{
+		kube.ResourceRule("namespaces", "get"),
+		kube.ResourceRule("pods", "get", "list", "create", "delete"),
+		kube.ResourceRule("pods/log", "get"),
+		kube.ResourceRule("secrets", "list", "delete"),
+	}
+	if !m.CredentialsFrom.IsZero() || m.PasswordFrom != nil {
+		out = append(out, kube.ResourceRule("secrets", "get", "create", "update"))
+	}
+	if m.ServiceAccount != "" {
+		out = append(out, kube.ResourceRule("serviceaccounts", "get"))
+	}
+	return out
+}
+
+// secretsAccess is get on the Secrets credentialsFrom and passwordFrom name, on their clusters.
+func (m *Mover) secretsAccess() []kube.Rule {
+	out := m.CredentialsFrom.Access()
+	if p := m.PasswordFrom; p != nil {
+		out = append(out, kube.OnCluster(p.Cluster, kube.ResourceRule("secrets", "get"))...)
+	}
+	return out
+}
 
 // Provision implements engine.Provisioner: the selector is parsed.
 func (c *CopyVolumes) Provision() error {
@@ -255,10 +308,18 @@ type VerifyVolumes struct {
 }
 
 var (
-	_ engine.Action    = (*VerifyVolumes)(nil)
-	_ engine.Validator = (*VerifyVolumes)(nil)
-	_ engine.Describer = (*VerifyVolumes)(nil)
+	_ engine.Action     = (*VerifyVolumes)(nil)
+	_ engine.Validator  = (*VerifyVolumes)(nil)
+	_ engine.Describer  = (*VerifyVolumes)(nil)
+	_ kube.AccessNeeder = (*VerifyVolumes)(nil)
 )
+
+// Access implements kube.AccessNeeder: the mover pods' rules (see Mover.access), get on
+// persistentvolumeclaims (each claim is checked), and the reads of credentialsFrom and
+// passwordFrom.
+func (v *VerifyVolumes) Access() []kube.Rule {
+	return append(append(v.access(), kube.ResourceRule("persistentvolumeclaims", "get")), v.secretsAccess()...)
+}
 
 // Validate implements engine.Validator.
 func (v *VerifyVolumes) Validate() error {
