@@ -128,6 +128,16 @@ func (p *Plan) Order() []*Step { return p.order }
 // AllSteps returns every step: hooks and main steps in the order they run, then rollback steps.
 func (p *Plan) AllSteps() []*Step { return p.allSteps() }
 
+// DatastoreConfigs returns the plan's datastores as decoded when it loaded (params filled in),
+// by name: tools that read a plan without running it (planrun rbac) use them.
+func (p *Plan) DatastoreConfigs() map[string]any {
+	out := make(map[string]any, len(p.datastores))
+	for name, cfg := range p.datastores {
+		out[name] = cfg
+	}
+	return out
+}
+
 // Config returns the step's config as decoded when the plan loaded. Fields that hold ${{ }}
 // are zero in it, as only the run fills them in (templated says whether there are any), and
 // Provision has not run on it then. Tools that read a plan without running it (planrun rbac) use

@@ -23,7 +23,8 @@ type ClusterAccess struct {
 	Cluster string
 	// Rules are the steps' rules, merged.
 	Rules []kube.Rule
-	// Steps are the ids of the steps that talk to the cluster, in plan order.
+	// Steps are the ids of the steps that talk to the cluster, in plan order, after the
+	// datastores ("datastore NAME") whose Secrets are there.
 	Steps []string
 }
 
@@ -31,6 +32,37 @@ type ClusterAccess struct {
 // cluster, in the order of the plan's cluster names. A cluster no step talks to is left out.
 func PlanAccess(p *engine.Plan) ([]ClusterAccess, error) {
 	byCluster := map[string]*ClusterAccess{}
+	add := func(cluster, who string, rules []kube.Rule) {
+		a := byCluster[cluster]
+		if a == nil {
+			a = &ClusterAccess{Cluster: cluster}
+			byCluster[cluster] = a
+		}
+		a.Rules = append(a.Rules, rules...)
+		if !slices.Contains(a.Steps, who) {
+			a.Steps = append(a.Steps, who)
+		}
+	}
+	// Datastores read their Secrets for the steps that connect to them.
+	datastores := p.DatastoreConfigs()
+	names := make([]string, 0, len(datastores))
+	for n := range datastores {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		needs, ok := datastores[n].(kube.AccessNeeder)
+		if !ok {
+			continue
+		}
+		for cluster, rs := range kube.ByCluster("", needs.Access()) {
+			name, _, err := kube.PickCluster(p.Clusters, cluster)
+			if err != nil {
+				return nil, fmt.Errorf("datastores.%s: %v", n, err)
+			}
+			add(name, "datastore "+n, rs)
+		}
+	}
 	for _, s := range p.AllSteps() {
 		cfg, _ := s.Config()
 		needs, ok := cfg.(kube.AccessNeeder)
@@ -60,24 +92,16 @@ func PlanAccess(p *engine.Plan) ([]ClusterAccess, error) {
 			if _, ok := p.Clusters[cluster]; !ok {
 				return nil, fmt.Errorf("%s: step %q: the plan has no cluster %q (or it is only known when the step runs; name it in the plan to run in a cluster)", s.Pos, s.ID, cluster)
 			}
-			a := byCluster[cluster]
-			if a == nil {
-				a = &ClusterAccess{Cluster: cluster}
-				byCluster[cluster] = a
-			}
-			a.Rules = append(a.Rules, rs...)
-			if !slices.Contains(a.Steps, s.ID) {
-				a.Steps = append(a.Steps, s.ID)
-			}
+			add(cluster, s.ID, rs)
 		}
 	}
-	names := make([]string, 0, len(byCluster))
+	clusters := make([]string, 0, len(byCluster))
 	for n := range byCluster {
-		names = append(names, n)
+		clusters = append(clusters, n)
 	}
-	sort.Strings(names)
-	out := make([]ClusterAccess, 0, len(names))
-	for _, n := range names {
+	sort.Strings(clusters)
+	out := make([]ClusterAccess, 0, len(clusters))
+	for _, n := range clusters {
 		a := byCluster[n]
 		a.Rules = kube.MergeRules(a.Rules)
 		out = append(out, *a)
