@@ -9,8 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"planrun.dev/planrun/engine"
-	"planrun.dev/planrun/steps/kube"
 	_ "planrun.dev/planrun/steps" // registers the step and datastore types
+	"planrun.dev/planrun/steps/kube"
 )
 
 func parse(t *testing.T, body string) *engine.Plan {
