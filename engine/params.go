@@ -35,9 +35,20 @@ type ParamValues struct {
 	// Fixed are values recorded by an earlier run; resume uses them so that a run keeps the
 	// params it started with.
 	Fixed map[string]any
+	// Mappings are values files already read: YAML mappings of param name to value inside
+	// another file (a fleet's targets), whose errors point into it. They come after Files.
+	Mappings []ValuesMapping
 }
 
-func (pv ParamValues) empty() bool { return len(pv.Set) == 0 && len(pv.Files) == 0 && pv.Fixed == nil }
+// ValuesMapping is a mapping of param values at a place in a file.
+type ValuesMapping struct {
+	File string
+	Node *yaml.Node
+}
+
+func (pv ParamValues) empty() bool {
+	return len(pv.Set) == 0 && len(pv.Files) == 0 && pv.Fixed == nil && len(pv.Mappings) == 0
+}
 
 func paramType(p *Param) string {
 	if p.Type == "" {
@@ -101,6 +112,11 @@ func (l *loader) resolveParams(root *yaml.Node, given ParamValues, requireAll bo
 	bad := map[string]bool{}
 	for _, file := range given.Files {
 		l.readValuesFile(file, values, bad)
+	}
+	for _, m := range given.Mappings {
+		d := &decoder{file: m.File, maxAliased: aliasBudget(0)}
+		l.readValues(d, m.Node, values, bad)
+		l.errs = append(l.errs, d.errs...)
 	}
 	for _, kv := range given.Set {
 		name, raw, ok := strings.Cut(kv, "=")
@@ -172,12 +188,16 @@ func (l *loader) readValuesFile(file string, values map[string]any, bad map[stri
 	}
 	d := &decoder{file: file, maxAliased: aliasBudget(len(data))}
 	defer func() { l.errs = append(l.errs, d.errs...) }() // a refused alias, recorded once
-	root := doc.Content[0]
+	l.readValues(d, doc.Content[0], values, bad)
+}
+
+// readValues reads a mapping of param names to values into values.
+func (l *loader) readValues(d *decoder, root *yaml.Node, values map[string]any, bad map[string]bool) {
 	if root.Kind == yaml.AliasNode {
 		root = root.Alias
 	}
 	if root.Kind != yaml.MappingNode {
-		l.errs = append(l.errs, errorf(d.pos(root), "values file must be a mapping of param names to values, not %s", kindName(root)))
+		l.errs = append(l.errs, errorf(d.pos(root), "values must be a mapping of param names to values, not %s", kindName(root)))
 		bad["*"] = true
 		return
 	}
