@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"planrun.dev/planrun/clusterstore"
 	"planrun.dev/planrun/internal/lastwords"
@@ -73,4 +76,33 @@ func lastFailure(ctx context.Context, cs kubernetes.Interface, job *batchv1.Job)
 		}
 	}
 	return ""
+}
+
+// Relaunch makes way for a new runner of a run whose Job gave up (its pods failed too often)
+// or ended: the old Job is deleted, and waited for, so that Start makes a fresh one. An active
+// Job is left alone.
+func Relaunch(ctx context.Context, store *clusterstore.Store, runID string) error {
+	st, err := Runner(ctx, store, runID)
+	if err != nil || st.Active {
+		return nil // no Job, or one at work
+	}
+	cs, err := kubernetes.NewForConfig(store.RESTConfig())
+	if err != nil {
+		return err
+	}
+	jobs := cs.BatchV1().Jobs(store.Namespace())
+	name := ObjectName(runID)
+	if err := jobs.Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting the ended runner Job %s: %w", name, err)
+	}
+	for {
+		if _, err := jobs.Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

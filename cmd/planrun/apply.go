@@ -35,6 +35,7 @@ var applyCommand = &command{
 		fs.StringVar(&a.rf.runID, "run-id", "", "name of the run (default: plan name, time and a random suffix)")
 		fs.BoolVar(&a.rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
 		a.ic.register(fs, true)
+		a.fleet.register(fs)
 	},
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) != 1 {
@@ -43,6 +44,9 @@ var applyCommand = &command{
 		jsonOut, err := a.jsonOutput()
 		if err != nil {
 			return err
+		}
+		if a.fleet.targets != "" {
+			return applyFleet(ctx, a, args[0], jsonOut)
 		}
 		sets := a.rf.set
 		if a.namespace != "" { // -n is a shorthand for --set namespace=..., as kubectl users expect

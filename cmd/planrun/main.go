@@ -41,7 +41,7 @@ type command struct {
 }
 
 var commands = []*command{
-	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, versionCommand,
+	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, versionCommand,
 }
 
 // usageError is a mistake on the command line.
@@ -189,6 +189,8 @@ type app struct {
 	mover  moverFlags
 	logger *slog.Logger
 	rf     runFlags
+	// fleet holds apply --targets' flags.
+	fleet fleetFlags
 	// ic holds apply --in-cluster's flags (and rbac's).
 	ic inClusterFlags
 	// runnerOpts holds planrun runner's flags.
