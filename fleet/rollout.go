@@ -1,8 +1,10 @@
 package fleet
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
@@ -181,7 +183,13 @@ func CheckGate(src string) error {
 }
 
 func compileGate(src string) (*vm.Program, error) {
-	return expr.Compile(src, expr.Env(GateVars{}), expr.AsBool())
+	prog, err := expr.Compile(src, expr.Env(GateVars{}), expr.AsBool())
+	if err != nil {
+		// expr-lang draws the place under the source on more lines; the first says it.
+		line, _, _ := strings.Cut(err.Error(), "\n")
+		return nil, errors.New(line)
+	}
+	return prog, nil
 }
 
 // gateHolds evaluates the gate; an empty gate holds.
