@@ -109,7 +109,7 @@ func endState(t *testing.T, out string) map[string]string {
 	return state
 }
 
-func keys(m map[string]string) []string {
+func keys[V any](m map[string]V) []string {
 	var out []string
 	for k := range m {
 		out = append(out, k)

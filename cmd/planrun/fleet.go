@@ -94,7 +94,7 @@ func applyFleet(ctx context.Context, a *app, planFile string, jsonOut bool) erro
 	}
 	file, err := fleet.ReadFile(a.fleet.targets)
 	if err != nil {
-		return err
+		return usagef("%v", err)
 	}
 	flags, err := a.fleet.rollout()
 	if err != nil {
