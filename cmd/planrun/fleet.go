@@ -217,7 +217,7 @@ func (a *app) scheduleFleet(ctx context.Context, fs fleet.Store, name string, js
 		}
 		exec = &jobExecutor{fleetRuns: runs, store: cs, opts: opts}
 	default:
-		exec = &localExecutor{fleetRuns: runs, noRollback: noRollback, runCtx: ctx, running: map[string]bool{}, ended: map[string]error{}}
+		exec = &localExecutor{fleetRuns: runs, noRollback: noRollback, runCtx: ctx, running: map[string]bool{}, ended: map[string]error{}, changed: make(chan struct{}, 1)}
 	}
 	host, _ := os.Hostname()
 	s := &fleet.Scheduler{Store: fs, Executor: exec, Holder: fmt.Sprintf("%s/%d", host, os.Getpid()), Observe: fleetPrinter(a.stdout, jsonOut)}

@@ -87,6 +87,7 @@ type localExecutor struct {
 	mu      sync.Mutex
 	running map[string]bool  // run ids with a goroutine at work
 	ended   map[string]error // why a goroutine ended without the run ending, by run id
+	changed chan struct{}    // a goroutine ended (buffered: one wake-up is enough)
 }
 
 var _ fleet.Executor = (*localExecutor)(nil)
@@ -97,16 +98,6 @@ func (e *localExecutor) Start(ctx context.Context, t *fleet.TargetRecord) error 
 		t.RunID = runID
 		return err
 	}
-	p, err := e.planFor(t)
-	if err != nil {
-		return err
-	}
-	r := &engine.Runner{Store: e.store, Logger: e.a.logger, NoRollback: e.noRollback, BreakStaleLock: true}
-	if !resume {
-		if _, err := r.Submit(ctx, p, engine.ApplyOptions{RunID: runID}); err != nil {
-			return err
-		}
-	}
 	t.RunID = runID
 	e.mu.Lock()
 	if e.running[runID] {
@@ -116,8 +107,11 @@ func (e *localExecutor) Start(ctx context.Context, t *fleet.TargetRecord) error 
 	e.running[runID] = true
 	delete(e.ended, runID)
 	e.mu.Unlock()
+	target := *t
+	// The plan is loaded and the run submitted in the run's goroutine too: the scheduler goes
+	// on starting the wave's other targets meanwhile.
 	e.wg.Go(func() {
-		_, err := r.Resume(e.runCtx, runID, func(*engine.Journal) (*engine.Plan, error) { return p, nil })
+		err := e.run(target, runID, resume)
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		delete(e.running, runID)
@@ -125,27 +119,46 @@ func (e *localExecutor) Start(ctx context.Context, t *fleet.TargetRecord) error 
 		if err != nil && !errors.As(err, &re) {
 			e.ended[runID] = err // the run did not end: a lock, an interruption, a plan error
 		}
+		select {
+		case e.changed <- struct{}{}:
+		default:
+		}
 	})
 	return nil
 }
 
-func (e *localExecutor) Check(ctx context.Context, t *fleet.TargetRecord) (fleet.Outcome, error) {
-	o, over, err := e.outcome(ctx, t)
-	if err != nil || over {
-		return o, err
+// run runs a target's run to its end, submitting it first when it is new.
+func (e *localExecutor) run(t fleet.TargetRecord, runID string, resume bool) error {
+	p, err := e.planFor(&t)
+	if err != nil {
+		return err
 	}
+	r := &engine.Runner{Store: e.store, Logger: e.a.logger, NoRollback: e.noRollback, BreakStaleLock: true}
+	if !resume {
+		if _, err := r.Submit(e.runCtx, p, engine.ApplyOptions{RunID: runID}); err != nil {
+			return err
+		}
+	}
+	_, err = r.Resume(e.runCtx, runID, func(*engine.Journal) (*engine.Plan, error) { return p, nil })
+	return err
+}
+
+func (e *localExecutor) Check(ctx context.Context, t *fleet.TargetRecord) (fleet.Outcome, error) {
 	e.mu.Lock()
 	running, why := e.running[t.RunID], e.ended[t.RunID]
 	e.mu.Unlock()
+	var le *engine.LockedError
 	switch {
 	case running:
 		return fleet.Outcome{State: fleet.Started}, nil
-	case why != nil && !errors.Is(why, engine.ErrInterrupted):
-		var le *engine.LockedError
-		if errors.As(why, &le) {
-			return fleet.Outcome{State: fleet.Started}, nil // another runner has it
-		}
+	case why != nil && !errors.Is(why, engine.ErrInterrupted) && !errors.As(why, &le):
+		// It could not run: its plan did not load with the target's params, or its journal
+		// could not be written.
 		return fleet.Outcome{State: fleet.Failed, Status: "Failed", Error: why.Error()}, nil
+	}
+	o, over, err := e.outcome(ctx, t)
+	if err != nil || over {
+		return o, err
 	}
 	// Not run by this process: another runner may be at work on it.
 	if st, err := e.store.LockState(ctx, t.RunID); err == nil && st.Status == engine.LockHeld {
@@ -155,6 +168,8 @@ func (e *localExecutor) Check(ctx context.Context, t *fleet.TargetRecord) (fleet
 }
 
 func (e *localExecutor) Wait() { e.wg.Wait() }
+
+func (e *localExecutor) Changed() <-chan struct{} { return e.changed }
 
 // jobExecutor runs each target as a Job in the cluster that keeps the runs (apply --in-cluster
 // for each), so that the cluster's nodes carry the fleet.
@@ -219,3 +234,5 @@ func (e *jobExecutor) Check(ctx context.Context, t *fleet.TargetRecord) (fleet.O
 }
 
 func (e *jobExecutor) Wait() {}
+
+func (e *jobExecutor) Changed() <-chan struct{} { return nil }
