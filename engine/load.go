@@ -88,6 +88,7 @@ func (l *loader) load(root *yaml.Node, opts LoadOptions) {
 	l.collectSteps(root)
 	l.compileSteps()
 	l.decodeDatastores()
+	l.renderClusters(root)
 	l.checkRefs()
 }
 

@@ -52,8 +52,8 @@ type Param struct {
 // Cluster names a Kubernetes cluster. Empty fields fall back to --kubeconfig and --context, then
 // to the current kubeconfig context.
 type Cluster struct {
-	Kubeconfig  string `yaml:"kubeconfig" doc:"Path of the kubeconfig file."`
-	Context     string `yaml:"context" doc:"Context in the kubeconfig."`
+	Kubeconfig  string `yaml:"kubeconfig" doc:"Path of the kubeconfig file; ${{ }} may use params."`
+	Context     string `yaml:"context" doc:"Context in the kubeconfig; ${{ }} may use params."`
 	Description string `yaml:"description" doc:"What this cluster is in the migration."`
 }
 
