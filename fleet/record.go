@@ -137,8 +137,8 @@ func (r *Record) Count() Counts {
 
 // checkName refuses a fleet name that cannot name its runs' prefix or a ConfigMap.
 func checkName(name string) error {
-	if name == "" || len(name) > 40 {
-		return fmt.Errorf("fleet name %q: want 1 to 40 characters", name)
+	if name == "" || len(name) > 50 {
+		return fmt.Errorf("fleet name %q: want 1 to 50 characters", name)
 	}
 	for i, c := range name {
 		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(name)-1

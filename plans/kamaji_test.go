@@ -59,6 +59,7 @@ type kjEnv struct {
 	dedicatedTLS       *tls.Config
 	dedicatedFlags     []string // kube-apiserver flags for the dedicated etcd's client TLS
 	tenant             *controlplane.ControlPlane
+	tenants            map[string]*controlplane.ControlPlane // by TenantControlPlane name, tenant-00 (tenant) included
 	tdyn               dynamic.Interface
 	tcs                kubernetes.Interface
 	ctrl               *kamajiStandIn
@@ -68,7 +69,25 @@ type kjEnv struct {
 
 func startKamaji(t *testing.T) *kjEnv {
 	t.Helper()
-	e := &kjEnv{dir: t.TempDir()}
+	e := startKamajiBase(t)
+	// The tenant's API server on the default datastore, under its own prefix; its admin
+	// kubeconfig is where the plan reads it (Kamaji keeps it in a Secret).
+	e.tenantKubeconfig = filepath.Join(e.dir, "tenant.kubeconfig")
+	e.tenant = e.addTenant(t, kjTenant, e.tenantKubeconfig, kjDebugOutput(t))
+	tcfg := rest.CopyConfig(e.tenant.Config)
+	tcfg.QPS, tcfg.Burst = -1, 0
+	e.tdyn = dynamic.NewForConfigOrDie(tcfg)
+	e.tcs = kubernetes.NewForConfigOrDie(tcfg)
+	seedTenant(t, e)
+	e.ctrl = startStandIn(t, e)
+	return e
+}
+
+// startKamajiBase starts Kamaji's side without tenants: the two etcd datastores, the management
+// cluster with the stand-in CRDs, the DataStores and their certificates' Secrets.
+func startKamajiBase(t *testing.T) *kjEnv {
+	t.Helper()
+	e := &kjEnv{dir: t.TempDir(), tenants: map[string]*controlplane.ControlPlane{}}
 	ctx := t.Context()
 	certDir := t.TempDir()
 	ca := testcerts.NewCA(t, "dedicated-etcd-ca")
@@ -95,17 +114,7 @@ func startKamaji(t *testing.T) *kjEnv {
 	e.mdyn = dynamic.NewForConfigOrDie(cfg)
 	mcs := kubernetes.NewForConfigOrDie(cfg)
 
-	// The tenant's API server on the default datastore, under its own prefix; its admin
-	// kubeconfig is where the plan reads it (Kamaji keeps it in a Secret).
-	e.tenantKubeconfig = filepath.Join(e.dir, "tenant.kubeconfig")
-	e.tenant = controlplane.StartForTest(t, controlplane.WithEtcdURL(e.def.URL), controlplane.WithAPIServerFlags("--etcd-prefix="+kjPrefix),
-		controlplane.WithKubeconfigPath(e.tenantKubeconfig), controlplane.WithContextName("tenant-00-admin"), kjDebugOutput(t))
-	tcfg := rest.CopyConfig(e.tenant.Config)
-	tcfg.QPS, tcfg.Burst = -1, 0
-	e.tdyn = dynamic.NewForConfigOrDie(tcfg)
-	e.tcs = kubernetes.NewForConfigOrDie(tcfg)
-
-	// Kamaji's side: CRDs, the DataStores with their certificates' Secrets, the TenantControlPlane.
+	// Kamaji's side: CRDs, the DataStores with their certificates' Secrets.
 	applyFile(t, e.mdyn, "../testdata/kamaji/crds.yaml")
 	waitServed(t, e.mdyn, tcpGVR, dataStoreGVR)
 	for _, ns := range []string{"kamaji-system", "dedicated"} {
@@ -139,8 +148,20 @@ func startKamaji(t *testing.T) *kjEnv {
 			t.Fatal(err)
 		}
 	}
+	return e
+}
+
+// addTenant starts a tenant API server on the default datastore under Kamaji's prefix for it
+// (/default_NAME), writes its admin kubeconfig to kubeconfig, and creates its Ready
+// TenantControlPlane on the management cluster.
+func (e *kjEnv) addTenant(t *testing.T, name, kubeconfig string, opts ...controlplane.Option) *controlplane.ControlPlane {
+	t.Helper()
+	ctx := t.Context()
+	cp := controlplane.StartForTest(t, append([]controlplane.Option{controlplane.WithEtcdURL(e.def.URL), controlplane.WithAPIServerFlags("--etcd-prefix=/" + kjNamespace + "_" + name),
+		controlplane.WithKubeconfigPath(kubeconfig), controlplane.WithContextName(name + "-admin")}, opts...)...)
+	e.tenants[name] = cp
 	tcp := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kamaji.clastix.io/v1alpha1", "kind": "TenantControlPlane",
-		"metadata": map[string]any{"name": kjTenant, "namespace": kjNamespace, "labels": map[string]any{"tenant.clastix.io": kjTenant}},
+		"metadata": map[string]any{"name": name, "namespace": kjNamespace, "labels": map[string]any{"tenant.clastix.io": name}},
 		"spec": map[string]any{
 			"dataStore":      "default",
 			"controlPlane":   map[string]any{"deployment": map[string]any{"replicas": int64(2)}, "service": map[string]any{"serviceType": "LoadBalancer"}},
@@ -153,18 +174,15 @@ func startKamaji(t *testing.T) *kjEnv {
 		t.Fatal(err)
 	}
 	got.Object["status"] = map[string]any{
-		"controlPlaneEndpoint": strings.TrimPrefix(e.tenant.Config.Host, "https://"),
-		"kubeconfig":           map[string]any{"admin": map[string]any{"secretName": kjTenant + "-admin-kubeconfig"}},
-		"storage":              map[string]any{"driver": "etcd", "dataStoreName": "default", "setup": map[string]any{"schema": "default_tenant-00", "user": "default_tenant-00"}},
+		"controlPlaneEndpoint": strings.TrimPrefix(cp.Config.Host, "https://"),
+		"kubeconfig":           map[string]any{"admin": map[string]any{"secretName": name + "-admin-kubeconfig"}},
+		"storage":              map[string]any{"driver": "etcd", "dataStoreName": "default", "setup": map[string]any{"schema": kjNamespace + "_" + name, "user": kjNamespace + "_" + name}},
 		"kubernetesResources":  map[string]any{"version": map[string]any{"version": "v1.37.0", "status": "Ready"}},
 	}
 	if _, err := e.mdyn.Resource(tcpGVR).Namespace(kjNamespace).UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-
-	seedTenant(t, e)
-	e.ctrl = startStandIn(t, e)
-	return e
+	return cp
 }
 
 func waitServed(t *testing.T, dyn dynamic.Interface, gvrs ...schema.GroupVersionResource) {
@@ -257,90 +275,96 @@ func seedTenant(t *testing.T, e *kjEnv) {
 // kamajiStandIn stands in for Kamaji's controller: when a TenantControlPlane's spec.dataStore
 // differs from status.storage.dataStoreName, it restarts the tenant's API server on that
 // datastore's etcd (same prefix, same address and certificates, as Kamaji keeps the Service and
-// the certificates) and records the datastore in the status.
+// the certificates) and records the datastore in the status. Each tenant has its own loop, so
+// that tenants moving at once move at once.
 type kamajiStandIn struct {
 	mu       sync.Mutex
-	broken   bool // the new API server never comes up: the tenant is not moved
-	moves    []string
+	broken   bool                // the new API server never comes up: the tenant is not moved
+	moves    map[string][]string // by tenant
 	lastErr  error
 	stop     context.CancelFunc
-	finished chan struct{}
+	finished sync.WaitGroup
 }
 
 func startStandIn(t *testing.T, e *kjEnv) *kamajiStandIn {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &kamajiStandIn{stop: cancel, finished: make(chan struct{})}
-	// Registered after the tenant's control plane: cleanups run last first, so the controller
-	// stops before the API server it restarts.
+	c := &kamajiStandIn{stop: cancel, moves: map[string][]string{}}
+	// Registered after the tenants' control planes: cleanups run last first, so the controller
+	// stops before the API servers it restarts.
 	t.Cleanup(func() {
 		cancel()
-		<-c.finished
+		c.finished.Wait()
 	})
 	tcps := e.mdyn.Resource(tcpGVR).Namespace(kjNamespace)
-	go func() {
-		defer close(c.finished)
-		for ctx.Err() == nil {
-			time.Sleep(100 * time.Millisecond)
-			tcp, err := tcps.Get(ctx, kjTenant, metav1.GetOptions{})
-			if err != nil {
-				if ctx.Err() == nil {
-					t.Logf("stand-in controller: %v", err)
-				}
-				continue
-			}
-			want, _, _ := unstructured.NestedString(tcp.Object, "spec", "dataStore")
-			have, _, _ := unstructured.NestedString(tcp.Object, "status", "storage", "dataStoreName")
-			if want == have {
-				continue
-			}
-			var url string
-			var flags []string
-			switch want {
-			case "default":
-				url = e.def.URL
-				flags = []string{"--etcd-cafile=", "--etcd-certfile=", "--etcd-keyfile="}
-			case "dedicated":
-				url, flags = e.dedicated.URL, e.dedicatedFlags
-			default:
-				t.Logf("stand-in controller: unknown DataStore %q", want)
-				continue // Kamaji would report the unknown DataStore
-			}
-			c.mu.Lock()
-			broken := c.broken
-			c.mu.Unlock()
-			if broken {
-				continue
-			}
-			t.Logf("stand-in controller: moving the tenant from %s to %s", have, want)
-			err = e.tenant.Restart(ctx, url, flags...)
-			if err != nil && ctx.Err() == nil {
-				t.Logf("stand-in controller: moving the tenant to %s: %v", want, err)
-			}
-			c.mu.Lock()
-			c.lastErr = err
-			if err == nil {
-				c.moves = append(c.moves, want)
-			}
-			c.mu.Unlock()
-			if err != nil {
-				continue
-			}
-			patch := fmt.Appendf(nil, `{"status":{"storage":{"dataStoreName":%q}}}`, want)
+	for name, tenant := range e.tenants {
+		c.finished.Go(func() {
 			for ctx.Err() == nil {
-				if _, err := tcps.Patch(ctx, kjTenant, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err == nil {
-					break
-				}
 				time.Sleep(100 * time.Millisecond)
+				tcp, err := tcps.Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Logf("stand-in controller: %v", err)
+					}
+					continue
+				}
+				want, _, _ := unstructured.NestedString(tcp.Object, "spec", "dataStore")
+				have, _, _ := unstructured.NestedString(tcp.Object, "status", "storage", "dataStoreName")
+				if want == have {
+					continue
+				}
+				var url string
+				var flags []string
+				switch want {
+				case "default":
+					url = e.def.URL
+					flags = []string{"--etcd-cafile=", "--etcd-certfile=", "--etcd-keyfile="}
+				case "dedicated":
+					url, flags = e.dedicated.URL, e.dedicatedFlags
+				default:
+					t.Logf("stand-in controller: unknown DataStore %q", want)
+					continue // Kamaji would report the unknown DataStore
+				}
+				c.mu.Lock()
+				broken := c.broken
+				c.mu.Unlock()
+				if broken {
+					continue
+				}
+				t.Logf("stand-in controller: moving %s from %s to %s", name, have, want)
+				err = tenant.Restart(ctx, url, flags...)
+				if err != nil && ctx.Err() == nil {
+					t.Logf("stand-in controller: moving %s to %s: %v", name, want, err)
+				}
+				c.mu.Lock()
+				c.lastErr = err
+				if err == nil {
+					c.moves[name] = append(c.moves[name], want)
+				}
+				c.mu.Unlock()
+				if err != nil {
+					continue
+				}
+				patch := fmt.Appendf(nil, `{"status":{"storage":{"dataStoreName":%q}}}`, want)
+				for ctx.Err() == nil {
+					if _, err := tcps.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err == nil {
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
 			}
-		}
-	}()
+		})
+	}
 	return c
 }
 
-func (c *kamajiStandIn) Moves() ([]string, error) {
+// Moves are the datastores tenant-00 was moved to, in order, and the last error of a move.
+func (c *kamajiStandIn) Moves() ([]string, error) { return c.MovesOf(kjTenant) }
+
+// MovesOf are the datastores a tenant was moved to, in order, and the last error of a move.
+func (c *kamajiStandIn) MovesOf(tenant string) ([]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]string(nil), c.moves...), c.lastErr
+	return append([]string(nil), c.moves[tenant]...), c.lastErr
 }
 
 // skippedResources change by themselves (the API server renews its lease) or are not stored.

@@ -182,8 +182,8 @@ func defaultFleetName(planName, targetsFile string) string {
 		}
 	}
 	s := strings.Trim(sb.String(), "-")
-	if len(s) > 40 {
-		s = strings.TrimRight(s[:40], "-")
+	if len(s) > 50 {
+		s = strings.TrimRight(s[:50], "-")
 	}
 	return s
 }

@@ -4,15 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/fleet"
+	"planrun.dev/planrun/internal/plantest"
 )
 
 // fleetPlan sleeps, then fails when its target's flag file exists.
@@ -78,33 +80,6 @@ func (d *fleetDir) journals(t *testing.T) map[string]*engine.Journal {
 	return out
 }
 
-// mostAtOnce is the largest number of the runs whose [started, finished] overlap.
-func mostAtOnce(js map[string]*engine.Journal) int {
-	type edge struct {
-		at    time.Time
-		delta int
-	}
-	var edges []edge
-	for _, j := range js {
-		if j.Finished == nil {
-			continue
-		}
-		edges = append(edges, edge{j.Started, 1}, edge{*j.Finished, -1})
-	}
-	sort.Slice(edges, func(i, k int) bool {
-		if edges[i].at.Equal(edges[k].at) {
-			return edges[i].delta < edges[k].delta // an end at the same instant comes first
-		}
-		return edges[i].at.Before(edges[k].at)
-	})
-	most, now := 0, 0
-	for _, e := range edges {
-		now += e.delta
-		most = max(most, now)
-	}
-	return most
-}
-
 func fleetRecord(t *testing.T, d *fleetDir, name string) *fleet.Record {
 	t.Helper()
 	r, err := (&fleet.DirStore{Dir: filepath.Join(d.state, ".fleets")}).Load(context.Background(), name)
@@ -127,7 +102,7 @@ func TestFleetWaves(t *testing.T) {
 	if len(js) != 10 {
 		t.Fatalf("%d runs, want 10", len(js))
 	}
-	if most := mostAtOnce(js); most > 3 || most < 2 {
+	if most := plantest.MostAtOnce(slices.Collect(maps.Values(js))); most > 3 || most < 2 {
 		t.Errorf("%d runs at once, want 3 at most (and more than one)", most)
 	}
 	waveEnd := func(ids ...int) time.Time {
