@@ -36,6 +36,7 @@ var applyCommand = &command{
 		fs.BoolVar(&a.rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
 		a.ic.register(fs, true)
 		a.fleet.register(fs)
+		a.forEach.register(fs)
 	},
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) != 1 {
@@ -45,7 +46,7 @@ var applyCommand = &command{
 		if err != nil {
 			return err
 		}
-		if a.fleet.targets != "" {
+		if a.fleet.targets != "" || a.forEach.resource != "" {
 			return applyFleet(ctx, a, args[0], jsonOut)
 		}
 		sets := a.rf.set

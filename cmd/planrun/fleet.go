@@ -89,12 +89,22 @@ func (a *app) fleetStore(ctx context.Context) (fleet.Store, error) {
 // plan first (one error at its place in the targets file), then the fleet is recorded (or, when
 // it exists, taken up again: targets that succeeded are skipped) and scheduled.
 func applyFleet(ctx context.Context, a *app, planFile string, jsonOut bool) error {
+	var err error
 	if a.rf.dryRun || a.rf.runID != "" {
 		return usagef("--targets: --dry-run and --run-id are for one run (a fleet's runs are FLEET-TARGET)")
 	}
-	file, err := fleet.ReadFile(a.fleet.targets)
-	if err != nil {
-		return usagef("%v", err)
+	var file *fleet.File
+	switch {
+	case a.fleet.targets != "" && a.forEach.resource != "":
+		return usagef("--targets and --for-each: give one")
+	case a.forEach.resource != "":
+		if file, err = a.forEachTargets(ctx); err != nil {
+			return err
+		}
+	default:
+		if file, err = fleet.ReadFile(a.fleet.targets); err != nil {
+			return usagef("%v", err)
+		}
 	}
 	flags, err := a.fleet.rollout()
 	if err != nil {
@@ -123,7 +133,11 @@ func applyFleet(ctx context.Context, a *app, planFile string, jsonOut bool) erro
 	}
 	name := a.fleet.name
 	if name == "" {
-		name = defaultFleetName(planName, file.Path)
+		from := file.Path
+		if a.forEach.resource != "" {
+			from, _, _ = strings.Cut(a.forEach.resource, ".")
+		}
+		name = defaultFleetName(planName, from)
 	}
 	fs, err := a.fleetStore(ctx)
 	if err != nil {

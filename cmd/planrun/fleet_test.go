@@ -12,8 +12,13 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/fleet"
+	"planrun.dev/planrun/internal/controlplane"
 	"planrun.dev/planrun/internal/plantest"
 )
 
@@ -264,6 +269,69 @@ func TestFleetBadInput(t *testing.T) {
 			}
 			if js := d.journals(t); len(js) != 0 {
 				t.Errorf("runs started: %v", keys(js))
+			}
+		})
+	}
+}
+
+// TestFleetForEach: --for-each makes a fleet of the objects of a resource that match a selector,
+// each target's params from expressions over its object; mistakes are one line each.
+func TestFleetForEach(t *testing.T) {
+	cp := controlplane.StartForTest(t)
+	cs := kubernetes.NewForConfigOrDie(cp.Config)
+	ctx := t.Context()
+	for _, ns := range []string{"blue", "green"} {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for i, fleetLabel := range []string{"yes", "yes", "no"} {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%d", i), Labels: map[string]string{"fleet": fleetLabel}}, Data: map[string]string{"size": fmt.Sprint(i + 1)}}
+			if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dir := t.TempDir()
+	plan := writePlan(t, dir, "plan.yaml", `apiVersion: planrun.dev/v1alpha1
+kind: Plan
+metadata: {name: each}
+params:
+  ns: {type: string, required: true}
+  cm: {type: string, required: true}
+  size: {type: int, required: true}
+steps:
+  - {id: get, type: kube.get, with: {apiVersion: v1, kind: ConfigMap, namespace: "${{ params.ns }}", name: "${{ params.cm }}"}}
+  - {id: check, type: assert, with: {that: "int(steps.get.outputs.object.data.size) == params.size"}}
+`)
+	common := []string{"--kubeconfig", cp.Kubeconfig, "--state-dir", filepath.Join(dir, "runs")}
+	each := []string{"apply", plan, "--for-each", "configmaps", "-l", "fleet=yes", "--target-param", "ns=object.metadata.namespace",
+		"--target-param", "cm=object.metadata.name", "--target-param", "size=int(object.data.size)", "--parallel", "2"}
+	code, stdout, stderr := runCLI(t, append(each, common...)...)
+	if code != exitOK || !strings.Contains(stdout, "4 succeeded") {
+		t.Fatalf("apply --for-each: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, id := range []string{"each-configmaps-blue-app-0", "each-configmaps-blue-app-1", "each-configmaps-green-app-0", "each-configmaps-green-app-1"} {
+		if !strings.Contains(stdout, id) {
+			t.Errorf("no run %s:\n%s", id, stdout)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"a bad expression", []string{"--target-param", "ns=object.metadata.("}, `--target-param ns "object.metadata.(":`},
+		{"an unknown resource", []string{"--for-each", "widgets.example.com"}, `unknown resource "widgets.example.com"`},
+		{"no match", []string{"-l", "fleet=maybe"}, `no objects match (selector "fleet=maybe")`},
+		{"a param of the wrong type", []string{"--target-param", "size=object.data.size"}, `param "size"`},
+		{"names that clash", []string{"--target-name", "object.metadata.name"}, `target name "app-0" is also`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append(append([]string(nil), each...), tc.args...), common...)
+			args = append(args, "--fleet", "bad")
+			code, _, stderr := runCLI(t, args...)
+			if code == exitOK || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+				t.Errorf("exit %d, stderr %q; want one line with %q", code, stderr, tc.want)
 			}
 		})
 	}

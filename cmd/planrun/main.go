@@ -189,8 +189,9 @@ type app struct {
 	mover  moverFlags
 	logger *slog.Logger
 	rf     runFlags
-	// fleet holds apply --targets' flags.
-	fleet fleetFlags
+	// fleet holds apply --targets' flags, forEach apply --for-each's.
+	fleet   fleetFlags
+	forEach forEachFlags
 	// ic holds apply --in-cluster's flags (and rbac's).
 	ic inClusterFlags
 	// runnerOpts holds planrun runner's flags.
