@@ -169,6 +169,41 @@ steps:
 			t.Errorf("the runner's ClusterRole after the run: %v", err)
 		}
 	})
+
+	t.Run("a fleet runs each target as a Job", func(t *testing.T) {
+		dir := t.TempDir()
+		each := writePlan(t, dir, "each.yaml", `apiVersion: planrun.dev/v1alpha1
+kind: Plan
+metadata: {name: each}
+params:
+  cm: {type: string, required: true}
+steps:
+  - {id: get, type: kube.get, with: {apiVersion: v1, kind: ConfigMap, namespace: app, name: "${{ params.cm }}"}}
+  - {id: mark, type: kube.apply, with: {manifests: [{apiVersion: v1, kind: ConfigMap, metadata: {name: "${{ 'seen-' + params.cm }}", namespace: app-copy}}]}}
+`)
+		targets := writePlan(t, dir, "targets.yaml", "rollout: {maxParallel: 2, waves: [1, 100%]}\ntargets:\n"+
+			"  - {name: a, params: {cm: cm-01}}\n  - {name: b, params: {cm: cm-02}}\n  - {name: c, params: {cm: cm-03}}\n")
+		code, stdout, stderr := runCLI(t, append([]string{"apply", each, "--targets", targets, "--fleet", "jobs"}, common...)...)
+		if code != exitOK || !strings.Contains(stdout, "3 succeeded") {
+			t.Fatalf("apply --targets --in-cluster: exit %d\n%s\n%s", code, stdout, stderr)
+		}
+		for _, target := range []string{"a", "b", "c"} {
+			job, err := cs.BatchV1().Jobs("runs").Get(ctx, incluster.ObjectName("jobs-"+target), metav1.GetOptions{})
+			if err != nil || job.Status.Succeeded+job.Status.Active < 1 && job.Status.CompletionTime == nil {
+				t.Errorf("runner Job of target %s: %v %+v", target, err, job.Status)
+			}
+		}
+		for _, cm := range []string{"cm-01", "cm-02", "cm-03"} {
+			if _, err := cs.CoreV1().ConfigMaps("app-copy").Get(ctx, "seen-"+cm, metav1.GetOptions{}); err != nil {
+				t.Errorf("target of %s: %v", cm, err)
+			}
+		}
+		// The record is a ConfigMap next to the PlanRuns; fleet status reads it from there.
+		code, stdout, _ = runCLI(t, "fleet", "status", "jobs", "--state", state, "--kubeconfig", cp.Kubeconfig)
+		if code != exitOK || !strings.Contains(stdout, "3 succeeded") {
+			t.Errorf("fleet status: exit %d\n%s", code, stdout)
+		}
+	})
 }
 
 // waitFor polls cond every 200 ms until it holds; it fails the test when apply ends first (its
