@@ -47,6 +47,10 @@ type Options struct {
 	LockWait time.Duration
 	// Verbose is the runner's -v count.
 	Verbose int
+	// Artifacts is where the runner uploads its steps' files (--artifacts), "" for nowhere;
+	// ArtifactsSecret the Secret of the state namespace holding its keys ("" for the provider's
+	// own chain: a workload identity).
+	Artifacts, ArtifactsSecret string
 }
 
 // Exit codes of `planrun runner` that end the Job at once: a run that failed (and rolled back
@@ -63,7 +67,7 @@ const (
 )
 
 // runnerArgs are the arguments of `planrun runner` for a run.
-func runnerArgs(runID, state string, clusters []string, opts Options) []string {
+func runnerArgs(runID, ns, state string, clusters []string, opts Options) []string {
 	args := []string{"runner", runID, "--state", state}
 	for _, c := range clusters {
 		kubeconfig := "" // the pod's ServiceAccount
@@ -77,6 +81,12 @@ func runnerArgs(runID, state string, clusters []string, opts Options) []string {
 	}
 	if opts.NoRollback {
 		args = append(args, "--no-rollback")
+	}
+	if opts.Artifacts != "" {
+		args = append(args, "--artifacts", opts.Artifacts)
+	}
+	if opts.ArtifactsSecret != "" {
+		args = append(args, "--artifacts-credentials-from", ns+"/"+opts.ArtifactsSecret)
 	}
 	if opts.Verbose > 0 {
 		args = append(args, "-"+strings.Repeat("v", opts.Verbose))
@@ -171,7 +181,7 @@ func newJob(name, ns, runID, state string, clusters []string, owner metav1.Owner
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 					Containers: []corev1.Container{{
 						Name: containerName, Image: opts.Image, ImagePullPolicy: pull,
-						Args: runnerArgs(runID, state, clusters, opts), Env: env, VolumeMounts: mounts,
+						Args: runnerArgs(runID, ns, state, clusters, opts), Env: env, VolumeMounts: mounts,
 						// The runner's last words (its one-line error) are the pod's message.
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 						SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),

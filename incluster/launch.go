@@ -105,7 +105,11 @@ func (l *Launch) Start(ctx context.Context, runID string) (*Launched, error) {
 		return nil, err
 	}
 	name := ObjectName(runID)
-	rbac := NewRBAC(name, ns, runID, l.home)
+	var secrets []string
+	if l.opts.ArtifactsSecret != "" {
+		secrets = append(secrets, l.opts.ArtifactsSecret)
+	}
+	rbac := NewRBAC(name, ns, runID, l.home, secrets...)
 	for _, o := range []metav1.Object{rbac.ServiceAccount, rbac.Role, rbac.RoleBinding} {
 		o.SetOwnerReferences([]metav1.OwnerReference{owner})
 	}

@@ -110,12 +110,16 @@ func PlanAccess(p *engine.Plan) ([]ClusterAccess, error) {
 }
 
 // RunnerRules are what a runner needs of its own state namespace: read and checkpoint its
-// PlanRun, and hold the run's Lease.
-func RunnerRules() []rbacv1.PolicyRule {
-	return []rbacv1.PolicyRule{
+// PlanRun, hold the run's Lease, and read the named Secrets.
+func RunnerRules(secrets ...string) []rbacv1.PolicyRule {
+	rules := []rbacv1.PolicyRule{
 		{APIGroups: []string{clusterstore.Group}, Resources: []string{clusterstore.Resource}, Verbs: []string{"get", "list", "update"}},
 		{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{clusterstore.LeaseResource}, Verbs: []string{"get", "create", "update"}},
 	}
+	if len(secrets) > 0 {
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}, ResourceNames: secrets})
+	}
+	return rules
 }
 
 // policyRules turns step rules into RBAC rules.
@@ -141,8 +145,9 @@ type RBAC struct {
 }
 
 // NewRBAC builds the RBAC of a runner named name in namespace ns, whose steps need home on its
-// own cluster (nil: none).
-func NewRBAC(name, ns, runID string, home *ClusterAccess) RBAC {
+// own cluster (nil: none), and which reads the given Secrets of ns (the keys of its artifacts'
+// store).
+func NewRBAC(name, ns, runID string, home *ClusterAccess, secrets ...string) RBAC {
 	labels := map[string]string{managedByLabel: "planrun", runLabel: clusterstore.LabelValue(runID)}
 	meta := func(namespace string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels}
@@ -150,7 +155,7 @@ func NewRBAC(name, ns, runID string, home *ClusterAccess) RBAC {
 	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}}
 	r := RBAC{
 		ServiceAccount: &corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(ns)},
-		Role:           &rbacv1.Role{TypeMeta: typeMeta(rbacv1.SchemeGroupVersion.String(), "Role"), ObjectMeta: meta(ns), Rules: RunnerRules()},
+		Role:           &rbacv1.Role{TypeMeta: typeMeta(rbacv1.SchemeGroupVersion.String(), "Role"), ObjectMeta: meta(ns), Rules: RunnerRules(secrets...)},
 		RoleBinding: &rbacv1.RoleBinding{TypeMeta: typeMeta(rbacv1.SchemeGroupVersion.String(), "RoleBinding"), ObjectMeta: meta(ns), Subjects: subject,
 			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}},
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 
-	"planrun.dev/planrun/clusterstore"
 	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/fleet"
 	"planrun.dev/planrun/incluster"
@@ -75,7 +74,7 @@ func (a *app) fleetStore(ctx context.Context) (fleet.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cs, ok := store.(*clusterstore.Store); ok {
+	if cs, ok := asCluster(store); ok {
 		client, err := kubernetes.NewForConfig(cs.RESTConfig())
 		if err != nil {
 			return nil, err

@@ -61,7 +61,8 @@ func (a *app) clusterStore(ctx context.Context, flag string) (*clusterstore.Stor
 	if err != nil {
 		return nil, err
 	}
-	return s.(*clusterstore.Store), nil
+	cs, _ := asCluster(s)
+	return cs, nil
 }
 
 // applyInCluster submits a run and starts its runner Job, then follows it as a local run shows.
@@ -84,6 +85,9 @@ func applyInCluster(ctx context.Context, a *app, p *engine.Plan, jsonOut bool) e
 	}
 	if opts.HostNetwork {
 		opts.APIServer = store.RESTConfig().Host
+	}
+	if opts.Artifacts, opts.ArtifactsSecret, err = a.runnerArtifacts(store); err != nil {
+		return err
 	}
 	launch, err := incluster.Prepare(ctx, store, p, opts)
 	if err != nil {
@@ -125,6 +129,19 @@ func applyInCluster(ctx context.Context, a *app, p *engine.Plan, jsonOut bool) e
 	return err
 }
 
+// runnerArtifacts is where an in-cluster runner uploads its steps' files, and the Secret of the
+// state namespace with the keys (the runner may read that one only).
+func (a *app) runnerArtifacts(store *clusterstore.Store) (url, secret string, err error) {
+	if a.artifactCreds == "" {
+		return a.artifacts, "", nil
+	}
+	ns, name, _ := strings.Cut(a.artifactCreds, "/")
+	if ns != store.Namespace() {
+		return "", "", usagef("--artifacts-credentials-from %s: an in-cluster runner reads Secrets of its own namespace, %s", a.artifactCreds, store.Namespace())
+	}
+	return a.artifacts, name, nil
+}
+
 // runnerComing says whether an in-cluster run's runner Job is still at work, for watchRun.
 func runnerComing(store *clusterstore.Store, runID string) func(context.Context) (bool, error) {
 	return func(ctx context.Context) (bool, error) {
@@ -142,7 +159,7 @@ func runnerComing(store *clusterstore.Store, runID string) func(context.Context)
 // runnerOf is runnerComing for a run that has a runner Job, nil for one that has none (it runs
 // on some machine, or its Job is gone with it).
 func runnerOf(ctx context.Context, store engine.Store, runID string) func(context.Context) (bool, error) {
-	cs, ok := store.(*clusterstore.Store)
+	cs, ok := asCluster(store)
 	if !ok {
 		return nil
 	}

@@ -176,6 +176,8 @@ type app struct {
 	stateDir       string
 	state          string       // --state: a folder or k8s://CONTEXT/NAMESPACE; "" is stateDir
 	runStore       engine.Store // opened by store, once
+	artifacts      string       // --artifacts: where step files are uploaded too
+	artifactCreds  string       // --artifacts-credentials-from NAMESPACE/NAME
 	output         string
 	verbose        int
 	kubeconfig     string
@@ -205,6 +207,8 @@ func (a *app) globalFlags(fs *pflag.FlagSet) {
 	}
 	fs.StringVar(&a.stateDir, "state-dir", def, "folder holding run checkpoints (env PLANRUN_STATE_DIR)")
 	fs.StringVar(&a.state, "state", os.Getenv("PLANRUN_STATE"), "where runs are kept: a folder (as --state-dir), or k8s://CONTEXT/NAMESPACE for PlanRun objects and Lease locks in a cluster (env PLANRUN_STATE)")
+	fs.StringVar(&a.artifacts, "artifacts", os.Getenv("PLANRUN_ARTIFACTS"), "runs kept in a cluster: object storage (s3://bucket/prefix?…, gs://, azblob://) the files of each step (logs, command output) are uploaded to, under RUN/STEP/, once the step ended (env PLANRUN_ARTIFACTS)")
+	fs.StringVar(&a.artifactCreds, "artifacts-credentials-from", "", "NAMESPACE/NAME: a Secret on the cluster of --state k8s://… with the keys of --artifacts (default: the provider's own chain)")
 	fs.StringVarP(&a.output, "output", "o", "", "output format: text (default) or json")
 	fs.CountVarP(&a.verbose, "verbose", "v", "log more (-v info, -vv debug)")
 	fs.StringVar(&a.kubeconfig, "kubeconfig", "", "kubeconfig file for clusters that do not name one")
@@ -230,19 +234,32 @@ func (a *app) store(ctx context.Context) (engine.Store, error) {
 		return a.runStore, nil
 	}
 	where := a.stateName()
+	var store engine.Store
 	if !clusterstore.IsURL(where) {
-		a.runStore = engine.NewDirStore(where)
-		return a.runStore, nil
+		store = engine.NewDirStore(where)
+	} else {
+		if _, _, _, err := clusterstore.ParseURL(where); err != nil {
+			return nil, usagef("--state: %v", err)
+		}
+		s, err := clusterstore.Open(ctx, where, clusterstore.Options{Kubeconfig: a.kubeconfig})
+		if err != nil {
+			return nil, err
+		}
+		store = s
 	}
-	if _, _, _, err := clusterstore.ParseURL(where); err != nil {
-		return nil, usagef("--state: %v", err)
+	if a.artifacts != "" {
+		if _, ok := store.(*clusterstore.Store); !ok {
+			// A local folder keeps the files already, where its runs are resumed.
+			return nil, usagef("--artifacts: for runs kept in a cluster (--state k8s://…)")
+		}
+		loc, err := a.openArtifacts(ctx, store)
+		if err != nil {
+			return nil, err
+		}
+		store = &artifactStore{Store: store, loc: loc, logger: a.logger, uploaded: map[string]bool{}}
 	}
-	s, err := clusterstore.Open(ctx, where, clusterstore.Options{Kubeconfig: a.kubeconfig})
-	if err != nil {
-		return nil, err
-	}
-	a.runStore = s
-	return s, nil
+	a.runStore = store
+	return store, nil
 }
 
 // stateName is where runs are kept, as given.
