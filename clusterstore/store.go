@@ -324,10 +324,21 @@ func (s *Store) apiErr(what string, err error) error {
 	}
 	var status apierrors.APIStatus
 	if errors.As(err, &status) && apierrors.IsForbidden(err) {
-		return fmt.Errorf("%s in %s: forbidden: %s", what, s.where, status.Status().Message)
+		// The server's message says which verb on which resource; the error stays a
+		// Forbidden one for errors.As.
+		return &wrapped{msg: fmt.Sprintf("%s in %s: forbidden: %s", what, s.where, status.Status().Message), err: err}
 	}
 	return fmt.Errorf("%s in %s: %w", what, s.where, err)
 }
+
+// wrapped is an error worded anew that still unwraps to its cause.
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (e *wrapped) Error() string { return e.msg }
+func (e *wrapped) Unwrap() error { return e.err }
 
 // safeName makes a kubeconfig context name usable as a folder name.
 func safeName(s string) string {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -28,7 +29,7 @@ func (r *Runner) lockRun(ctx context.Context, runID string) (Lock, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, errors.Join(ErrInterrupted, err)
+			return nil, fmt.Errorf("%w: %w", ErrInterrupted, err)
 		case <-time.After(lockWaitEvery):
 		}
 	}

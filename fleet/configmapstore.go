@@ -14,9 +14,10 @@ import (
 )
 
 // ConfigMapStore keeps fleet records in a cluster namespace, next to the fleet's runs, one
-// ConfigMap per fleet (planrun-fleet-NAME): a record is a list of targets and their run names,
-// far below a ConfigMap's 1 MiB for the fleets planrun accepts. Updates are guarded by the
-// resourceVersion read, and retried on a conflict.
+// ConfigMap per fleet (planrun-fleet-NAME): the plan, the targets with their params and run
+// names. A record that would not fit a ConfigMap (1 MiB) is refused when the fleet is created,
+// with its size; targets' errors are cut to 1 KiB so that it does not grow past it later. Updates
+// are guarded by the resourceVersion read, and retried on a conflict.
 type ConfigMapStore struct {
 	Client    kubernetes.Interface
 	Namespace string
@@ -25,7 +26,9 @@ type ConfigMapStore struct {
 var _ Store = (*ConfigMapStore)(nil)
 
 const (
-	recordKey      = "fleet.json"
+	recordKey = "fleet.json"
+	// maxRecordBytes leaves a ConfigMap's metadata room under its 1 MiB.
+	maxRecordBytes = 900 << 10
 	fleetLabel     = "planrun.dev/fleet"
 	managedByLabel = "app.kubernetes.io/managed-by"
 )
@@ -49,6 +52,10 @@ func (s *ConfigMapStore) Create(ctx context.Context, r *Record) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
+	}
+	if len(data) > maxRecordBytes/2 {
+		// Half: the targets' run ids, states and errors are still to come.
+		return fmt.Errorf("fleet %s: its record is %d KiB before it ran, too large for a ConfigMap (at most %d KiB): fewer targets, or smaller params", r.Name, len(data)>>10, maxRecordBytes>>11)
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: configMapName(r.Name), Namespace: s.Namespace,
 		Labels: map[string]string{fleetLabel: r.Name, managedByLabel: "planrun"}}, Data: map[string]string{recordKey: string(data)}}
@@ -97,6 +104,9 @@ func (s *ConfigMapStore) Update(ctx context.Context, name string, change func(*R
 		data, err := json.Marshal(r)
 		if err != nil {
 			return err
+		}
+		if len(data) > maxRecordBytes {
+			return fmt.Errorf("fleet %s: its record grew to %d KiB, more than a ConfigMap holds", name, len(data)>>10)
 		}
 		cm.Data[recordKey] = string(data)
 		if _, err := s.maps().Update(ctx, cm, metav1.UpdateOptions{FieldManager: "planrun"}); err != nil {

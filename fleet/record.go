@@ -23,7 +23,9 @@ type Record struct {
 	// scheduler that takes the fleet over; the fleet does not read it.
 	Executor map[string]any  `json:"executor,omitempty"`
 	Targets  []*TargetRecord `json:"targets"`
-	Control  Control         `json:"control,omitempty"`
+	// WavesStarted are the waves (0-based) this rollout started: their gate was evaluated.
+	WavesStarted []int   `json:"wavesStarted,omitempty"`
+	Control      Control `json:"control,omitempty"`
 	// Scheduler is who runs the fleet, and when it last said so.
 	Scheduler *Heartbeat `json:"scheduler,omitempty"`
 	// Ended says why the last scheduler stopped ("" while one runs or none has yet).

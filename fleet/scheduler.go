@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -52,9 +54,11 @@ const (
 	EventWaveStarted    = "wave.started"
 	EventTargetStarted  = "target.started"
 	EventTargetFinished = "target.finished"
-	EventPaused         = "fleet.paused"
-	EventHalted         = "fleet.halted"
-	EventFinished       = "fleet.finished"
+	// EventTargetUnknown: a target's run could not be read this time; it is read again.
+	EventTargetUnknown = "target.unknown"
+	EventPaused        = "fleet.paused"
+	EventHalted        = "fleet.halted"
+	EventFinished      = "fleet.finished"
 )
 
 // Scheduler runs a fleet: it starts targets wave by wave, at most MaxParallel at a time, stops
@@ -115,26 +119,23 @@ func (s *Scheduler) Run(ctx context.Context, name string) (*Record, error) {
 		// Starting runs is a side effect: it happens on this copy, and only the targets are
 		// written back (the scheduler is their only writer), with the operator's Control read
 		// fresh, so that a write retried on a conflict never starts a run twice.
-		events, h, err := s.step(ctx, rec, halted)
-		halted = h
-		targets := rec.Targets
+		var events []Event
+		events, halted = s.step(ctx, rec, halted)
+		targets, waves := rec.Targets, rec.WavesStarted
 		saved, uerr := s.Store.Update(context.WithoutCancel(ctx), name, func(r *Record) error {
 			if err := s.claim(r); err != nil {
 				return err
 			}
-			r.Targets = targets
+			r.Targets, r.WavesStarted = targets, waves
 			return nil
 		})
 		if uerr != nil {
-			return rec, errors.Join(err, uerr)
+			s.Executor.Wait()
+			return rec, uerr
 		}
 		rec = saved
 		for _, e := range events {
 			s.emit(rec, e)
-		}
-		if err != nil {
-			s.Executor.Wait()
-			return s.end(ctx, rec, err.Error())
 		}
 		c := rec.Count()
 		if rec.Control == Paused && !pausedSaid {
@@ -156,10 +157,18 @@ func (s *Scheduler) Run(ctx context.Context, name string) (*Record, error) {
 	}
 }
 
+// Busy says which scheduler is at work on the fleet, nil if none is.
+func (r *Record) Busy() *BusyError {
+	if h := r.Scheduler; h != nil && time.Since(h.Beat) < heartbeatStale {
+		return &BusyError{Name: r.Name, Heartbeat: *h}
+	}
+	return nil
+}
+
 // claim makes this scheduler the fleet's, unless another one is alive.
 func (s *Scheduler) claim(r *Record) error {
-	if h := r.Scheduler; h != nil && h.Holder != s.Holder && time.Since(h.Beat) < heartbeatStale {
-		return &BusyError{Name: r.Name, Heartbeat: *h}
+	if busy := r.Busy(); busy != nil && busy.Heartbeat.Holder != s.Holder {
+		return busy
 	}
 	r.Scheduler = &Heartbeat{Holder: s.Holder, Beat: time.Now().UTC()}
 	r.Ended = ""
@@ -167,32 +176,46 @@ func (s *Scheduler) claim(r *Record) error {
 }
 
 // step checks the running targets and starts those the rollout allows now.
-func (s *Scheduler) step(ctx context.Context, r *Record, halted string) ([]Event, string, error) {
+func (s *Scheduler) step(ctx context.Context, r *Record, halted string) ([]Event, string) {
 	var events []Event
-	now := time.Now().UTC()
 	for _, t := range r.Targets {
-		if t.State != Started {
+		if t.State != Started || ctx.Err() != nil {
 			continue
 		}
 		o, err := s.Executor.Check(ctx, t)
 		if err != nil {
-			if ctx.Err() != nil {
-				return events, halted, nil
-			}
-			return events, halted, fmt.Errorf("target %s (run %s): %w", t.Name, t.RunID, err)
+			// One target's run could not be read (the API server busy): look again next time,
+			// the others go on.
+			events = append(events, Event{Type: EventTargetUnknown, Target: t.Name, RunID: t.RunID, Wave: t.Wave + 1, Error: oneLine(err)})
+			continue
 		}
 		switch {
-		case o.Stopped && ctx.Err() == nil:
+		case o.Stopped:
 			// Its runner died (this scheduler's process before, or the Job's last pod):
 			// start it again, which resumes it.
-			if err := s.Executor.Start(ctx, t); err != nil {
-				return events, halted, fmt.Errorf("target %s: resuming run %s: %w", t.Name, t.RunID, err)
+			if err := s.Executor.Start(ctx, t); err != nil && ctx.Err() == nil {
+				events = append(events, s.fail(t, "Failed", fmt.Sprintf("resuming run %s: %v", t.RunID, err)))
 			}
 		case o.State == Succeeded || o.State == Failed:
-			t.State, t.Status, t.Error, t.Finished = o.State, o.Status, o.Error, &now
-			events = append(events, Event{Type: EventTargetFinished, Target: t.Name, RunID: t.RunID, Wave: t.Wave + 1, Status: o.Status, Error: o.Error})
+			finished := time.Now().UTC()
+			t.State, t.Status, t.Error, t.Finished = o.State, o.Status, capError(o.Error), &finished
+			events = append(events, Event{Type: EventTargetFinished, Target: t.Name, RunID: t.RunID, Wave: t.Wave + 1, Status: o.Status, Error: t.Error})
 		}
 	}
+	events, halted = s.start(ctx, r, halted, events)
+	c := r.Count()
+	if halted != "" && c.Running == 0 {
+		for _, t := range r.Targets {
+			if t.State == Waiting {
+				t.State = Skipped
+			}
+		}
+	}
+	return events, halted
+}
+
+// start starts the targets the rollout allows now, unless it halted.
+func (s *Scheduler) start(ctx context.Context, r *Record, halted string, events []Event) ([]Event, string) {
 	c := r.Count()
 	if halted == "" && c.Failed > r.Rollout.tolerated(c.Total) {
 		halted = fmt.Sprintf("%d of %d targets failed, more than the failure budget (%s)", c.Failed, c.Total, orDefault(r.Rollout.Budget, "0"))
@@ -202,14 +225,7 @@ func (s *Scheduler) step(ctx context.Context, r *Record, halted string) ([]Event
 		halted = "cancelled"
 	}
 	if halted != "" || r.Control != Running || ctx.Err() != nil {
-		if halted != "" && c.Running == 0 {
-			for _, t := range r.Targets {
-				if t.State == Waiting {
-					t.State = Skipped
-				}
-			}
-		}
-		return events, halted, nil
+		return events, halted
 	}
 	// The wave under way is the first with targets that have not finished.
 	wave := -1
@@ -219,14 +235,14 @@ func (s *Scheduler) step(ctx context.Context, r *Record, halted string) ([]Event
 		}
 	}
 	if wave < 0 {
-		return events, halted, nil
+		return events, halted
 	}
 	maxParallel := max(r.Rollout.MaxParallel, 1)
 	for _, t := range r.Targets {
-		if t.Wave != wave || t.State != Waiting || c.Running >= maxParallel {
+		if t.Wave != wave || t.State != Waiting || c.Running >= maxParallel || ctx.Err() != nil {
 			continue
 		}
-		if !waveStarted(r, wave) {
+		if !slices.Contains(r.WavesStarted, wave) {
 			if wave > 0 {
 				ok, err := gateHolds(r.Rollout.Gate, gateVars(r, wave))
 				if err != nil || !ok {
@@ -235,31 +251,55 @@ func (s *Scheduler) step(ctx context.Context, r *Record, halted string) ([]Event
 						halted = fmt.Sprintf("the gate before wave %d failed: %v", wave+1, err)
 					}
 					events = append(events, Event{Type: EventHalted, Wave: wave + 1, Error: halted, Counts: &c})
-					return events, halted, nil
+					return events, halted
 				}
 			}
+			r.WavesStarted = append(r.WavesStarted, wave)
 			events = append(events, Event{Type: EventWaveStarted, Wave: wave + 1, Counts: &c})
 		}
 		t.Attempt++
-		if err := s.Executor.Start(ctx, t); err != nil {
-			return events, halted, fmt.Errorf("target %s: %w", t.Name, err)
-		}
 		started := time.Now().UTC()
-		t.State, t.Started, t.Finished, t.Status, t.Error = Started, &started, nil, "", ""
+		t.Started, t.Finished, t.Status, t.Error = &started, nil, "", ""
+		if err := s.Executor.Start(ctx, t); err != nil {
+			if ctx.Err() != nil {
+				t.Started = nil
+				return events, halted
+			}
+			// It could not start (its plan does not load with its params, a Secret it needs
+			// is missing): a failed target, which the budget counts.
+			events = append(events, s.fail(t, "Failed", "could not start: "+oneLine(err)))
+			c = r.Count()
+			if c.Failed > r.Rollout.tolerated(c.Total) {
+				return s.start(ctx, r, halted, events)
+			}
+			continue
+		}
+		t.State = Started
 		c.Running++
 		events = append(events, Event{Type: EventTargetStarted, Target: t.Name, RunID: t.RunID, Wave: wave + 1})
 	}
-	return events, halted, nil
+	return events, halted
 }
 
-// waveStarted says whether a target of wave has started in this rollout.
-func waveStarted(r *Record, wave int) bool {
-	for _, t := range r.Targets {
-		if t.Wave == wave && t.State != Waiting {
-			return true
-		}
+// fail records t as failed and returns the event that says so.
+func (s *Scheduler) fail(t *TargetRecord, status, why string) Event {
+	finished := time.Now().UTC()
+	t.State, t.Status, t.Error, t.Finished = Failed, status, capError(why), &finished
+	return Event{Type: EventTargetFinished, Target: t.Name, RunID: t.RunID, Wave: t.Wave + 1, Status: status, Error: t.Error}
+}
+
+// maxTargetError bounds a target's error in the record (its run's journal has it whole).
+const maxTargetError = 1024
+
+func capError(s string) string {
+	if len(s) > maxTargetError {
+		return s[:maxTargetError] + "…"
 	}
-	return false
+	return s
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
 
 func gateVars(r *Record, wave int) GateVars {
@@ -347,11 +387,13 @@ func Rerun(r *Record, rollout *Rollout) {
 		r.Rollout.Override(*rollout)
 	}
 	waves := r.Rollout.waveOf(len(r.Targets))
+	r.WavesStarted = nil // a new rollout: its gates are evaluated again
 	for i, t := range r.Targets {
+		t.Wave = waves[i]
 		if t.State == Succeeded || t.State == Started {
 			continue
 		}
-		t.State, t.Wave = Waiting, waves[i]
+		t.State = Waiting
 	}
 	if r.Control == Cancelled {
 		r.Control = Running

@@ -95,9 +95,13 @@ func Relaunch(ctx context.Context, store *clusterstore.Store, runID string) erro
 	if err := jobs.Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting the ended runner Job %s: %w", name, err)
 	}
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		if _, err := jobs.Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the ended runner Job %s is still there 2m after it was deleted (a finalizer?)", name)
 		}
 		select {
 		case <-ctx.Done():

@@ -12,8 +12,8 @@ import "planrun.dev/planrun/steps/kube"
 
 const (
 	managedByLabel = "app.kubernetes.io/managed-by"
-	// runLabel marks every object made for a run, cluster-scoped ones included (which its
-	// PlanRun cannot own): kubectl delete clusterrole,clusterrolebinding -l planrun.dev/run=RUN.
+	// runLabel marks every object made for a run whose id fits a label value, cluster-scoped
+	// ones included (which its PlanRun cannot own); they are named ObjectName(RUN) in any case.
 	runLabel = "planrun.dev/run"
 	// stepsAnnotation lists the steps whose needs a ClusterRole grants, for review.
 	stepsAnnotation = "planrun.dev/steps"

@@ -138,7 +138,7 @@ func TestRunnerJob(t *testing.T) {
 	pod := job.Spec.Template.Spec
 	c := pod.Containers[0]
 	wantArgs := []string{"runner", "r1", "--state", "k8s:///runs?lease=30s", "--cluster-kubeconfig", "home=",
-		"--cluster-kubeconfig", "remote=/var/run/planrun/clusters/remote/kubeconfig", "--no-rollback", "-vv"}
+		"--cluster-kubeconfig", "remote=/var/run/planrun/clusters/0/kubeconfig", "--no-rollback", "-vv"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args %q, want %q", c.Args, wantArgs)
 	}
@@ -151,21 +151,21 @@ func TestRunnerJob(t *testing.T) {
 	}
 	mounted := false
 	for _, m := range c.VolumeMounts {
-		mounted = mounted || m.MountPath == "/var/run/planrun/clusters/remote" && m.ReadOnly
+		mounted = mounted || m.MountPath == "/var/run/planrun/clusters/0" && m.ReadOnly
 	}
 	if !mounted {
 		t.Errorf("the remote cluster's Secret is not mounted read-only: %+v", c.VolumeMounts)
 	}
 	rules := job.Spec.PodFailurePolicy.Rules
-	if rules[0].Action != batchv1.PodFailurePolicyActionFailJob || !slices.Equal(rules[0].OnExitCodes.Values, []int32{1, 2, 4}) ||
-		rules[1].Action != batchv1.PodFailurePolicyActionIgnore {
+	if rules[1].Action != batchv1.PodFailurePolicyActionFailJob || !slices.Equal(rules[1].OnExitCodes.Values, []int32{1, 2, 4}) ||
+		rules[0].Action != batchv1.PodFailurePolicyActionIgnore {
 		t.Errorf("pod failure policy %+v", rules)
 	}
 	if job.OwnerReferences[0].UID != "u" || pod.ServiceAccountName != "planrun-r1-runner" || *c.SecurityContext.ReadOnlyRootFilesystem != true || *pod.SecurityContext.RunAsNonRoot != true {
 		t.Errorf("owner %v, service account %q, security %+v %+v", job.OwnerReferences, pod.ServiceAccountName, c.SecurityContext, pod.SecurityContext)
 	}
 
-	for _, bad := range []string{"http://127.0.0.1:6443", "127.0.0.1:6443", "https://"} {
+	for _, bad := range []string{"http://127.0.0.1:6443", "127.0.0.1:6443", "https://", "https://proxy.example/k8s/clusters/c-1"} {
 		if _, err := newJob("j", "runs", "r1", "k8s:///runs", nil, owner, Options{APIServer: bad}); err == nil {
 			t.Errorf("API server %q accepted", bad)
 		}

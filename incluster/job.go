@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,8 +56,9 @@ type Options struct {
 }
 
 // Exit codes of `planrun runner` that end the Job at once: a run that failed (and rolled back
-// unless NoRollback), a bad argument, a failed rollback. Any other end (interrupted, lock lost,
-// killed) is retried by the Job's next pod.
+// unless NoRollback), or a failure another pod would meet too (a missing permission); a bad
+// argument or plan; a failed rollback. Any other end (interrupted, lock lost, the API server
+// unavailable: 75, killed) is retried by the Job's next pod.
 var finalExitCodes = []int32{1, 2, 4}
 
 const (
@@ -71,8 +74,8 @@ func runnerArgs(runID, ns, state string, clusters []string, opts Options) []stri
 	args := []string{"runner", runID, "--state", state}
 	for _, c := range clusters {
 		kubeconfig := "" // the pod's ServiceAccount
-		if _, ok := opts.ClusterSecrets[c]; ok {
-			kubeconfig = path.Join(clustersDir, c, "kubeconfig")
+		if i := slices.Index(secretClusters(opts), c); i >= 0 {
+			kubeconfig = path.Join(clustersDir, strconv.Itoa(i), "kubeconfig")
 		}
 		args = append(args, "--cluster-kubeconfig", c+"="+kubeconfig)
 	}
@@ -94,6 +97,16 @@ func runnerArgs(runID, ns, state string, clusters []string, opts Options) []stri
 	return args
 }
 
+// secretClusters are the clusters reached through Secrets, sorted.
+func secretClusters(opts Options) []string {
+	out := make([]string, 0, len(opts.ClusterSecrets))
+	for c := range opts.ClusterSecrets {
+		out = append(out, c)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // apiServerEnv points the pod's in-cluster configuration at server instead of the kubernetes
 // Service: client-go reads KUBERNETES_SERVICE_HOST and _PORT, and the variables a pod spec sets
 // win over those the kubelet adds.
@@ -102,7 +115,8 @@ func apiServerEnv(server string) ([]corev1.EnvVar, error) {
 		return nil, nil
 	}
 	u, err := url.Parse(server)
-	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" || strings.Trim(u.Path, "/") != "" {
+		// The in-cluster configuration has a host and a port, no path (a proxy's prefix).
 		return nil, fmt.Errorf("API server %q: want https://HOST[:PORT]", server)
 	}
 	port := u.Port()
@@ -125,14 +139,10 @@ func newJob(name, ns, runID, state string, clusters []string, owner metav1.Owner
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
-	secretClusters := make([]string, 0, len(opts.ClusterSecrets))
-	for c := range opts.ClusterSecrets {
-		secretClusters = append(secretClusters, c)
-	}
-	sort.Strings(secretClusters)
-	for i, c := range secretClusters {
-		vol := fmt.Sprintf("cluster-%d", i) // plan cluster names need not be volume names
-		mounts = append(mounts, corev1.VolumeMount{Name: vol, MountPath: path.Join(clustersDir, c), ReadOnly: true})
+	for i, c := range secretClusters(opts) {
+		// Folders and volumes by number: plan cluster names need not be file or volume names.
+		vol := fmt.Sprintf("cluster-%d", i)
+		mounts = append(mounts, corev1.VolumeMount{Name: vol, MountPath: path.Join(clustersDir, strconv.Itoa(i)), ReadOnly: true})
 		volumes = append(volumes, corev1.Volume{Name: vol, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: opts.ClusterSecrets[c], Items: []corev1.KeyToPath{{Key: "kubeconfig", Path: "kubeconfig"}}}}})
 	}
@@ -162,11 +172,12 @@ func newJob(name, ns, runID, state string, clusters []string, owner metav1.Owner
 			// would only wait on each other's Lease.
 			PodReplacementPolicy: ptr.To(batchv1.Failed),
 			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
-				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
-					ContainerName: ptr.To(containerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: finalExitCodes}},
-				// A pod evicted, preempted or lost with its node is not the run's fault.
+				// A pod evicted, preempted or lost with its node is not the run's fault, whatever
+				// it exited with (rules apply in order).
 				{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
 					{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}}},
+				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+					ContainerName: ptr.To(containerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: finalExitCodes}},
 			}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},

@@ -49,6 +49,12 @@ func Prepare(ctx context.Context, store *clusterstore.Store, p *engine.Plan, opt
 	if err != nil {
 		return nil, err
 	}
+	for c := range p.Clusters {
+		if strings.ContainsAny(c, "=/") {
+			// It becomes an argument CLUSTER=PATH of the runner.
+			return nil, fmt.Errorf("cluster %q: an in-cluster run needs cluster names without '=' or '/'", c)
+		}
+	}
 	for c := range opts.ClusterSecrets {
 		if _, ok := p.Clusters[c]; !ok {
 			return nil, fmt.Errorf("--cluster-secret %s: the plan has no cluster %q (clusters: %s)", c, c, clusterList(p))

@@ -77,7 +77,7 @@ func TestKamajiFleet(t *testing.T) {
 	if r.Code != 1 || !strings.Contains(r.Stderr, "1 of 8 targets failed, more than the failure budget (0)") {
 		t.Fatalf("the fleet with tenant-05 not Ready: exit %d\n%s", r.Code, r)
 	}
-	runID := func(name string) string { return kjFleetName + "-" + name }
+	runID := func(name string) string { return kjFleetName + "." + name }
 	journals := map[string]*engine.Journal{}
 	for _, name := range names {
 		if j := tryJournal(t, e.dir, runID(name)); j != nil {
@@ -144,7 +144,7 @@ func TestKamajiFleet(t *testing.T) {
 			t.Errorf("%s was run again", name)
 		}
 	}
-	for _, id := range []string{runID("tenant-05") + "-2", runID("tenant-06"), runID("tenant-07")} {
+	for _, id := range []string{runID("tenant-05") + ".2", runID("tenant-06"), runID("tenant-07")} {
 		if j := tryJournal(t, e.dir, id); j == nil || j.Status != engine.RunSucceeded {
 			t.Errorf("run %s: %v", id, j)
 		}

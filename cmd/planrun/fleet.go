@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,7 +91,7 @@ func (a *app) fleetStore(ctx context.Context) (fleet.Store, error) {
 func applyFleet(ctx context.Context, a *app, planFile string, jsonOut bool) error {
 	var err error
 	if a.rf.dryRun || a.rf.runID != "" {
-		return usagef("--targets: --dry-run and --run-id are for one run (a fleet's runs are FLEET-TARGET)")
+		return usagef("--targets: --dry-run and --run-id are for one run (a fleet's runs are FLEET.TARGET)")
 	}
 	var file *fleet.File
 	switch {
@@ -159,6 +160,15 @@ func applyFleet(ctx context.Context, a *app, planFile string, jsonOut bool) erro
 			}
 			if !sameTargets(old, rec) {
 				return fmt.Errorf("fleet %s exists with other targets; name this one with --fleet", name)
+			}
+			if busy := old.Busy(); busy != nil {
+				return busy
+			}
+			// Targets to run again take the params given now (a fixed value, a new --set).
+			for i, t := range old.Targets {
+				if t.State != fleet.Succeeded {
+					t.Params = rec.Targets[i].Params
+				}
 			}
 			fleet.Rerun(old, &flags)
 			old.Executor = executor
@@ -233,7 +243,11 @@ func (a *app) scheduleFleet(ctx context.Context, fs fleet.Store, name string, js
 		exec = &localExecutor{fleetRuns: runs, noRollback: noRollback, runCtx: ctx, running: map[string]bool{}, ended: map[string]error{}, changed: make(chan struct{}, 1)}
 	}
 	host, _ := os.Hostname()
-	s := &fleet.Scheduler{Store: fs, Executor: exec, Holder: fmt.Sprintf("%s/%d", host, os.Getpid()), Observe: fleetPrinter(a.stdout, jsonOut)}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	// Pods share a hostname and pid 1 across restarts: a random part tells schedulers apart.
+	holder := fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+	s := &fleet.Scheduler{Store: fs, Executor: exec, Holder: holder, Observe: fleetPrinter(a.stdout, jsonOut)}
 	_, err = s.Run(ctx, name)
 	if errors.Is(err, context.Canceled) {
 		if !jsonOut {
@@ -364,9 +378,9 @@ var fleetCommand = &command{
 			if err != nil {
 				return err
 			}
-			if h := rec.Scheduler; h != nil && time.Since(h.Beat) < 15*time.Second {
+			if busy := rec.Busy(); busy != nil {
 				if !jsonOut {
-					fmt.Fprintf(a.stdout, "fleet %s resumed (its scheduler, %s, goes on)\n", name, h.Holder)
+					fmt.Fprintf(a.stdout, "fleet %s resumed (its scheduler, %s, goes on)\n", name, busy.Heartbeat.Holder)
 				}
 				return nil
 			}

@@ -113,16 +113,16 @@ func TestFleetWaves(t *testing.T) {
 	waveEnd := func(ids ...int) time.Time {
 		var end time.Time
 		for _, i := range ids {
-			if f := *js[fmt.Sprintf("waves-t%02d", i)].Finished; f.After(end) {
+			if f := *js[fmt.Sprintf("waves.t%02d", i)].Finished; f.After(end) {
 				end = f
 			}
 		}
 		return end
 	}
 	waveStart := func(ids ...int) time.Time {
-		start := js[fmt.Sprintf("waves-t%02d", ids[0])].Started
+		start := js[fmt.Sprintf("waves.t%02d", ids[0])].Started
 		for _, i := range ids {
-			if s := js[fmt.Sprintf("waves-t%02d", i)].Started; s.Before(start) {
+			if s := js[fmt.Sprintf("waves.t%02d", i)].Started; s.Before(start) {
 				start = s
 			}
 		}
@@ -169,7 +169,7 @@ func TestFleetFailureBudgetAndRerun(t *testing.T) {
 	if c.Succeeded != 2 || c.Failed != 2 || c.Skipped != 4 {
 		t.Errorf("counts %+v", c)
 	}
-	firstRun := js["budget-t01"].Started
+	firstRun := js["budget.t01"].Started
 
 	os.Remove(d.flag(2))
 	os.Remove(d.flag(4))
@@ -178,10 +178,10 @@ func TestFleetFailureBudgetAndRerun(t *testing.T) {
 		t.Fatalf("rerun: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	js = d.journals(t)
-	if !js["budget-t01"].Started.Equal(firstRun) || strings.Contains(stdout, "t01") {
+	if !js["budget.t01"].Started.Equal(firstRun) || strings.Contains(stdout, "t01") {
 		t.Errorf("the rerun ran t01 again:\n%s", stdout)
 	}
-	for _, id := range []string{"budget-t02-2", "budget-t04-2", "budget-t08"} {
+	for _, id := range []string{"budget.t02.2", "budget.t04.2", "budget.t08"} {
 		if j := js[id]; j == nil || j.Status != engine.RunSucceeded {
 			t.Errorf("run %s after the rerun: %v", id, j)
 		}
@@ -310,7 +310,7 @@ steps:
 	if code != exitOK || !strings.Contains(stdout, "4 succeeded") {
 		t.Fatalf("apply --for-each: exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	for _, id := range []string{"each-configmaps-blue-app-0", "each-configmaps-blue-app-1", "each-configmaps-green-app-0", "each-configmaps-green-app-1"} {
+	for _, id := range []string{"each-configmaps.blue-app-0", "each-configmaps.blue-app-1", "each-configmaps.green-app-0", "each-configmaps.green-app-1"} {
 		if !strings.Contains(stdout, id) {
 			t.Errorf("no run %s:\n%s", id, stdout)
 		}

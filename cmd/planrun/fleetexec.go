@@ -33,14 +33,16 @@ func (f *fleetRuns) planFor(t *fleet.TargetRecord) (*engine.Plan, error) {
 }
 
 // runFor says which run a target's start continues, or which new run it makes: the first run
-// of a target is FLEET-TARGET; a target whose run was rolled back gets a new one, FLEET-TARGET-N.
+// of a target is FLEET.TARGET; a target whose run was rolled back gets a new one, FLEET.TARGET.N.
+// Fleet and target names are DNS labels, without dots: no two targets, of one fleet or of two,
+// share a run.
 // resume is false for a new run; done for a run that already succeeded.
 func (f *fleetRuns) runFor(ctx context.Context, t *fleet.TargetRecord) (runID string, resume, done bool, err error) {
-	base := f.rec.Name + "-" + t.Name
+	base := f.rec.Name + "." + t.Name
 	for n := 1; ; n++ {
 		runID = base
 		if n > 1 {
-			runID = fmt.Sprintf("%s-%d", base, n)
+			runID = fmt.Sprintf("%s.%d", base, n)
 		}
 		j, err := f.store.Load(ctx, runID)
 		switch {
@@ -139,7 +141,13 @@ func (e *localExecutor) run(t fleet.TargetRecord, runID string, resume bool) err
 			return err
 		}
 	}
-	_, err = r.Resume(e.runCtx, runID, func(*engine.Journal) (*engine.Plan, error) { return p, nil })
+	load := func(*engine.Journal) (*engine.Plan, error) { return p, nil }
+	if j, err := e.store.Load(e.runCtx, runID); err == nil && j.Status == engine.RunRollingBack {
+		// Its runner died rolling it back: finish the rollback, as an in-cluster runner does.
+		_, err = r.Rollback(e.runCtx, runID, load)
+		return err
+	}
+	_, err = r.Resume(e.runCtx, runID, load)
 	return err
 }
 

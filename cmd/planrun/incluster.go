@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"planrun.dev/planrun/clusterstore"
 	"planrun.dev/planrun/engine"
@@ -117,16 +118,28 @@ func applyInCluster(ctx context.Context, a *app, p *engine.Plan, jsonOut bool) e
 		fmt.Fprintf(a.stderr, "planrun: detached; run %s goes on in the cluster (planrun status -w %s --state %s)\n", j.RunID, j.RunID, state)
 		return nil
 	}
-	if final, _ := store.Load(context.WithoutCancel(ctx), j.RunID); final != nil {
-		if st := final.Status; st == engine.RunSucceeded || st == engine.RunRolledBack {
-			// The run is over: what its PlanRun cannot own goes now.
-			if cerr := incluster.Cleanup(context.WithoutCancel(ctx), store, j.RunID); cerr != nil {
-				a.logger.Warn("cleaning up the runner's cluster roles", "err", cerr)
-			}
-		}
+	if final := cleanUpRunner(ctx, a, store, j.RunID); final != nil {
 		a.summary(final, jsonOut, err)
 	}
 	return err
+}
+
+// cleanUpRunner deletes what an in-cluster run's PlanRun cannot own (its runner's ClusterRole and
+// binding) once the run is over for good: it succeeded or was rolled back. It returns the run's
+// journal as it is now.
+func cleanUpRunner(ctx context.Context, a *app, store engine.Store, runID string) *engine.Journal {
+	ctx = context.WithoutCancel(ctx)
+	final, _ := store.Load(ctx, runID)
+	cs, ok := asCluster(store)
+	if final == nil || !ok {
+		return final
+	}
+	if st := final.Status; st == engine.RunSucceeded || st == engine.RunRolledBack {
+		if err := incluster.Cleanup(ctx, cs, runID); err != nil {
+			a.logger.Warn("cleaning up the runner's cluster roles", "err", err)
+		}
+	}
+	return final
 }
 
 // runnerArtifacts is where an in-cluster runner uploads its steps' files, and the Secret of the
@@ -146,6 +159,9 @@ func (a *app) runnerArtifacts(store *clusterstore.Store) (url, secret string, er
 func runnerComing(store *clusterstore.Store, runID string) func(context.Context) (bool, error) {
 	return func(ctx context.Context) (bool, error) {
 		st, err := incluster.Runner(ctx, store, runID)
+		if apierrors.IsNotFound(err) {
+			return false, nil // its Job is gone (deleted, or being made again): no runner comes
+		}
 		if err != nil {
 			return false, err
 		}

@@ -188,7 +188,7 @@ steps:
 			t.Fatalf("apply --targets --in-cluster: exit %d\n%s\n%s", code, stdout, stderr)
 		}
 		for _, target := range []string{"a", "b", "c"} {
-			job, err := cs.BatchV1().Jobs("runs").Get(ctx, incluster.ObjectName("jobs-"+target), metav1.GetOptions{})
+			job, err := cs.BatchV1().Jobs("runs").Get(ctx, incluster.ObjectName("jobs."+target), metav1.GetOptions{})
 			if err != nil || job.Status.Succeeded+job.Status.Active < 1 && job.Status.CompletionTime == nil {
 				t.Errorf("runner Job of target %s: %v %+v", target, err, job.Status)
 			}

@@ -29,6 +29,7 @@ const (
 	exitLocked         = 3   // another runner holds the run, or a stale lock needs --break-lock
 	exitRollbackFailed = 4   // a rollback failed: repair, then planrun rollback RUN
 	exitInterrupted    = 130 // stopped on SIGINT/SIGTERM at a safe point: planrun resume
+	exitTempFail       = 75  // planrun runner: a failure the next try may not meet (EX_TEMPFAIL)
 )
 
 // command is one subcommand.
@@ -150,9 +151,12 @@ func exitCode(err error) int {
 	var ue *usageError
 	var le *engine.LockedError
 	var re *engine.RunError
+	var te *retryableError
 	switch {
 	case errors.Is(err, engine.ErrInterrupted):
 		return exitInterrupted
+	case errors.As(err, &te):
+		return exitTempFail
 	case errors.As(err, &re):
 		// The run started: whatever failed in it (a step, or a `when` or `${{ }}` that failed
 		// to evaluate, which carries a plan position like a load error) is a run failure. This

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"planrun.dev/planrun/engine"
 )
@@ -32,57 +33,84 @@ var runnerCommand = &command{
 		fs.BoolVar(&a.rf.noRollback, "no-rollback", false, "on failure, keep the run as it is for repair and resume instead of rolling back")
 	},
 	run: func(ctx context.Context, a *app, args []string) error {
-		if len(args) != 1 {
-			return usagef("runner takes one run id")
-		}
-		if _, err := a.clusterStore(ctx, "runner"); err != nil {
-			return err
-		}
-		overrides, err := clusterOverrides(a.runnerOpts.clusterKubeconfigs)
-		if err != nil {
-			return err
-		}
-		r, err := a.runner(ctx, false)
-		if err != nil {
-			return err
-		}
-		r.NoRollback, r.BreakStaleLock, r.LockWait = a.rf.noRollback, true, a.runnerOpts.lockWait
-		runID := args[0]
-		j, err := r.Store.Load(ctx, runID)
-		if err != nil {
-			return err
-		}
-		load := func(j *engine.Journal) (*engine.Plan, error) {
-			p, err := a.recordedPlan(ctx, j)
-			if err != nil {
-				return nil, err
-			}
-			for name, kubeconfig := range overrides {
-				c, ok := p.Clusters[name]
-				if !ok {
-					return nil, usagef("--cluster-kubeconfig %s: the plan has no cluster %q", name, name)
-				}
-				c.Kubeconfig, c.Context = kubeconfig, ""
-			}
-			return p, nil
-		}
-		switch j.Status {
-		case engine.RunSucceeded:
-			fmt.Fprintf(a.stdout, "run %s already succeeded\n", runID)
-			return nil
-		case engine.RunRolledBack, engine.RunFailed, engine.RunRollbackFailed:
-			return &engine.RunError{RunID: runID, Status: j.Status, Err: errors.New(orText(j.Error, "ended before this runner"))}
-		case engine.RunRollingBack:
-			j, err = r.Rollback(ctx, runID, load)
-		default: // pending, running (its runner died), interrupted (its pod was stopped)
-			j, err = r.Resume(ctx, runID, load)
-		}
-		if err == nil && j != nil && j.Status == engine.RunRolledBack {
-			// A rollback the runner finished is still a run that failed: the Job must not rerun it.
-			err = &engine.RunError{RunID: runID, Status: j.Status, Err: errors.New(orText(j.Error, "rolled back"))}
-		}
-		return err
+		return retryable(runRunner(ctx, a, args))
 	},
+}
+
+// runRunner takes the run to its end.
+func runRunner(ctx context.Context, a *app, args []string) error {
+	if len(args) != 1 {
+		return usagef("runner takes one run id")
+	}
+	if _, err := a.clusterStore(ctx, "runner"); err != nil {
+		return err
+	}
+	overrides, err := clusterOverrides(a.runnerOpts.clusterKubeconfigs)
+	if err != nil {
+		return err
+	}
+	r, err := a.runner(ctx, false)
+	if err != nil {
+		return err
+	}
+	r.NoRollback, r.BreakStaleLock, r.LockWait = a.rf.noRollback, true, a.runnerOpts.lockWait
+	runID := args[0]
+	j, err := r.Store.Load(ctx, runID)
+	if err != nil {
+		return err
+	}
+	load := func(j *engine.Journal) (*engine.Plan, error) {
+		p, err := a.recordedPlan(ctx, j)
+		if err != nil {
+			return nil, err
+		}
+		for name, kubeconfig := range overrides {
+			c, ok := p.Clusters[name]
+			if !ok {
+				return nil, usagef("--cluster-kubeconfig %s: the plan has no cluster %q", name, name)
+			}
+			c.Kubeconfig, c.Context = kubeconfig, ""
+		}
+		return p, nil
+	}
+	switch j.Status {
+	case engine.RunSucceeded:
+		fmt.Fprintf(a.stdout, "run %s already succeeded\n", runID)
+		return nil
+	case engine.RunRolledBack, engine.RunFailed, engine.RunRollbackFailed:
+		return &engine.RunError{RunID: runID, Status: j.Status, Err: errors.New(orText(j.Error, "ended before this runner"))}
+	case engine.RunRollingBack:
+		j, err = r.Rollback(ctx, runID, load)
+	default: // pending, running (its runner died), interrupted (its pod was stopped)
+		j, err = r.Resume(ctx, runID, load)
+	}
+	if err == nil && j != nil && j.Status == engine.RunRolledBack {
+		// A rollback the runner finished is still a run that failed: the Job must not rerun it.
+		err = &engine.RunError{RunID: runID, Status: j.Status, Err: errors.New(orText(j.Error, "rolled back"))}
+	}
+	return err
+}
+
+// retryableError is a runner's failure that another try may not meet (the API server
+// unavailable, a timeout, a lock not yet expired): its exit code tells the Job to start the next
+// pod, where a failed run, a bad argument or a missing permission fail the Job at once.
+type retryableError struct{ err error }
+
+func (e *retryableError) Error() string { return e.err.Error() }
+func (e *retryableError) Unwrap() error { return e.err }
+
+// retryable marks err as worth another pod unless it is final: the run ended (RunError), the
+// arguments or plan are wrong, the run is gone, or the runner lacks a permission or a
+// credential (another pod has the same).
+func retryable(err error) error {
+	var re *engine.RunError
+	var ue *usageError
+	switch {
+	case err == nil, errors.As(err, &re), errors.As(err, &ue), engine.AsErrorList(err) != nil,
+		errors.Is(err, engine.ErrRunNotFound), apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		return err
+	}
+	return &retryableError{err}
 }
 
 // clusterOverrides parses --cluster-kubeconfig.

@@ -36,7 +36,12 @@ var statusCommand = &command{
 			return err
 		}
 		if a.watch {
-			return watchRun(ctx, store, runID, newRenderer(a.stdout, jsonOut), runnerOf(ctx, store, runID))
+			runner := runnerOf(ctx, store, runID)
+			err := watchRun(ctx, store, runID, newRenderer(a.stdout, jsonOut), runner)
+			if runner != nil && ctx.Err() == nil {
+				cleanUpRunner(ctx, a, store, runID)
+			}
+			return err
 		}
 		j, err := store.Load(ctx, runID)
 		if err != nil {
