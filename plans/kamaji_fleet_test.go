@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,7 +32,8 @@ const kjFleetName = "kamaji-datastore-migration-kamaji-tenants"
 // precheck: the failure budget (0) stops new starts, tenants of the last wave that had not
 // started are skipped, and the journals show never more than three runs at once and no wave
 // before the one before it ended. With tenant-05 Ready again, the same command takes the fleet up
-// again: the five tenants already moved are skipped, the other three are moved.
+// again, one at a time: the five tenants already moved are skipped, the other three are moved;
+// paused meanwhile, the fleet starts none until it is resumed.
 func TestKamajiFleet(t *testing.T) {
 	e := startKamajiBase(t)
 	ctx := t.Context()
@@ -133,14 +136,55 @@ func TestKamajiFleet(t *testing.T) {
 		t.Errorf("fleet output:\n%s", r.Stdout)
 	}
 
-	// Fixed, and run again: only the three tenants left are run.
+	// Fixed, and run again, one tenant at a time: only the three tenants left are run. Paused
+	// from another terminal once the first of them started, the fleet starts no other until it
+	// is resumed.
 	setReady("tenant-05", "Ready")
-	r = e.run(t, nil, true, nil, args...)
+	fleetCmd := func(verb string) error {
+		cmd := exec.Command(planrunBin, "fleet", verb, kjFleetName, "--state-dir", filepath.Join(e.dir, "runs"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("planrun fleet %s: %v: %s", verb, err, out)
+		}
+		return nil
+	}
+	var pauseErr error
+	startedWhilePaused := -1
+	paused := make(chan struct{})
+	var once sync.Once
+	r = e.run(t, nil, false, func(ev engine.Event) {
+		if ev.Type != "target.started" {
+			return
+		}
+		once.Do(func() {
+			go func() {
+				defer close(paused)
+				if pauseErr = fleetCmd("pause"); pauseErr != nil {
+					return
+				}
+				// tenant-05 runs on to its end; nothing starts after it while paused.
+				for tryJournal(t, e.dir, runID("tenant-05")+".2") == nil || tryJournal(t, e.dir, runID("tenant-05")+".2").Finished == nil {
+					time.Sleep(200 * time.Millisecond)
+				}
+				time.Sleep(3 * time.Second)
+				startedWhilePaused = 0
+				for _, n := range []string{"tenant-06", "tenant-07"} {
+					if tryJournal(t, e.dir, runID(n)) != nil {
+						startedWhilePaused++
+					}
+				}
+				pauseErr = fleetCmd("resume")
+			}()
+		})
+	}, append(args, "--parallel", "1")...)
+	<-paused
 	if r.Code != 0 {
 		t.Fatalf("the fleet run again: exit %d\n%s", r.Code, r)
 	}
+	if pauseErr != nil || startedWhilePaused != 0 {
+		t.Errorf("pause and resume: %v; %d tenants started while paused", pauseErr, startedWhilePaused)
+	}
 	for _, name := range names[:5] {
-		if j := tryJournal(t, e.dir, runID(name)); !j.Started.Equal(journals[name].Started) || strings.Contains(r.Stdout, "▶ "+name) {
+		if j := tryJournal(t, e.dir, runID(name)); !j.Started.Equal(journals[name].Started) || strings.Contains(r.Stdout, `"type":"target.started","fleet":"`+kjFleetName+`","target":"`+name+`"`) {
 			t.Errorf("%s was run again", name)
 		}
 	}
