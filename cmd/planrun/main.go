@@ -110,8 +110,12 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "\nUsage: planrun COMMAND [flags]\n\nCommands:")
 	cs := append([]*command(nil), commands...)
 	sort.SliceStable(cs, func(i, j int) bool { return false })
+	width := 0
 	for _, c := range cs {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun planrun COMMAND --help for its flags.")
 }
