@@ -27,7 +27,7 @@ func TestVersionCommand(t *testing.T) {
 			[]string{`"version": "v0.3.0-2-g1234567-dirty"`, `"goVersion": "` + runtime.Version() + `"`, `"commit": "1234567890abcdef1234567890abcdef12345678"`}, ""},
 		{"argument", []string{"version", "extra"}, exitUsage, nil, "planrun version: version takes no arguments"},
 		{"bad output format", []string{"version", "-o", "yaml"}, exitUsage, nil, "-o yaml: unknown output format"},
-		{"listed in help", []string{"help"}, exitOK, []string{"  version   Print planrun's version"}, ""},
+		{"listed in help", []string{"help"}, exitOK, []string{"\n  version ", " Print planrun's version"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
