@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"planrun.dev/planrun/clusterstore"
 	"planrun.dev/planrun/engine"
@@ -233,6 +234,9 @@ func (a *app) setup() {
 		level = slog.LevelInfo
 	}
 	a.logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	// client-go logs through klog: its lines go through planrun's logger too, at its level,
+	// never as raw klog text across a progress line.
+	klog.SetSlogLogger(a.logger)
 }
 
 // store opens where runs are kept, once: --state (a folder or a cluster namespace), or

@@ -39,6 +39,8 @@ type Client struct {
 	versionOnce sync.Once
 	version     *version.Info
 	versionErr  error
+
+	warnings *warningRouter
 }
 
 // ClusterRef is embedded in the config of every Kubernetes step: which of the plan's clusters
@@ -57,7 +59,9 @@ func (c ClusterRef) Client(rc *engine.RunContext) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.(*Client), nil
+	client := v.(*Client)
+	client.warnings.to(rc.Warn)
+	return client, nil
 }
 
 // PickCluster resolves a step's cluster: the named one, else the plan's only cluster, else the
@@ -117,6 +121,10 @@ func NewClientForConfig(name string, cfg *rest.Config) (*Client, error) {
 		cfg.QPS, cfg.Burst = 1000, 2000
 	}
 	cfg.UserAgent = "planrun"
+	warnings := &warningRouter{seen: map[string]bool{}}
+	if cfg.WarningHandler == nil && cfg.WarningHandlerWithContext == nil {
+		cfg.WarningHandler = warnings
+	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", displayName(name), err)
@@ -126,7 +134,7 @@ func NewClientForConfig(name string, cfg *rest.Config) (*Client, error) {
 		return nil, fmt.Errorf("cluster %s: %w", displayName(name), err)
 	}
 	cached := memory.NewMemCacheClient(disc)
-	return &Client{Name: name, Config: cfg, Dynamic: dyn, Discovery: cached, mapper: restmapper.NewDeferredDiscoveryRESTMapper(cached)}, nil
+	return &Client{Name: name, Config: cfg, Dynamic: dyn, Discovery: cached, mapper: restmapper.NewDeferredDiscoveryRESTMapper(cached), warnings: warnings}, nil
 }
 
 func displayName(name string) string {
