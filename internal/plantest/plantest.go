@@ -36,6 +36,8 @@ type Run struct {
 	Plan    *engine.Plan
 	// Progress is the last progress event of each step, by step id.
 	Progress map[string]engine.Progress
+	// Warnings are the steps' warnings, "STEP: message", in order.
+	Warnings []string
 }
 
 // Outputs of a step of the run.
@@ -85,10 +87,13 @@ func RunPlan(t testing.TB, p *engine.Plan, opts Options) *Run {
 	var mu sync.Mutex
 	r := &engine.Runner{Store: run.Store, NoRollback: opts.NoRollback,
 		Observer: engine.ObserverFunc(func(e engine.Event) {
+			mu.Lock()
+			defer mu.Unlock()
 			if e.Progress != nil {
-				mu.Lock()
 				run.Progress[e.StepID] = *e.Progress
-				mu.Unlock()
+			}
+			if e.Type == engine.EventStepWarning {
+				run.Warnings = append(run.Warnings, e.StepID+": "+e.Message)
 			}
 		})}
 	timeout := opts.Timeout

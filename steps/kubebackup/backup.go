@@ -54,7 +54,8 @@ type Backup struct {
 	CredentialsFrom      *storage.CredentialsFrom `yaml:"credentialsFrom" doc:"Secret with the credentials of to (default: the provider's own chain: environment, profile, workload identity)."`
 	Compression          string                   `yaml:"compression" doc:"none (default), gzip or zstd: how the object files are stored (.jsonl, .jsonl.gz, .jsonl.zst). The manifest's sizes and sums are those of the stored files; a compressed backup is format version 2, which planrun releases without compression refuse to read."`
 	Resources            []any                    `yaml:"resources" doc:"Resources to back up: names such as configmaps or deployments.apps (resource.group), or {apiVersion: apps/v1, kind: Deployment}. Required unless allResources is true."`
-	AllResources         bool                     `yaml:"allResources" doc:"Back up every resource the server can list, except events (and subresources)."`
+	AllResources         bool                     `yaml:"allResources" doc:"Back up every resource the server can list, except events (and subresources), and v1 Endpoints where EndpointSlices are served (the endpoints controllers derive both from Services; v1 Endpoints is deprecated) unless includeEndpoints is true."`
+	IncludeEndpoints     bool                     `yaml:"includeEndpoints" doc:"With allResources: back up v1 Endpoints too, even where EndpointSlices are served."`
 	Namespaces           []string                 `yaml:"namespaces" doc:"Namespaces to back up; empty means all."`
 	ExcludeNamespaces    []string                 `yaml:"excludeNamespaces" doc:"Namespaces left out when namespaces is empty."`
 	LabelSelector        string                   `yaml:"labelSelector" doc:"Only objects matching this label selector, such as app=web."`
@@ -480,7 +481,13 @@ func (b *Backup) targets(c *kube.Client) ([]target, error) {
 		if err != nil {
 			return nil, err
 		}
+		hasSlices := slices.ContainsFunc(ts, func(t target) bool { return t.groupResource() == endpointSlices })
 		for _, t := range ts {
+			if t.groupResource() == coreEndpoints && hasSlices && !b.IncludeEndpoints {
+				// Listing them draws the API server's deprecation warning, and the
+				// EndpointSlices hold the same addresses.
+				continue
+			}
 			add(t, "")
 		}
 		return out, nil
@@ -510,6 +517,12 @@ func (b *Backup) targets(c *kube.Client) ([]target, error) {
 	}
 	return out, nil
 }
+
+// The group/resource names of v1 Endpoints and of the EndpointSlices that replace them.
+const (
+	coreEndpoints  = "endpoints"
+	endpointSlices = "endpointslices.discovery.k8s.io"
+)
 
 // discoverAll lists every resource the server can list, in its preferred version, except events
 // and subresources.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -393,6 +394,20 @@ func TestBackupAllResources(t *testing.T) {
 	if len(objs) != 1 || objs[0]["metadata"].(map[string]any)["name"] != ns || objs[0]["kind"] != "Namespace" {
 		t.Errorf("namespaces: %v", objs)
 	}
+	// v1 Endpoints, deprecated, are left to the EndpointSlices unless asked for.
+	resource(t, m, "endpointslices.discovery.k8s.io")
+	if slices.Contains(grs, "endpoints") {
+		t.Error("v1 Endpoints backed up by default though EndpointSlices are served")
+	}
+	if w := run.Warnings; len(w) > 0 {
+		t.Errorf("warnings: %v", w)
+	}
+	dir = filepath.Join(t.TempDir(), "with-endpoints")
+	run = kubetest.Apply(t, main(), fmt.Sprintf("steps:\n  - {id: b, type: kube.backup, with: {to: %s, allResources: true, includeEndpoints: true, namespaces: [%s]}}\n", dir, ns), kubetest.Options{})
+	if run.Err != nil {
+		t.Fatal(run.Err)
+	}
+	resource(t, readManifest(t, dir), "endpoints")
 }
 
 func TestBackupDryRunRerunAndFolders(t *testing.T) {

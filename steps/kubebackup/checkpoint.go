@@ -38,7 +38,7 @@ type jobState struct {
 // resume), and only a digest is kept: the journal never holds the location's query string.
 func (b *Backup) fingerprint(location, cluster string) string {
 	data, _ := json.Marshal([]any{location, cluster, b.Resources, b.AllResources, b.Namespaces, b.ExcludeNamespaces,
-		b.LabelSelector, b.clusterScoped(), b.IncludeBoundVolumes, b.Compression})
+		b.LabelSelector, b.clusterScoped(), b.IncludeBoundVolumes, b.Compression, b.IncludeEndpoints})
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
 }
