@@ -123,6 +123,7 @@ func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journa
 	defer stop()
 	x := r.newExecution(p, j, store)
 	defer x.shared.close(x.log)
+	defer x.events.close()
 	x.emit(Event{Type: EventRunStarted, Message: fmt.Sprintf("plan %s v%d (%d steps)", p.Name(), p.Metadata.Version, len(p.order))})
 	return j, x.finish(lostLock(ctx, x.execute(ctx)))
 }
@@ -193,6 +194,7 @@ func (r *Runner) withRun(ctx context.Context, runID string, loadPlan func(*Journ
 	}
 	x := r.newExecution(p, j, r.Store)
 	defer x.shared.close(x.log)
+	defer x.events.close()
 	return j, fn(ctx, x)
 }
 
@@ -211,6 +213,7 @@ type execution struct {
 	j      *Journal
 	store  Store
 	log    *slog.Logger
+	events *eventLog  // the run's event log for followers; nil when the store keeps none
 	mu     sync.Mutex // guards j while a step saves its state from its own goroutines
 	shared sharedValues
 	views  stepViews // see steplog.go
@@ -221,16 +224,22 @@ func (r *Runner) newExecution(p *Plan, j *Journal, store Store) *execution {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &execution{r: r, p: p, j: j, store: store, log: log.With("run", j.RunID)}
+	x := &execution{r: r, p: p, j: j, store: store, log: log.With("run", j.RunID)}
+	if !j.DryRun {
+		x.events = openEventLog(store, j.RunID) // the caller holds the run's lock
+	}
+	return x
 }
 
 func (x *execution) emit(e Event) {
-	if x.r.Observer == nil {
-		return
-	}
 	e.Time = time.Now().UTC()
 	e.RunID = x.j.RunID
-	x.r.Observer.Observe(e)
+	if !x.j.DryRun {
+		x.events.add(e)
+	}
+	if x.r.Observer != nil {
+		x.r.Observer.Observe(e)
+	}
 }
 
 func (x *execution) save(ctx context.Context) error {
