@@ -28,6 +28,7 @@ func watchRun(ctx context.Context, store engine.Store, runID string, obs engine.
 	seen := map[string]engine.StepRecord{}
 	gone := 0
 	first := true
+	live := newLiveEvents(store, runID)
 	for {
 		j, err := store.Load(ctx, runID)
 		if err != nil {
@@ -48,6 +49,7 @@ func watchRun(ctx context.Context, store engine.Store, runID string, obs engine.
 			}
 			seen[r.ID] = *r
 		}
+		live.forward(obs)
 		v := viewRun(ctx, store, j, time.Now())
 		live := v.status == engine.RunRunning || v.status == engine.RunRollingBack || v.status == engine.RunPending
 		stopped := v.status == engine.RunInterrupted && (runner != nil || j.Status != engine.RunInterrupted)
@@ -136,4 +138,48 @@ func orText(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// liveEvents follows a run's event log, where the store keeps one: what the journal does not
+// hold (progress, warnings, retries) reaches a follower as it would a local run's terminal.
+type liveEvents struct {
+	log    engine.EventLogger
+	runID  string
+	offset int64
+}
+
+// newLiveEvents starts at the end of the log: what happened before is in the journal.
+func newLiveEvents(store engine.Store, runID string) *liveEvents {
+	log, ok := store.(engine.EventLogger)
+	if !ok {
+		return nil
+	}
+	l := &liveEvents{log: log, runID: runID}
+	for {
+		events, next, err := log.ReadEvents(runID, l.offset)
+		if err != nil || len(events) == 0 {
+			return l
+		}
+		l.offset = next
+	}
+}
+
+// forward tells obs the events added since, those the journal cannot say.
+func (l *liveEvents) forward(obs engine.Observer) {
+	if l == nil {
+		return
+	}
+	for {
+		events, next, err := l.log.ReadEvents(l.runID, l.offset)
+		if err != nil || len(events) == 0 {
+			return
+		}
+		l.offset = next
+		for _, e := range events {
+			switch e.Type {
+			case engine.EventStepProgress, engine.EventStepWarning, engine.EventStepRetrying:
+				obs.Observe(e)
+			}
+		}
+	}
 }

@@ -70,3 +70,48 @@ func TestStatusWatch(t *testing.T) {
 		t.Fatalf("status -w of a finished run: exit %d\n%s", code, stdout)
 	}
 }
+
+// TestWatchForwardsLiveEvents: a follower gets the progress, warnings and retries that the run's
+// runner appends to its event log from the moment it attached on (what came before is in the
+// journal), and none of the events the journal already tells.
+func TestWatchForwardsLiveEvents(t *testing.T) {
+	dir := t.TempDir()
+	store := engine.NewDirStore(filepath.Join(dir, "runs"))
+	plan := writePlan(t, dir, "plan.yaml", "apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: live}\nsteps:\n  - {id: copy, type: assert, with: {that: 'true'}}\n")
+	p, err := engine.Load(plan, engine.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&engine.Runner{Store: store}).Submit(t.Context(), p, engine.ApplyOptions{RunID: "live"}); err != nil {
+		t.Fatal(err)
+	}
+	log, err := store.OpenEventLog("live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	write := func(e engine.Event) {
+		b, _ := json.Marshal(e)
+		log.Write(append(b, '\n'))
+	}
+	write(engine.Event{Type: engine.EventStepProgress, StepID: "copy", Progress: &engine.Progress{Done: 1}})
+	live := newLiveEvents(store, "live")
+	for _, e := range []engine.Event{
+		{Type: engine.EventStepStarted, StepID: "copy"},
+		{Type: engine.EventStepProgress, StepID: "copy", Progress: &engine.Progress{Done: 5, Total: 10, Unit: "files"}},
+		{Type: engine.EventStepWarning, StepID: "copy", Message: "a file was skipped"},
+		{Type: engine.EventStepSucceeded, StepID: "copy"},
+	} {
+		write(e)
+	}
+	var got []string
+	live.forward(engine.ObserverFunc(func(e engine.Event) {
+		got = append(got, string(e.Type))
+		if e.Type == engine.EventStepProgress && e.Progress.Done != 5 {
+			t.Errorf("progress %+v, want the one after attaching", e.Progress)
+		}
+	}))
+	if strings.Join(got, " ") != "step.progress step.warning" {
+		t.Errorf("forwarded %v, want the progress and the warning after attaching", got)
+	}
+}
