@@ -61,6 +61,12 @@ steps:
 			t.Errorf("%s holds %q, want %q", key, body, want)
 		}
 	}
+	// planrun logs reads them there, from any machine.
+	code, stdout, stderr = runCLI(t, "logs", "logged", "--state", state, "--kubeconfig", cp.Kubeconfig,
+		"--artifacts", srv.URL("logs", "planrun"), "--artifacts-credentials-from", "runs/log-keys")
+	if code != exitOK || !strings.Contains(stdout, "hello from the step") || !strings.Contains(stdout, "warned") {
+		t.Errorf("logs from the bucket: exit %d\n%s\n%s", code, stdout, stderr)
+	}
 	code, _, stderr = runCLI(t, "apply", plan, "--state-dir", dir, "--artifacts", srv.URL("logs", "planrun"))
 	if code != exitUsage || !strings.Contains(stderr, "--artifacts: for runs kept in a cluster") {
 		t.Errorf("--artifacts with a local folder: exit %d: %s", code, stderr)

@@ -43,7 +43,7 @@ type command struct {
 }
 
 var commands = []*command{
-	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, versionCommand,
+	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, logsCommand, versionCommand,
 }
 
 // usageError is a mistake on the command line.
