@@ -38,7 +38,7 @@ state=.planrun/demo-runs
 
 echo
 echo "== planrun apply --dry-run plans/hello-cluster.yaml"
-hello_args=(--set kubectl="$assets/kubectl" --set image=planrun.local/busybox:1.35 --state-dir "$state")
+hello_args=(--set image=planrun.local/busybox:1.35 --state-dir "$state")
 bin/planrun apply plans/hello-cluster.yaml --dry-run "${hello_args[@]}"
 
 echo
@@ -50,9 +50,9 @@ echo "== planrun status"
 bin/planrun status --state-dir "$state"
 
 echo
-echo "== the log of the Job's pod, as planrun kept it with the run"
-hello_run=$(ls -td "$state"/hello-cluster-* | head -1)
-cat "$hello_run"/steps/hello-job/*.log
+echo "== planrun logs RUN hello-job: the log of the Job's pod, as planrun kept it with the run"
+hello_run=$(basename "$(ls -td "$state"/hello-cluster-* | head -1)")
+bin/planrun logs "$hello_run" hello-job --state-dir "$state"
 
 echo
 echo "== what the plan left in the cluster"

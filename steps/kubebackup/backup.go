@@ -579,6 +579,11 @@ type progress struct {
 }
 
 func (p *progress) add(objects, bytes int64) {
+	if objects == 0 && bytes == 0 {
+		// An empty list (most resources of an allResources backup) moves nothing: a report of
+		// it would show "0 objects" while the others are being read.
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done += objects
