@@ -387,6 +387,9 @@ var fleetCommand = &command{
 			// No scheduler is at work on it: this one takes it up.
 			return a.scheduleFleet(ctx, fs, name, jsonOut)
 		}
+		if guess := suggest(verb, []string{"status", "pause", "resume", "cancel"}); guess != "" {
+			return usagef("fleet %s: unknown; did you mean fleet %s?", verb, guess)
+		}
 		return usagef("fleet %s: unknown (status, pause, resume or cancel)", verb)
 	},
 }

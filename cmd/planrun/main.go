@@ -69,7 +69,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if cmd == nil {
-		fmt.Fprintf(stderr, "planrun: unknown command %q (run planrun help)\n", args[0])
+		names := make([]string, 0, len(commands))
+		for _, c := range commands {
+			names = append(names, c.name)
+		}
+		if guess := suggest(args[0], names); guess != "" {
+			fmt.Fprintf(stderr, "planrun: unknown command %q: did you mean %q? (run planrun help)\n", args[0], guess)
+		} else {
+			fmt.Fprintf(stderr, "planrun: unknown command %q (run planrun help)\n", args[0])
+		}
 		return exitUsage
 	}
 	a := &app{stdout: stdout, stderr: stderr}
