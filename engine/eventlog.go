@@ -64,12 +64,20 @@ func (s *DirStore) ReadEvents(runID string, offset int64) ([]Event, int64, error
 		return nil, offset, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && offset > st.Size() {
+		offset = 0 // the log was replaced (by hand): read it from its start
+	}
 	buf := make([]byte, maxEventRead)
 	n, err := f.ReadAt(buf, offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, offset, err
 	}
 	buf = buf[:n]
+	if n == maxEventRead && bytes.IndexByte(buf, '\n') < 0 {
+		// One line longer than a read (the writer keeps lines under maxEventLine; this is
+		// someone else's): skip it rather than stop here for good.
+		return nil, skipLine(f, offset+int64(n)), nil
+	}
 	var out []Event
 	for {
 		end := bytes.IndexByte(buf, '\n')
@@ -86,6 +94,26 @@ func (s *DirStore) ReadEvents(runID string, offset int64) ([]Event, int64, error
 		buf = buf[end+1:]
 	}
 }
+
+// skipLine returns the offset after the next newline from offset on (offset itself when there
+// is none yet).
+func skipLine(f *os.File, offset int64) int64 {
+	buf := make([]byte, 64<<10)
+	for at := offset; ; {
+		n, err := f.ReadAt(buf, at)
+		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+			return at + int64(i) + 1
+		}
+		at += int64(n)
+		if err != nil {
+			return offset
+		}
+	}
+}
+
+// maxEventLine bounds a line of the log: an event whose outputs or error are larger is logged
+// without its outputs and with its texts cut (the journal has them whole).
+const maxEventLine = 1 << 20
 
 // eventLog appends an execution's events to its store's log.
 type eventLog struct {
@@ -139,6 +167,13 @@ func (l *eventLog) add(e Event) {
 	if err != nil {
 		return
 	}
+	if len(line) > maxEventLine {
+		e.Outputs = nil
+		e.Error, e.Message = cut(e.Error, 4096), cut(e.Message, 4096)
+		if line, err = json.Marshal(e); err != nil {
+			return
+		}
+	}
 	line = append(line, '\n')
 	n, err := l.w.Write(line) // one write: followers never see two events interleaved
 	l.size += int64(n)
@@ -151,4 +186,11 @@ func (l *eventLog) close() {
 	if l != nil {
 		l.w.Close()
 	}
+}
+
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

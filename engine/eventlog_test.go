@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -61,5 +62,26 @@ func TestEventLog(t *testing.T) {
 	resumed, _, err := f.store.ReadEvents("run-1", offset)
 	if err != nil || len(resumed) == 0 || resumed[0].Type != engine.EventRunStarted || resumed[len(resumed)-1].Type != engine.EventRunFinished {
 		t.Errorf("events of the resumed run after the torn line: %v, %v", resumed, err)
+	}
+
+	// A line longer than a read (not one planrun writes) is skipped, not stuck on.
+	_, end, _ := f.store.ReadEvents("run-1", 0)
+	log, err = os.OpenFile(filepath.Join(dir, "events.jsonl"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Write(append(bytes.Repeat([]byte("x"), 5<<20), '\n'))
+	log.WriteString(`{"time":"2026-11-30T00:00:00Z","type":"step.warning","runID":"run-1","message":"after"}` + "\n")
+	log.Close()
+	var after []engine.Event
+	for range 3 {
+		events, next, err := f.store.ReadEvents("run-1", end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, end = append(after, events...), next
+	}
+	if len(after) != 1 || after[0].Message != "after" {
+		t.Errorf("events after a 5 MiB line: %v", after)
 	}
 }

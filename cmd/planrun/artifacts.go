@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -36,7 +38,10 @@ type artifactStore struct {
 }
 
 // maxArtifactFile bounds one uploaded file: a step's log, not a data set.
-const maxArtifactFile = 1 << 30
+const maxArtifactFile = 256 << 20
+
+// artifactUploadTimeout bounds one file's upload: the run waits for it.
+const artifactUploadTimeout = 2 * time.Minute
 
 // asCluster is the cluster store under store, if runs are kept in a cluster.
 func asCluster(store engine.Store) (*clusterstore.Store, bool) {
@@ -103,13 +108,20 @@ func (s *artifactStore) Save(ctx context.Context, j *engine.Journal) error {
 	return nil
 }
 
-// upload copies the regular files of a step's folder to RUN/STEP/ (links and special files are
-// not followed: a step's folder is written by commands the plan runs).
+// upload copies the regular files of a step's folder to RUN/STEP/. A step's folder is written by
+// commands the plan runs, which may still be running: files are opened inside the folder only
+// (os.Root), never through a link, without blocking on a FIFO, and copied up to the size they
+// had when opened; each upload has a time limit, as the run waits for it.
 func (s *artifactStore) upload(ctx context.Context, runID, stepID string) error {
 	dir, err := s.ArtifactDir(runID, stepID)
 	if err != nil {
 		return err
 	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err
@@ -118,7 +130,7 @@ func (s *artifactStore) upload(ctx context.Context, runID, stepID string) error 
 		if err != nil {
 			return err
 		}
-		f, err := os.Open(p)
+		f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return err
 		}
@@ -128,14 +140,16 @@ func (s *artifactStore) upload(ctx context.Context, runID, stepID string) error 
 			return err
 		}
 		if st.Size() > maxArtifactFile {
-			return fmt.Errorf("%s: %d bytes, more than an artifact may be", rel, st.Size())
+			return fmt.Errorf("%s: %d bytes, more than an artifact may be (%d)", rel, st.Size(), int64(maxArtifactFile))
 		}
+		ctx, cancel := context.WithTimeout(ctx, artifactUploadTimeout)
+		defer cancel()
 		up, err := s.loc.Create(ctx, path.Join(runID, stepID, filepath.ToSlash(rel)), storage.CreateOptions{Mode: st.Mode().Perm()})
 		if err != nil {
 			return err
 		}
 		h := sha256.New()
-		if _, err := io.Copy(io.MultiWriter(up, h), f); err != nil {
+		if _, err := io.Copy(io.MultiWriter(up, h), io.LimitReader(f, st.Size())); err != nil {
 			up.Abort()
 			return err
 		}

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -50,6 +53,9 @@ var logsCommand = &command{
 		if a.watch && len(steps) != 1 {
 			return usagef("logs -f follows one step: give its id")
 		}
+		if a.watch && a.artifacts != "" {
+			return usagef("logs -f follows a step on the runner's machine; --artifacts has the files of steps that ended")
+		}
 		if a.artifacts != "" && !a.watch {
 			return a.remoteLogs(ctx, store, j, steps)
 		}
@@ -69,11 +75,12 @@ var logsCommand = &command{
 	},
 }
 
-// stepFiles are the regular files of a step's folder, by name.
+// stepFiles are the regular files of a step's folder, by name; files still being written for a
+// rename (*.tmp) are left out.
 func stepFiles(dir string) ([]string, error) {
 	var names []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
+		if err != nil || !d.Type().IsRegular() || strings.HasSuffix(p, ".tmp") {
 			return err
 		}
 		rel, err := filepath.Rel(dir, p)
@@ -84,21 +91,44 @@ func stepFiles(dir string) ([]string, error) {
 	return names, err
 }
 
+// openStepFile opens a file of a step's folder inside the folder only, never through a link and
+// without blocking on a FIFO: the folder is written by commands the plan runs.
+func openStepFile(root *os.Root, name string) (*os.File, os.FileInfo, error) {
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file", name)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, st, nil
+}
+
 // printFiles prints each file of a step, under a header naming it when there are several.
 func printFiles(w io.Writer, stepID, dir string, headers bool) error {
 	names, err := stepFiles(dir)
 	if err != nil {
 		return err
 	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	for _, name := range names {
 		if headers || len(names) > 1 {
 			fmt.Fprintf(w, "==> %s/%s <==\n", stepID, name)
 		}
-		f, err := os.Open(filepath.Join(dir, name))
+		f, st, err := openStepFile(root, name)
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(w, f)
+		_, err = io.Copy(w, io.LimitReader(f, st.Size()))
 		f.Close()
 		if err != nil {
 			return err
@@ -107,41 +137,42 @@ func printFiles(w io.Writer, stepID, dir string, headers bool) error {
 	return nil
 }
 
-// followStep prints what a step's files hold and what is added to them, until the step is no
-// longer running (its journal says so) and the files said everything.
+// followed is how far logs -f printed a file, and which file that was (a file replaced by a
+// rename, or truncated and written again, is printed from its start).
+type followed struct {
+	info   os.FileInfo
+	offset int64
+}
+
+// followStep prints what a step's files hold and what is added to them, while the step waits
+// to run or runs and its runner lives (the journal and the run's lock say so), until the files
+// said everything.
 func followStep(ctx context.Context, w io.Writer, store engine.Store, runID, stepID, dir string) error {
-	offsets := map[string]int64{}
+	seen := map[string]*followed{}
 	current := ""
+	gone := 0
 	for {
-		running := false
-		if j, err := store.Load(ctx, runID); err == nil {
-			if r := j.Step(stepID); r != nil && r.Status == engine.StepRunning {
-				running = true
-			}
-		}
-		names, err := stepFiles(dir)
+		j, err := store.Load(ctx, runID)
 		if err != nil {
 			return err
 		}
-		for _, name := range names {
-			f, err := os.Open(filepath.Join(dir, name))
-			if err != nil {
-				continue
-			}
-			if _, err := f.Seek(offsets[name], io.SeekStart); err == nil {
-				buf, _ := io.ReadAll(f)
-				if len(buf) > 0 {
-					if name != current && len(names) > 1 {
-						fmt.Fprintf(w, "==> %s/%s <==\n", stepID, name)
-						current = name
-					}
-					w.Write(buf)
-					offsets[name] += int64(len(buf))
-				}
-			}
-			f.Close()
+		r := j.Step(stepID)
+		v := viewRun(ctx, store, j, time.Now())
+		alive := v.status == engine.RunPending || v.status == engine.RunRunning || v.status == engine.RunRollingBack
+		died := v.status == engine.RunInterrupted && j.Status != engine.RunInterrupted // its runner is gone
+		stepActive := r == nil || r.Status == engine.StepPending || r.Status == engine.StepRunning
+		waiting := alive && stepActive
+		switch {
+		case died && stepActive && gone+1 < watchGoneAfter:
+			gone++ // no runner this moment: perhaps one is taking the run over
+			waiting = true
+		case alive:
+			gone = 0
 		}
-		if !running {
+		if err := printNew(w, stepID, dir, seen, &current); err != nil {
+			return err
+		}
+		if !waiting {
 			return nil
 		}
 		select {
@@ -150,6 +181,44 @@ func followStep(ctx context.Context, w io.Writer, store engine.Store, runID, ste
 		case <-time.After(logsFollowEvery):
 		}
 	}
+}
+
+// printNew prints what was added to the step's files since the last call.
+func printNew(w io.Writer, stepID, dir string, seen map[string]*followed, current *string) error {
+	names, err := stepFiles(dir)
+	if err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, name := range names {
+		f, st, err := openStepFile(root, name)
+		if err != nil {
+			continue // gone between the listing and now
+		}
+		fl := seen[name]
+		if fl == nil || !os.SameFile(fl.info, st) || st.Size() < fl.offset {
+			fl = &followed{info: st}
+			seen[name] = fl
+		}
+		if st.Size() > fl.offset {
+			if name != *current && len(names) > 1 {
+				fmt.Fprintf(w, "==> %s/%s <==\n", stepID, name)
+				*current = name
+			}
+			n, err := io.Copy(w, io.NewSectionReader(f, fl.offset, st.Size()-fl.offset))
+			fl.offset += n
+			if err != nil {
+				f.Close()
+				return err
+			}
+		}
+		f.Close()
+	}
+	return nil
 }
 
 // remoteLogs prints steps' files from --artifacts, where the runner (a pod, another machine)
@@ -173,6 +242,9 @@ func (a *app) remoteLogs(ctx context.Context, store engine.Store, j *engine.Jour
 			}
 			return nil
 		})
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the step wrote no files
+		}
 		if err != nil {
 			return fmt.Errorf("files of step %s in %s: %w", r.ID, loc, err)
 		}

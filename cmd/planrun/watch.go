@@ -156,8 +156,8 @@ func newLiveEvents(store engine.Store, runID string) *liveEvents {
 	}
 	l := &liveEvents{log: log, runID: runID}
 	for {
-		events, next, err := log.ReadEvents(runID, l.offset)
-		if err != nil || len(events) == 0 {
+		_, next, err := log.ReadEvents(runID, l.offset)
+		if err != nil || next == l.offset {
 			return l
 		}
 		l.offset = next
@@ -171,7 +171,7 @@ func (l *liveEvents) forward(obs engine.Observer) {
 	}
 	for {
 		events, next, err := l.log.ReadEvents(l.runID, l.offset)
-		if err != nil || len(events) == 0 {
+		if err != nil || next == l.offset {
 			return
 		}
 		l.offset = next

@@ -60,7 +60,7 @@ func (c ClusterRef) Client(rc *engine.RunContext) (*Client, error) {
 		return nil, err
 	}
 	client := v.(*Client)
-	client.warnings.to(rc.Warn)
+	client.warnings.to(rc, rc.Warn)
 	return client, nil
 }
 

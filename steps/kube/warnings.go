@@ -7,9 +7,10 @@ import "sync"
 // client-go's default writes them through klog, as raw text across the progress line. Each
 // warning is told once per step.
 type warningRouter struct {
-	mu   sync.Mutex
-	warn func(string)
-	seen map[string]bool
+	mu    sync.Mutex
+	owner any // the step's RunContext: a step that takes the client again keeps its seen
+	warn  func(string)
+	seen  map[string]bool
 }
 
 // HandleWarningHeader implements rest.WarningHandler.
@@ -26,9 +27,12 @@ func (w *warningRouter) HandleWarningHeader(code int, _ string, text string) {
 	}
 }
 
-// to sends the warnings to warn from now on: the step that took the shared client.
-func (w *warningRouter) to(warn func(string)) {
+// to sends the warnings to warn from now on: the step (owner) that took the shared client.
+func (w *warningRouter) to(owner any, warn func(string)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.warn, w.seen = warn, map[string]bool{}
+	if owner == w.owner {
+		return
+	}
+	w.owner, w.warn, w.seen = owner, warn, map[string]bool{}
 }
