@@ -6,14 +6,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -117,34 +115,13 @@ func (s *artifactStore) upload(ctx context.Context, runID, stepID string) error 
 	if err != nil {
 		return err
 	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil || !st.Mode().IsRegular() {
-			return err
-		}
+	return eachStepFile(dir, func(name string, f *os.File, st os.FileInfo, _ bool) error {
 		if st.Size() > maxArtifactFile {
-			return fmt.Errorf("%s: %d bytes, more than an artifact may be (%d)", rel, st.Size(), int64(maxArtifactFile))
+			return fmt.Errorf("%s: %d bytes, more than an artifact may be (%d)", name, st.Size(), int64(maxArtifactFile))
 		}
 		ctx, cancel := context.WithTimeout(ctx, artifactUploadTimeout)
 		defer cancel()
-		up, err := s.loc.Create(ctx, path.Join(runID, stepID, filepath.ToSlash(rel)), storage.CreateOptions{Mode: st.Mode().Perm()})
+		up, err := s.loc.Create(ctx, path.Join(runID, stepID, filepath.ToSlash(name)), storage.CreateOptions{Mode: st.Mode().Perm()})
 		if err != nil {
 			return err
 		}

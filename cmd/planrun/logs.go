@@ -7,10 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -75,66 +71,15 @@ var logsCommand = &command{
 	},
 }
 
-// stepFiles are the regular files of a step's folder, by name; files still being written for a
-// rename (*.tmp) are left out.
-func stepFiles(dir string) ([]string, error) {
-	var names []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() || strings.HasSuffix(p, ".tmp") {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		names = append(names, rel)
-		return err
-	})
-	sort.Strings(names)
-	return names, err
-}
-
-// openStepFile opens a file of a step's folder inside the folder only, never through a link and
-// without blocking on a FIFO: the folder is written by commands the plan runs.
-func openStepFile(root *os.Root, name string) (*os.File, os.FileInfo, error) {
-	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := f.Stat()
-	if err == nil && !st.Mode().IsRegular() {
-		err = fmt.Errorf("%s: not a regular file", name)
-	}
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	return f, st, nil
-}
-
 // printFiles prints each file of a step, under a header naming it when there are several.
 func printFiles(w io.Writer, stepID, dir string, headers bool) error {
-	names, err := stepFiles(dir)
-	if err != nil {
-		return err
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	for _, name := range names {
-		if headers || len(names) > 1 {
+	return eachStepFile(dir, func(name string, f *os.File, st os.FileInfo, several bool) error {
+		if headers || several {
 			fmt.Fprintf(w, "==> %s/%s <==\n", stepID, name)
 		}
-		f, st, err := openStepFile(root, name)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(w, io.LimitReader(f, st.Size()))
-		f.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		_, err := io.Copy(w, io.LimitReader(f, st.Size()))
+		return err
+	})
 }
 
 // followed is how far logs -f printed a file, and which file that was (a file replaced by a
@@ -185,40 +130,23 @@ func followStep(ctx context.Context, w io.Writer, store engine.Store, runID, ste
 
 // printNew prints what was added to the step's files since the last call.
 func printNew(w io.Writer, stepID, dir string, seen map[string]*followed, current *string) error {
-	names, err := stepFiles(dir)
-	if err != nil {
-		return err
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	for _, name := range names {
-		f, st, err := openStepFile(root, name)
-		if err != nil {
-			continue // gone between the listing and now
-		}
+	return eachStepFile(dir, func(name string, f *os.File, st os.FileInfo, several bool) error {
 		fl := seen[name]
 		if fl == nil || !os.SameFile(fl.info, st) || st.Size() < fl.offset {
 			fl = &followed{info: st}
 			seen[name] = fl
 		}
-		if st.Size() > fl.offset {
-			if name != *current && len(names) > 1 {
-				fmt.Fprintf(w, "==> %s/%s <==\n", stepID, name)
-				*current = name
-			}
-			n, err := io.Copy(w, io.NewSectionReader(f, fl.offset, st.Size()-fl.offset))
-			fl.offset += n
-			if err != nil {
-				f.Close()
-				return err
-			}
+		if st.Size() <= fl.offset {
+			return nil
 		}
-		f.Close()
-	}
-	return nil
+		if name != *current && several {
+			fmt.Fprintf(w, "==> %s/%s <==\n", stepID, name)
+			*current = name
+		}
+		n, err := io.Copy(w, io.NewSectionReader(f, fl.offset, st.Size()-fl.offset))
+		fl.offset += n
+		return err
+	})
 }
 
 // remoteLogs prints steps' files from --artifacts, where the runner (a pod, another machine)
