@@ -7,17 +7,18 @@ type EventType string
 
 // Event types, in the order a run emits them.
 const (
-	EventRunStarted      EventType = "run.started"
-	EventStepStarted     EventType = "step.started"
-	EventStepProgress    EventType = "step.progress"
-	EventStepRetrying    EventType = "step.retrying"
-	EventStepWarning     EventType = "step.warning" // something the operator should know; the step goes on
-	EventStepSucceeded   EventType = "step.succeeded"
-	EventStepFailed      EventType = "step.failed"
-	EventStepSkipped     EventType = "step.skipped"
-	EventStepReused      EventType = "step.reused" // done in an earlier attempt of the run; not run again
-	EventRollbackStarted EventType = "rollback.started"
-	EventRunFinished     EventType = "run.finished"
+	EventRunStarted       EventType = "run.started"
+	EventStepStarted      EventType = "step.started"
+	EventStepProgress     EventType = "step.progress"
+	EventStepRetrying     EventType = "step.retrying"
+	EventStepWarning      EventType = "step.warning" // something the operator should know; the step goes on
+	EventStepSucceeded    EventType = "step.succeeded"
+	EventStepFailed       EventType = "step.failed"
+	EventStepSkipped      EventType = "step.skipped"
+	EventStepReused       EventType = "step.reused" // done in an earlier attempt of the run; not run again
+	EventRollbackStarted  EventType = "rollback.started"
+	EventRunStopRequested EventType = "run.stopRequested" // an operator asked the run to stop (planrun cancel, the console)
+	EventRunFinished      EventType = "run.finished"
 )
 
 // Event is one thing that happened in a run. The CLI renders events as lines, a live bar or JSON;

@@ -56,6 +56,8 @@ type Journal struct {
 	Updated  time.Time      `json:"updated"`
 	Finished *time.Time     `json:"finished,omitempty"`
 	Steps    []*StepRecord  `json:"steps"`
+	// Actions says who applied, resumed, rolled back or cancelled the run, and when.
+	Actions []OperatorAction `json:"actions,omitempty"`
 }
 
 // PlanRecord identifies the plan a run was started from.

@@ -27,6 +27,16 @@ type Runner struct {
 	// LockWait is how long resume and rollback wait for a run's lock that a live runner holds
 	// (0: they fail at once).
 	LockWait time.Duration
+	// Actor names who applies, resumes or rolls back, for the journal's record of actions;
+	// CurrentActor() when empty.
+	Actor string
+}
+
+func (r *Runner) actor() string {
+	if r.Actor != "" {
+		return r.Actor
+	}
+	return CurrentActor()
 }
 
 // RunError is returned when a run ends in another status than Succeeded.
@@ -97,6 +107,7 @@ func (r *Runner) Submit(ctx context.Context, p *Plan, opts ApplyOptions) (*Journ
 		return nil, errors.New("a dry run is not submitted: it keeps no journal (run it here)")
 	}
 	j := newJournal(p, opts, RunPending)
+	j.recordAction(ActionApply, r.actor())
 	if err := r.Store.Create(ctx, j, p.Source); err != nil {
 		return nil, err
 	}
@@ -107,6 +118,9 @@ func (r *Runner) Submit(ctx context.Context, p *Plan, opts ApplyOptions) (*Journ
 // locally or in a cluster.
 func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journal, error) {
 	j := newJournal(p, opts, RunRunning)
+	if !opts.DryRun {
+		j.recordAction(ActionApply, r.actor())
+	}
 	store := r.Store
 	if opts.DryRun {
 		store = NewMemStore()
@@ -124,6 +138,8 @@ func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journa
 	x := r.newExecution(p, j, store)
 	defer x.shared.close(x.log)
 	defer x.events.close()
+	ctx, unwatch := x.watchStopRequests(ctx)
+	defer unwatch()
 	x.emit(Event{Type: EventRunStarted, Message: fmt.Sprintf("plan %s v%d (%d steps)", p.Name(), p.Metadata.Version, len(p.order))})
 	return j, x.finish(lostLock(ctx, x.execute(ctx)))
 }
@@ -149,6 +165,7 @@ func (r *Runner) Resume(ctx context.Context, runID string, loadPlan func(*Journa
 			return err
 		}
 		x.j.Status, x.j.Error, x.j.Finished = RunRunning, "", nil
+		x.recordAction(ActionResume)
 		if err := x.save(ctx); err != nil {
 			return err
 		}
@@ -168,6 +185,7 @@ func (r *Runner) Rollback(ctx context.Context, runID string, loadPlan func(*Jour
 			// A runner died mid-run (we hold the lock, so none is running now).
 			x.j.Status = RunInterrupted
 		}
+		x.recordAction(ActionRollback)
 		x.emit(Event{Type: EventRunStarted, Message: fmt.Sprintf("rolling back plan %s v%d", x.p.Name(), x.p.Metadata.Version)})
 		return x.finish(lostLock(ctx, x.rollback(ctx, nil)))
 	})
@@ -195,6 +213,8 @@ func (r *Runner) withRun(ctx context.Context, runID string, loadPlan func(*Journ
 	x := r.newExecution(p, j, r.Store)
 	defer x.shared.close(x.log)
 	defer x.events.close()
+	ctx, unwatch := x.watchStopRequests(ctx)
+	defer unwatch()
 	return j, fn(ctx, x)
 }
 

@@ -223,6 +223,8 @@ func formatEvent(e engine.Event) string {
 		return fmt.Sprintf("✘ %s failed: %s", name, e.Error)
 	case engine.EventRollbackStarted:
 		return "⟲ " + e.Message
+	case engine.EventRunStopRequested:
+		return "■ " + e.Message
 	case engine.EventRunFinished:
 		return fmt.Sprintf("run %s %s", e.RunID, e.Status)
 	}

@@ -1,0 +1,133 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// StopRequester is implemented by stores through which another process (planrun cancel, the
+// console) asks a run's runner to stop at a safe point, as SIGINT does: the run ends Interrupted
+// and resume continues it.
+type StopRequester interface {
+	// RequestStop records a request to stop the run, by whom.
+	RequestStop(ctx context.Context, runID, by string) error
+	// StopRequest returns the pending request, nil when there is none.
+	StopRequest(ctx context.Context, runID string) (*OperatorAction, error)
+	// ClearStopRequest removes a request once the runner has acted on it (or, when a runner
+	// starts, one left from an earlier execution).
+	ClearStopRequest(ctx context.Context, runID string) error
+}
+
+// ErrStopRequested is the cause of a run's cancellation when an operator asked it to stop.
+var ErrStopRequested = errors.New("stop requested")
+
+// stopPollInterval is how often a runner looks for a stop request: a stat of a file, or a Get.
+var stopPollInterval = 500 * time.Millisecond
+
+// watchStopRequests returns a context that ends when an operator asks the run to stop; the
+// request is recorded in the journal as who and when. Requests made before this execution
+// started are dropped: they were meant for a runner that is gone.
+func (x *execution) watchStopRequests(ctx context.Context) (context.Context, func()) {
+	sr, ok := x.store.(StopRequester)
+	if !ok || x.j.DryRun {
+		return ctx, func() {}
+	}
+	if err := sr.ClearStopRequest(ctx, x.j.RunID); err != nil {
+		x.log.Warn("cannot clear an old stop request", "err", err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(stopPollInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			req, err := sr.StopRequest(ctx, x.j.RunID)
+			if err != nil || req == nil {
+				continue // a store that cannot be read now is read again next tick
+			}
+			x.mu.Lock()
+			x.j.recordAction(ActionCancel, req.By)
+			x.mu.Unlock()
+			x.emit(Event{Type: EventRunStopRequested, Message: fmt.Sprintf("stop requested by %s; stopping at a safe point", req.By)})
+			cancel(ErrStopRequested)
+			return
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		cancel(nil)
+		if err := sr.ClearStopRequest(context.WithoutCancel(ctx), x.j.RunID); err != nil {
+			x.log.Warn("cannot clear the stop request", "err", err)
+		}
+	}
+}
+
+var _ StopRequester = (*DirStore)(nil)
+
+// stopRequestFile is the request in a run's folder.
+const stopRequestFile = "stop-request.json"
+
+// RequestStop implements StopRequester.
+func (s *DirStore) RequestStop(_ context.Context, runID, by string) error {
+	dir, err := s.existingRunDir(runID)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(OperatorAction{Action: ActionCancel, By: by, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, stopRequestFile), data, 0o644)
+}
+
+// StopRequest implements StopRequester.
+func (s *DirStore) StopRequest(_ context.Context, runID string) (*OperatorAction, error) {
+	dir, err := s.existingRunDir(runID)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, stopRequestFile), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var req OperatorAction
+	// A request is a few dozen bytes; anything planted there that is larger is not one.
+	if err := json.NewDecoder(io.LimitReader(f, 4096)).Decode(&req); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, stopRequestFile), err)
+	}
+	if req.By == "" {
+		req.By = "someone"
+	}
+	return &req, nil
+}
+
+// ClearStopRequest implements StopRequester.
+func (s *DirStore) ClearStopRequest(_ context.Context, runID string) error {
+	dir, err := s.existingRunDir(runID)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(dir, stopRequestFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
