@@ -131,3 +131,31 @@ func (s *DirStore) ClearStopRequest(_ context.Context, runID string) error {
 	}
 	return nil
 }
+
+// ErrNotRunning is returned by CancelRun for a run no live runner holds.
+var ErrNotRunning = errors.New("not running")
+
+// ErrCannotCancel is returned by CancelRun for stores that carry no stop requests.
+var ErrCannotCancel = errors.New("this store carries no stop requests")
+
+// CancelRun asks the live runner of a run to stop at a safe point, on behalf of by. It fails
+// with ErrNotRunning when no runner holds the run: there is nothing to stop, and a request
+// left behind would be dropped by the next runner anyway.
+func CancelRun(ctx context.Context, store Store, runID, by string) error {
+	sr, ok := store.(StopRequester)
+	if !ok {
+		return fmt.Errorf("run %s: %w; stop its runner with Ctrl-C or SIGTERM", runID, ErrCannotCancel)
+	}
+	j, err := store.Load(ctx, runID)
+	if err != nil {
+		return err
+	}
+	ls, err := store.LockState(ctx, runID)
+	if err != nil {
+		return err
+	}
+	if ls.Status != LockHeld {
+		return fmt.Errorf("run %s is %w (status %s): nothing to cancel", runID, ErrNotRunning, j.Status)
+	}
+	return sr.RequestStop(ctx, runID, by)
+}

@@ -43,7 +43,7 @@ type command struct {
 }
 
 var commands = []*command{
-	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, logsCommand, versionCommand,
+	applyCommand, resumeCommand, rollbackCommand, cancelCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, logsCommand, versionCommand,
 }
 
 // usageError is a mistake on the command line.
@@ -215,6 +215,8 @@ type app struct {
 	ic inClusterFlags
 	// runnerOpts holds planrun runner's flags.
 	runnerOpts runnerFlags
+	// cancel holds planrun cancel's flags.
+	cancel cancelFlags
 }
 
 func (a *app) globalFlags(fs *pflag.FlagSet) {
