@@ -172,7 +172,10 @@ func (d *Delete) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 		if timeout == 0 {
 			timeout = defaultWait
 		}
-		if err := waitGone(ctx, c, m, st.Deleted, timeout); err != nil {
+		gone := func(n int) {
+			rc.Progress(engine.Progress{Done: int64(n), Total: int64(len(st.Deleted)), Unit: "objects gone"})
+		}
+		if err := waitGone(ctx, c, m, st.Deleted, timeout, gone); err != nil {
 			return nil, err
 		}
 	}
@@ -204,10 +207,14 @@ func removeFinalizers(ctx context.Context, rc *engine.RunContext, res dynamic.Re
 	return nil
 }
 
-// waitGone polls until every object is gone (or replaced by a namesake with another UID).
-func waitGone(ctx context.Context, c *kube.Client, m *meta.RESTMapping, refs []ObjectRef, timeout time.Duration) error {
+// waitGone polls until every object is gone (or replaced by a namesake with another UID), telling
+// gone how many are as they go: objects held by finalizers can keep a step here for hours.
+func waitGone(ctx context.Context, c *kube.Client, m *meta.RESTMapping, refs []ObjectRef, timeout time.Duration, gone func(int)) error {
 	deadline := time.Now().Add(timeout)
-	for _, r := range refs {
+	for i, r := range refs {
+		if i > 0 {
+			gone(i)
+		}
 		res := c.Resource(m, r.Namespace)
 		for {
 			obj, err := res.Get(ctx, r.Name, metav1.GetOptions{})
@@ -230,6 +237,9 @@ func waitGone(ctx context.Context, c *kube.Client, m *meta.RESTMapping, refs []O
 			case <-time.After(250 * time.Millisecond):
 			}
 		}
+	}
+	if len(refs) > 0 {
+		gone(len(refs))
 	}
 	return nil
 }

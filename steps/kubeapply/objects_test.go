@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"planrun.dev/planrun/engine"
 	"planrun.dev/planrun/internal/plantest"
 	"planrun.dev/planrun/steps/kube/kubetest"
 	_ "planrun.dev/planrun/steps/kubeget"
@@ -409,6 +410,9 @@ func TestDeleteAllInNamespace(t *testing.T) {
 	wantRefs(t, "deleted", out["deleted"], "ConfigMap "+ns+"/a", "ConfigMap "+ns+"/b")
 	if _, dry := out["dryRun"]; dry || plantest.Num(t, out, "count") != 2 {
 		t.Errorf("outputs %v", out)
+	}
+	if p := run.Progress["s"]; p != (engine.Progress{Done: 2, Total: 2, Unit: "objects gone"}) {
+		t.Errorf("last progress %+v, want the objects waited for, all gone", p)
 	}
 	for _, name := range []string{"a", "b"} {
 		if !gone(t, configMaps, ns, name) {
