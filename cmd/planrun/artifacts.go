@@ -19,6 +19,7 @@ import (
 
 	"planrun.dev/planrun/clusterstore"
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/stepfiles"
 	"planrun.dev/planrun/steps/storage"
 )
 
@@ -115,7 +116,7 @@ func (s *artifactStore) upload(ctx context.Context, runID, stepID string) error 
 	if err != nil {
 		return err
 	}
-	return eachStepFile(dir, func(name string, f *os.File, st os.FileInfo, _ bool) error {
+	return stepfiles.Each(dir, func(name string, f *os.File, st os.FileInfo, _ bool) error {
 		if st.Size() > maxArtifactFile {
 			return fmt.Errorf("%s: %d bytes, more than an artifact may be (%d)", name, st.Size(), int64(maxArtifactFile))
 		}

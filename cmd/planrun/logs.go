@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/stepfiles"
 	"planrun.dev/planrun/steps/storage"
 )
 
@@ -73,7 +74,7 @@ var logsCommand = &command{
 
 // printFiles prints each file of a step, under a header naming it when there are several.
 func printFiles(w io.Writer, stepID, dir string, headers bool) error {
-	return eachStepFile(dir, func(name string, f *os.File, st os.FileInfo, several bool) error {
+	return stepfiles.Each(dir, func(name string, f *os.File, st os.FileInfo, several bool) error {
 		if headers || several {
 			fmt.Fprintf(w, "==> %s/%s <==\n", stepID, name)
 		}
@@ -130,7 +131,7 @@ func followStep(ctx context.Context, w io.Writer, store engine.Store, runID, ste
 
 // printNew prints what was added to the step's files since the last call.
 func printNew(w io.Writer, stepID, dir string, seen map[string]*followed, current *string) error {
-	return eachStepFile(dir, func(name string, f *os.File, st os.FileInfo, several bool) error {
+	return stepfiles.Each(dir, func(name string, f *os.File, st os.FileInfo, several bool) error {
 		fl := seen[name]
 		if fl == nil || !os.SameFile(fl.info, st) || st.Size() < fl.offset {
 			fl = &followed{info: st}
