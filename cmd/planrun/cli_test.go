@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/progressfmt"
 )
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
@@ -93,7 +94,7 @@ func TestFormatProgress(t *testing.T) {
 			"  restore [########################] 1.0 MiB/1.0 MiB (100%) 3 files 512.0 KiB/s"},
 	}
 	for _, tc := range cases {
-		if got := formatProgress("restore", &tc.p, tc.elapsed, tc.done, tc.bytes); got != tc.want {
+		if got := formatProgress("restore", progressfmt.Describe(&tc.p, tc.elapsed, tc.done, tc.bytes)); got != tc.want {
 			t.Errorf("got  %q\nwant %q", got, tc.want)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/internal/progressfmt"
 )
 
 // newRenderer picks how run events are shown: JSON lines with -o json, a live progress bar on a
@@ -50,20 +51,13 @@ type lineRenderer struct {
 	live         bool
 	barShown     bool
 	lastProgress map[string]time.Time
-	rates        map[string]rate
+	rates        progressfmt.Tracker
 }
 
 const (
 	progressEvery = 10 * time.Second
 	redrawEvery   = 100 * time.Millisecond
 )
-
-// rate remembers when a step's progress started, to show items per second and an ETA.
-type rate struct {
-	start time.Time
-	done  int64
-	bytes int64
-}
 
 func (r *lineRenderer) Observe(e engine.Event) {
 	r.mu.Lock()
@@ -86,14 +80,7 @@ func (r *lineRenderer) Observe(e engine.Event) {
 func (r *lineRenderer) progress(e engine.Event) {
 	p := e.Progress
 	now := e.Time
-	if r.rates == nil {
-		r.rates = map[string]rate{}
-	}
-	rt, ok := r.rates[e.StepID]
-	if !ok || p.Done < rt.done || p.Bytes < rt.bytes {
-		rt = rate{start: now, done: p.Done, bytes: p.Bytes}
-		r.rates[e.StepID] = rt
-	}
+	sum := r.rates.Observe(e.StepID, now, p)
 	every := progressEvery
 	if r.live {
 		every = redrawEvery
@@ -103,7 +90,7 @@ func (r *lineRenderer) progress(e engine.Event) {
 		return
 	}
 	r.lastProgress[e.StepID] = now
-	text := formatProgress(e.StepID, p, now.Sub(rt.start), p.Done-rt.done, p.Bytes-rt.bytes)
+	text := formatProgress(e.StepID, sum)
 	if r.live {
 		fmt.Fprintf(r.w, "\r\033[K%s", text)
 		r.barShown = true
@@ -112,48 +99,21 @@ func (r *lineRenderer) progress(e engine.Event) {
 	fmt.Fprintf(r.w, "%s %s\n", now.Local().Format("15:04:05"), text)
 }
 
-// formatProgress renders "backup [#####-----] 5000/10000 objects 12.3 MiB 1234/s ETA 4s", or,
-// when the step knows the bytes it will move, "copy [#####-----] 1.0 GiB/2.0 GiB 120 files
-// 51.2 MiB/s ETA 20s": the bar, the rate and the ETA then follow the bytes.
-func formatProgress(step string, p *engine.Progress, elapsed time.Duration, doneSinceStart, bytesSinceStart int64) string {
+// formatProgress renders "backup [#####-----] 5000/10000 objects (50%) 12.3 MiB 1234/s ETA 4s",
+// or, when the step knows the bytes it will move, "copy [#####-----] 1.0 GiB/2.0 GiB (50%) 120
+// files 51.2 MiB/s ETA 20s".
+func formatProgress(step string, s progressfmt.Summary) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "  %s ", step)
-	unit := p.Unit
-	if unit == "" {
-		unit = "items"
+	if s.Total > 0 {
+		b.WriteString(bar(s.Done, s.Total) + " ")
 	}
-	if p.TotalBytes > 0 {
-		fmt.Fprintf(&b, "%s %s/%s (%d%%)", bar(p.Bytes, p.TotalBytes), humanBytes(p.Bytes), humanBytes(p.TotalBytes), p.Bytes*100/p.TotalBytes)
-		if p.Total > 0 {
-			fmt.Fprintf(&b, " %d/%d %s", p.Done, p.Total, unit)
-		} else {
-			fmt.Fprintf(&b, " %d %s", p.Done, unit)
-		}
-		if secs := elapsed.Seconds(); secs >= 1 && bytesSinceStart > 0 {
-			perSec := float64(bytesSinceStart) / secs
-			fmt.Fprintf(&b, " %s/s", humanBytes(int64(perSec)))
-			if p.Bytes < p.TotalBytes {
-				eta := time.Duration(float64(p.TotalBytes-p.Bytes)/perSec) * time.Second
-				fmt.Fprintf(&b, " ETA %s", eta.Round(time.Second))
-			}
-		}
-		return b.String()
+	b.WriteString(s.Counts)
+	if s.Rate != "" {
+		b.WriteString(" " + s.Rate)
 	}
-	if p.Total > 0 {
-		fmt.Fprintf(&b, "%s %d/%d %s (%d%%)", bar(p.Done, p.Total), p.Done, p.Total, unit, p.Done*100/p.Total)
-	} else {
-		fmt.Fprintf(&b, "%d %s", p.Done, unit)
-	}
-	if p.Bytes > 0 {
-		fmt.Fprintf(&b, " %s", humanBytes(p.Bytes))
-	}
-	if secs := elapsed.Seconds(); secs >= 1 && doneSinceStart > 0 {
-		perSec := float64(doneSinceStart) / secs
-		fmt.Fprintf(&b, " %.0f/s", perSec)
-		if p.Total > 0 && p.Done < p.Total {
-			eta := time.Duration(float64(p.Total-p.Done)/perSec) * time.Second
-			fmt.Fprintf(&b, " ETA %s", eta.Round(time.Second))
-		}
+	if s.ETA > 0 {
+		fmt.Fprintf(&b, " ETA %s", s.ETA)
 	}
 	return b.String()
 }
@@ -164,19 +124,6 @@ func bar(done, total int64) string {
 	filled := int(float64(width) * float64(done) / float64(total))
 	filled = max(0, min(filled, width))
 	return "[" + strings.Repeat("#", filled) + strings.Repeat("-", width-filled) + "]"
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // formatEvent is the one-line text of an event ("" for events not worth a line).
