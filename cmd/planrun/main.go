@@ -43,7 +43,7 @@ type command struct {
 }
 
 var commands = []*command{
-	applyCommand, resumeCommand, rollbackCommand, cancelCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, logsCommand, versionCommand,
+	applyCommand, resumeCommand, rollbackCommand, cancelCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, logsCommand, uiCommand, versionCommand,
 }
 
 // usageError is a mistake on the command line.
@@ -217,6 +217,8 @@ type app struct {
 	runnerOpts runnerFlags
 	// cancel holds planrun cancel's flags.
 	cancel cancelFlags
+	// ui holds planrun ui's flags.
+	ui uiFlags
 }
 
 func (a *app) globalFlags(fs *pflag.FlagSet) {
