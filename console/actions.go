@@ -12,9 +12,9 @@ import (
 
 // What each action does, as the confirmation page says it.
 var actionText = map[string]struct{ Title, Explain, Button string }{
-	engine.ActionResume: {"Resume", "A new runner on the console's machine continues the run from where it stopped: steps that completed are not run again; the step that was running runs again.", "Resume the run"},
+	engine.ActionResume:   {"Resume", "A new runner on the console's machine continues the run from where it stopped: steps that completed are not run again; the step that was running runs again.", "Resume the run"},
 	engine.ActionRollback: {"Roll back", "A new runner undoes the run's completed steps in reverse order, with their rollback steps. What the run changed is changed back; the run ends RolledBack.", "Roll the run back"},
-	engine.ActionCancel: {"Cancel", "The run's runner is asked to stop at its next safe point, as Ctrl-C in its terminal would: the running step is stopped and stays to be run again; nothing is rolled back. Resume continues the run; roll back undoes it.", "Stop the run"},
+	engine.ActionCancel:   {"Cancel", "The run's runner is asked to stop at its next safe point, as Ctrl-C in its terminal would: the running step is stopped and stays to be run again; nothing is rolled back. Resume continues the run; roll back undoes it.", "Stop the run"},
 }
 
 // flashes are the notes a run page shows after an action.

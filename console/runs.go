@@ -24,13 +24,13 @@ type runRow struct {
 }
 
 type runsView struct {
-	Rows           []runRow
-	Plans          []string
-	Statuses       []string
-	Status, Plan   string
-	Query          string
-	Total          int
-	FleetsEnabled  bool
+	Rows          []runRow
+	Plans         []string
+	Statuses      []string
+	Status, Plan  string
+	Query         string
+	Total         int
+	FleetsEnabled bool
 }
 
 var allStatuses = []string{string(engine.RunPending), string(engine.RunRunning), string(engine.RunSucceeded), string(engine.RunFailed),
