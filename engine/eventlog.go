@@ -121,7 +121,11 @@ type eventLog struct {
 	w            io.WriteCloser
 	size         int64
 	lastProgress map[string]time.Time
-	broken       bool
+	// pending is the newest progress of a step held back by the thinning, written when its
+	// second is up: the last figures of a burst are the ones a follower must see.
+	pending map[string]*Event
+	broken  bool
+	closed  bool
 }
 
 // openEventLog opens the store's log of the run, nil when the store keeps none.
@@ -134,7 +138,7 @@ func openEventLog(store Store, runID string) *eventLog {
 	if err != nil {
 		return nil // followers see the journal only; the run goes on
 	}
-	l := &eventLog{w: w, lastProgress: map[string]time.Time{}}
+	l := &eventLog{w: w, lastProgress: map[string]time.Time{}, pending: map[string]*Event{}}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil {
 			l.size = st.Size()
@@ -154,15 +158,47 @@ func (l *eventLog) add(e Event) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.broken {
+	if l.broken || l.closed {
 		return
 	}
-	if e.Type == EventStepProgress {
-		if l.size > maxEventLog || e.Time.Sub(l.lastProgress[e.StepID]) < progressEvery {
+	switch e.Type {
+	case EventStepProgress:
+		if l.size > maxEventLog {
 			return
 		}
+		if wait := progressEvery - e.Time.Sub(l.lastProgress[e.StepID]); wait > 0 {
+			if l.pending[e.StepID] == nil {
+				step := e.StepID
+				time.AfterFunc(wait, func() { l.flush(step) })
+			}
+			l.pending[e.StepID] = &e
+			return
+		}
+		delete(l.pending, e.StepID)
 		l.lastProgress[e.StepID] = e.Time
+	case EventStepStarted, EventStepSucceeded, EventStepFailed, EventStepRetrying:
+		delete(l.pending, e.StepID) // figures held back from before this are stale now
+	case EventRunFinished:
+		clear(l.pending)
 	}
+	l.write(e)
+}
+
+// flush writes the progress of step held back, if it still is.
+func (l *eventLog) flush(step string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.pending[step]
+	if e == nil || l.closed || l.broken {
+		return
+	}
+	delete(l.pending, step)
+	l.lastProgress[step] = time.Now()
+	l.write(*e)
+}
+
+// write appends one event; the caller holds mu.
+func (l *eventLog) write(e Event) {
 	line, err := json.Marshal(e)
 	if err != nil {
 		return
@@ -183,9 +219,13 @@ func (l *eventLog) add(e Event) {
 }
 
 func (l *eventLog) close() {
-	if l != nil {
-		l.w.Close()
+	if l == nil {
+		return
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	l.w.Close()
 }
 
 func cut(s string, n int) string {

@@ -3,9 +3,12 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"planrun.dev/planrun/engine"
 )
@@ -83,5 +86,51 @@ func TestEventLog(t *testing.T) {
 	}
 	if len(after) != 1 || after[0].Message != "after" {
 		t.Errorf("events after a 5 MiB line: %v", after)
+	}
+}
+
+// burst reports progress 1..N at once, then works on without reporting.
+type burst struct {
+	N     int64           `yaml:"n"`
+	After engine.Duration `yaml:"after"`
+}
+
+func (b *burst) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs, error) {
+	for i := int64(1); i <= b.N; i++ {
+		rc.Progress(engine.Progress{Done: i, Total: b.N})
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(time.Duration(b.After)):
+	}
+	return nil, nil
+}
+
+func init() {
+	engine.Register(engine.StepType{Name: "test.burst", Doc: "test step", New: func() engine.Action { return new(burst) }})
+}
+
+// TestEventLogKeepsTheLastProgress: progress is thinned to one event a second per step, but the
+// newest figures of a burst are written when their second is up, not lost: a follower must not
+// see a step stuck at its first figures while it works on.
+func TestEventLogKeepsTheLastProgress(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.apply("steps:\n  - {id: a, type: test.burst, with: {n: 50, after: 1500ms}}\n  - {id: b, type: test.burst, with: {n: 50, after: 0s}}\n", engine.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	events, _, err := f.store.ReadEvents("run-1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range events {
+		if e.Type == engine.EventStepProgress {
+			got = append(got, fmt.Sprintf("%s:%d", e.StepID, e.Progress.Done))
+		}
+	}
+	// b ended before its second was up: its held-back figures are stale, and not written.
+	if want := "a:1 a:50 b:1"; strings.Join(got, " ") != want {
+		t.Fatalf("progress in the log: %q, want %q", got, want)
 	}
 }
