@@ -16,7 +16,7 @@ LDFLAGS = -X planrun.dev/planrun/internal/version.Version=$(VERSION) -X planrun.
 # Image tarballs for a test node's containerd (hack/images), outside the repo like the binaries.
 IMAGES_DIR = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/planrun/images
 
-.PHONY: all build demo test unit fuzz bench controlplane s3-server node-deps image images vet fmt-check schema clean
+.PHONY: all build demo test unit fuzz bench controlplane s3-server node-deps browser image images vet fmt-check schema clean
 
 all: build
 
@@ -28,7 +28,7 @@ demo: node-deps
 	hack/demo.sh
 
 ## test: everything — format, vet, unit, real-control-plane and real-S3-server tests, a short fuzz run
-test: fmt-check vet node-deps
+test: fmt-check vet node-deps browser
 	KUBEBUILDER_ASSETS="$(ASSETS)" PLANRUN_S3_SERVER="$(S3_SERVER)" $(GO) test -count=1 -timeout 45m ./...
 	GO=$(GO) FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
@@ -53,6 +53,10 @@ s3-server:
 ## node-deps: the Debian packages a local node needs (containerd, runc, CNI plugins, busybox-static, iproute2); idempotent
 node-deps:
 	@hack/install-node-deps.sh
+
+## browser: Debian's Chromium, which the console's browser tests drive headless; idempotent
+browser:
+	@hack/install-browser.sh
 
 ## image: the planrun image tarball (ctr -n k8s.io images import FILE); prints its path
 image:
