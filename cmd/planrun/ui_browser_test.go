@@ -286,4 +286,3 @@ func setFinalizer(t *testing.T, dyn dynamic.Interface, name string, hold bool) {
 	}
 	t.Errorf("could not %s the hold on CRD %s", map[bool]string{true: "set", false: "release"}[hold], name)
 }
-
