@@ -33,17 +33,21 @@ const (
 )
 
 // command is one subcommand. newRootCommand makes the command line of the table below: each
-// entry is a command, with its help.
+// entry is a command, with its help and its completion.
 type command struct {
 	name    string
 	usage   string
 	summary string
 	run     func(ctx context.Context, app *app, args []string) error
 	flags   func(fs *pflag.FlagSet, app *app)
+	// complete proposes the argument being typed (toComplete) after args, for shell
+	// completion; nil completes file names. The flags typed before it are parsed into app.
+	complete completeFunc
 }
 
 var commands = []*command{
 	applyCommand, resumeCommand, rollbackCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, logsCommand, versionCommand,
+	completionCommand,
 }
 
 // usageError is a mistake on the command line.
@@ -54,7 +58,7 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(commandLine(os.Args), os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

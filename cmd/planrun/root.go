@@ -25,6 +25,8 @@ func newRootCommand(a *app) *cobra.Command {
 		Args: func(root *cobra.Command, args []string) error { return unknownCommand(root, args) },
 		// planrun alone, or with flags only, prints the usage, as planrun help does.
 		RunE: func(root *cobra.Command, _ []string) error { return root.Help() },
+		// planrun completion is an entry of the table, so that it has the same help and errors.
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
@@ -33,6 +35,10 @@ func newRootCommand(a *app) *cobra.Command {
 	root.SetHelpFunc(func(cmd *cobra.Command, _ []string) { printHelp(cmd) })
 	// Wherever cobra would print its own usage text, it prints the help.
 	root.SetUsageFunc(func(cmd *cobra.Command) error { printHelp(cmd); return nil })
+	_ = root.MarkPersistentFlagDirname("state-dir")
+	_ = root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return []cobra.Completion{"text", "json"}, cobra.ShellCompDirectiveNoFileComp
+	})
 	for _, c := range commands {
 		root.AddCommand(newCommand(a, c))
 	}
@@ -59,6 +65,11 @@ func newCommand(a *app, c *command) *cobra.Command {
 	}
 	if c.flags != nil {
 		c.flags(cmd.Flags(), a)
+	}
+	if c.complete != nil {
+		cmd.ValidArgsFunction = func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			return a.completeArg(c.complete, args, toComplete)
+		}
 	}
 	return cmd
 }

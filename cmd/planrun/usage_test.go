@@ -18,7 +18,7 @@ func TestUsage(t *testing.T) {
 		stdout []string
 		stderr string // the whole of stderr, when the exit is not 0
 	}{
-		{"no arguments", nil, exitOK, []string{"Usage: planrun COMMAND [flags]", "\n  apply          Start a run of a plan.\n"}, ""},
+		{"no arguments", nil, exitOK, []string{"Usage: planrun COMMAND [flags]", "\n  apply          Start a run of a plan.\n", "\n  completion     Print the shell completion script"}, ""},
 		{"help", []string{"help"}, exitOK, []string{"Commands:\n  apply ", "\n  runner  ", "\n  mover  ", "Run planrun COMMAND --help for its flags."}, ""},
 		{"--help", []string{"--help"}, exitOK, []string{"Commands:\n  apply "}, ""},
 		{"-h", []string{"-h"}, exitOK, []string{"Commands:\n  apply "}, ""},
