@@ -25,9 +25,10 @@ type runFlags struct {
 }
 
 var applyCommand = &command{
-	name:    "apply",
-	usage:   "PLAN.yaml [--set name=value]... [--values FILE]... [--dry-run] [--in-cluster --state k8s://CONTEXT/NAMESPACE]",
-	summary: "Start a run of a plan.",
+	name:     "apply",
+	usage:    "PLAN.yaml [--set name=value]... [--values FILE]... [--dry-run] [--in-cluster --state k8s://CONTEXT/NAMESPACE]",
+	summary:  "Start a run of a plan.",
+	complete: completePlanFile,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.StringArrayVar(&a.rf.set, "set", nil, "set a param: name=value (repeatable)")
 		fs.StringArrayVar(&a.rf.values, "values", nil, "YAML file of param values (repeatable; later wins, --set wins over all)")
@@ -158,9 +159,10 @@ func (a *app) recordedPlan(ctx context.Context, j *engine.Journal) (*engine.Plan
 }
 
 var resumeCommand = &command{
-	name:    "resume",
-	usage:   "[RUN] [--plan FILE] [--break-lock]",
-	summary: "Continue a run that stopped (the latest run if none is named).",
+	name:     "resume",
+	usage:    "[RUN] [--plan FILE] [--break-lock]",
+	summary:  "Continue a run that stopped (the latest run if none is named).",
+	complete: completeRunIDs,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.StringVar(&a.rf.planFile, "plan", "", "plan file to continue with (default: the file the run started from)")
 		fs.BoolVar(&a.rf.breakLock, "break-lock", false, "take over a stale lock left by a runner that died")
@@ -187,9 +189,10 @@ var resumeCommand = &command{
 }
 
 var rollbackCommand = &command{
-	name:    "rollback",
-	usage:   "RUN [--plan FILE] [--break-lock]",
-	summary: "Undo the completed steps of a run, in reverse order.",
+	name:     "rollback",
+	usage:    "RUN [--plan FILE] [--break-lock]",
+	summary:  "Undo the completed steps of a run, in reverse order.",
+	complete: completeRunIDs,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.StringVar(&a.rf.planFile, "plan", "", "plan file whose rollback blocks to use (default: the plan as the run started)")
 		fs.BoolVar(&a.rf.breakLock, "break-lock", false, "take over a stale lock left by a runner that died")

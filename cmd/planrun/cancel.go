@@ -17,6 +17,7 @@ var cancelCommand = &command{
 	name:    "cancel",
 	usage:   "RUN [--wait=false] [--timeout D]",
 	summary: "Ask a run's runner, wherever it runs, to stop at a safe point (as Ctrl-C does); planrun resume continues it.",
+	complete: completeRunIDs,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.BoolVar(&a.cancel.wait, "wait", true, "wait until the runner stopped")
 		fs.DurationVar(&a.cancel.timeout, "timeout", 10*time.Minute, "how long --wait waits (a step stops at its next safe point)")

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 
@@ -316,10 +317,14 @@ func fleetPrinter(w io.Writer, jsonOut bool) func(fleet.Event) {
 	}
 }
 
+// fleetVerbs are what planrun fleet does.
+var fleetVerbs = []string{"status", "pause", "resume", "cancel"}
+
 var fleetCommand = &command{
-	name:    "fleet",
-	usage:   "status [FLEET] | pause FLEET | resume FLEET | cancel FLEET",
-	summary: "Show a fleet's targets by state, or pause, resume or cancel its rollout.",
+	name:     "fleet",
+	usage:    "status [FLEET] | pause FLEET | resume FLEET | cancel FLEET",
+	summary:  "Show a fleet's targets by state, or pause, resume or cancel its rollout.",
+	complete: completeFleet,
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) == 0 {
 			return usagef("fleet: give status, pause, resume or cancel")
@@ -387,11 +392,33 @@ var fleetCommand = &command{
 			// No scheduler is at work on it: this one takes it up.
 			return a.scheduleFleet(ctx, fs, name, jsonOut)
 		}
-		if guess := suggest(verb, []string{"status", "pause", "resume", "cancel"}); guess != "" {
+		if guess := suggest(verb, fleetVerbs); guess != "" {
 			return usagef("fleet %s: unknown; did you mean fleet %s?", verb, guess)
 		}
 		return usagef("fleet %s: unknown (status, pause, resume or cancel)", verb)
 	},
+}
+
+// completeFleet completes a verb, then the name of a fleet of --state or --state-dir.
+func completeFleet(ctx context.Context, a *app, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	if len(args) != 1 {
+		return completeWords(fleetVerbs...)(ctx, a, args, toComplete)
+	}
+	fs, err := a.fleetStore(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
+	list, err := fs.List(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
+	}
+	var names []string
+	for _, r := range list {
+		if strings.HasPrefix(r.Name, toComplete) {
+			names = append(names, cobra.CompletionWithDesc(r.Name, controlText(r)+", plan "+r.PlanName))
+		}
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
 // fleetView is a fleet as status shows it.

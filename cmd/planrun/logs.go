@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"planrun.dev/planrun/engine"
@@ -23,6 +24,12 @@ var logsCommand = &command{
 	name:    "logs",
 	usage:   "RUN [STEP] [-f]",
 	summary: "Print the files a run's steps wrote (exec output, Job pod logs); -f follows a running step.",
+	complete: func(ctx context.Context, a *app, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		if len(args) == 1 {
+			return completeStepIDs(ctx, a, args[0], toComplete)
+		}
+		return completeRunIDs(ctx, a, args, toComplete)
+	},
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.BoolVarP(&a.watch, "follow", "f", false, "follow the step's files as it writes them, until it ends")
 	},

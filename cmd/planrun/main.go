@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 
@@ -33,17 +32,22 @@ const (
 	exitTempFail       = 75  // planrun runner: a failure the next try may not meet (EX_TEMPFAIL)
 )
 
-// command is one subcommand.
+// command is one subcommand. newRootCommand makes the command line of the table below: each
+// entry is a command, with its help and its completion.
 type command struct {
 	name    string
 	usage   string
 	summary string
 	run     func(ctx context.Context, app *app, args []string) error
 	flags   func(fs *pflag.FlagSet, app *app)
+	// complete proposes the argument being typed (toComplete) after args, for shell
+	// completion; nil completes file names. The flags typed before it are parsed into app.
+	complete completeFunc
 }
 
 var commands = []*command{
 	applyCommand, resumeCommand, rollbackCommand, cancelCommand, statusCommand, runsCommand, validateCommand, schemaCommand, verifyBackupCommand, moverCommand, installCRDCommand, rbacCommand, runnerCommand, fleetCommand, logsCommand, uiCommand, versionCommand,
+	completionCommand,
 }
 
 // usageError is a mistake on the command line.
@@ -54,79 +58,30 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(commandLine(os.Args), os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		printUsage(stdout)
-		return exitOK
-	}
-	var cmd *command
-	for _, c := range commands {
-		if c.name == args[0] {
-			cmd = c
-		}
-	}
-	if cmd == nil {
-		names := make([]string, 0, len(commands))
-		for _, c := range commands {
-			names = append(names, c.name)
-		}
-		if guess := suggest(args[0], names); guess != "" {
-			fmt.Fprintf(stderr, "planrun: unknown command %q: did you mean %q? (run planrun help)\n", args[0], guess)
-		} else {
-			fmt.Fprintf(stderr, "planrun: unknown command %q (run planrun help)\n", args[0])
-		}
-		return exitUsage
-	}
 	a := &app{stdout: stdout, stderr: stderr}
-	fs := pflag.NewFlagSet("planrun "+cmd.name, pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: planrun %s %s\n\n%s\n\nFlags:\n%s", cmd.name, cmd.usage, cmd.summary, fs.FlagUsages())
+	root := newRootCommand(a)
+	root.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
+	cmd, err := root, firstWordCommand(root, args)
+	if err == nil {
+		cmd, err = root.ExecuteC()
 	}
-	a.globalFlags(fs)
-	if cmd.flags != nil {
-		cmd.flags(fs, a)
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "planrun %s: %v\n", cmd.name, err)
-		return exitUsage
-	}
-	a.setup()
-
-	ctx, stop := interruptContext(stderr)
-	defer stop()
-	err := cmd.run(ctx, a, fs.Args())
 	code := exitCode(err)
 	if err != nil {
 		msg := err.Error()
-		if code == exitUsage && engine.AsErrorList(err) != nil {
+		switch {
+		case code == exitUsage && engine.AsErrorList(err) != nil:
 			fmt.Fprintln(stderr, msg) // file:line:col lines speak for themselves
-		} else {
-			fmt.Fprintf(stderr, "planrun %s: %s\n", cmd.name, msg)
+		case cmd == nil || cmd == root:
+			fmt.Fprintf(stderr, "planrun: %s\n", msg)
+		default:
+			fmt.Fprintf(stderr, "planrun %s: %s\n", cmd.Name(), msg)
 		}
 	}
 	return code
-}
-
-func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "planrun runs Kubernetes migrations from versioned YAML plans.")
-	fmt.Fprintln(w, "\nUsage: planrun COMMAND [flags]\n\nCommands:")
-	cs := append([]*command(nil), commands...)
-	sort.SliceStable(cs, func(i, j int) bool { return false })
-	width := 0
-	for _, c := range cs {
-		width = max(width, len(c.name))
-	}
-	for _, c := range cs {
-		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
-	}
-	fmt.Fprintln(w, "\nRun planrun COMMAND --help for its flags.")
 }
 
 // interruptContext is canceled on the first SIGINT or SIGTERM: the run stops at a safe point and

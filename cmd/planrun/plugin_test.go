@@ -9,7 +9,7 @@ import (
 )
 
 // TestKubectlPlugin: installed as kubectl-planrun on the PATH, planrun is a kubectl plugin:
-// `kubectl planrun ARGS` runs it with ARGS, flags included.
+// `kubectl planrun ARGS` runs it with ARGS, flags included, and kubectl completes its words.
 func TestKubectlPlugin(t *testing.T) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	kubectl := filepath.Join(assets, "kubectl")
@@ -34,5 +34,15 @@ func TestKubectlPlugin(t *testing.T) {
 	cmd.Env = append(os.Environ(), "PATH="+bin)
 	if out, _ := cmd.CombinedOutput(); !strings.Contains(string(out), "kubectl-planrun") {
 		t.Errorf("kubectl plugin list does not list it:\n%s", out)
+	}
+
+	// Linked as kubectl_complete-planrun, it completes kubectl planrun … in kubectl's completion.
+	if err := os.Symlink("kubectl-planrun", filepath.Join(bin, kubectlCompleteName)); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(kubectl, "__complete", "planrun", "ap")
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "apply\t") {
+		t.Errorf("kubectl __complete planrun ap: %v\n%s", err, out)
 	}
 }

@@ -17,9 +17,10 @@ import (
 )
 
 var rbacCommand = &command{
-	name:    "rbac",
-	usage:   "PLAN.yaml [--set name=value]... [--values FILE]... [--state k8s://CONTEXT/NAMESPACE] [--cluster-secret CLUSTER=SECRET]... [-o json]",
-	summary: "Print the RBAC an in-cluster run of a plan gets (apply --in-cluster creates it), for review.",
+	name:     "rbac",
+	usage:    "PLAN.yaml [--set name=value]... [--values FILE]... [--state k8s://CONTEXT/NAMESPACE] [--cluster-secret CLUSTER=SECRET]... [-o json]",
+	summary:  "Print the RBAC an in-cluster run of a plan gets (apply --in-cluster creates it), for review.",
+	complete: completePlanFile,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.StringArrayVar(&a.rf.set, "set", nil, "set a param: name=value (repeatable)")
 		fs.StringArrayVar(&a.rf.values, "values", nil, "YAML file of param values (repeatable)")

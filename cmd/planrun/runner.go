@@ -24,9 +24,10 @@ type runnerFlags struct {
 // that every pod of the Job does the same thing. A run already over ends the pod as the run
 // ended: 0 for a success, else the code that tells the Job not to try again.
 var runnerCommand = &command{
-	name:    "runner",
-	usage:   "RUN --state k8s://CONTEXT/NAMESPACE [--cluster-kubeconfig CLUSTER=PATH]... [--lock-wait DUR]",
-	summary: "Take a run kept in a cluster to its end (what the Job of apply --in-cluster runs).",
+	name:     "runner",
+	usage:    "RUN --state k8s://CONTEXT/NAMESPACE [--cluster-kubeconfig CLUSTER=PATH]... [--lock-wait DUR]",
+	summary:  "Take a run kept in a cluster to its end (what the Job of apply --in-cluster runs).",
+	complete: completeRunIDs,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.StringArrayVar(&a.runnerOpts.clusterKubeconfigs, "cluster-kubeconfig", nil, "CLUSTER=PATH: reach plan cluster CLUSTER with the kubeconfig at PATH; CLUSTER= with the pod's service account (repeatable)")
 		fs.DurationVar(&a.runnerOpts.lockWait, "lock-wait", time.Minute, "how long to wait for the lock of a runner that died to expire")

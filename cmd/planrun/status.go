@@ -16,9 +16,10 @@ import (
 )
 
 var statusCommand = &command{
-	name:    "status",
-	usage:   "[RUN] [-w] [-o json]",
-	summary: "Show a run step by step (the latest run if none is named); -w follows it until it ends.",
+	name:     "status",
+	usage:    "[RUN] [-w] [-o json]",
+	summary:  "Show a run step by step (the latest run if none is named); -w follows it until it ends.",
+	complete: completeRunIDs,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.BoolVarP(&a.watch, "watch", "w", false, "follow the run as its runner (here or elsewhere) checkpoints it, until it ends; exit as the run does")
 	},
@@ -147,9 +148,10 @@ func truncate(s string, n int) string {
 }
 
 var runsCommand = &command{
-	name:    "runs",
-	usage:   "[-o json]",
-	summary: "List the runs in the state folder, oldest first.",
+	name:     "runs",
+	usage:    "[-o json]",
+	summary:  "List the runs in the state folder, oldest first.",
+	complete: completeNone,
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) != 0 {
 			return usagef("runs takes no arguments")

@@ -13,9 +13,10 @@ import (
 )
 
 var validateCommand = &command{
-	name:    "validate",
-	usage:   "PLAN.yaml... [--set name=value]... [--values FILE]...",
-	summary: "Check plan files without touching any cluster; every problem is reported as file:line:col.",
+	name:     "validate",
+	usage:    "PLAN.yaml... [--set name=value]... [--values FILE]...",
+	summary:  "Check plan files without touching any cluster; every problem is reported as file:line:col.",
+	complete: completePlanFiles,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.StringArrayVar(&a.rf.set, "set", nil, "set a param: name=value (repeatable); required params are checked only when values are given")
 		fs.StringArrayVar(&a.rf.values, "values", nil, "YAML file of param values (repeatable)")
@@ -55,9 +56,10 @@ var validateCommand = &command{
 }
 
 var schemaCommand = &command{
-	name:    "schema",
-	usage:   "",
-	summary: "Print the JSON Schema of plan files (for editors: # yaml-language-server: $schema=...).",
+	name:     "schema",
+	usage:    "",
+	summary:  "Print the JSON Schema of plan files (for editors: # yaml-language-server: $schema=...).",
+	complete: completeNone,
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) != 0 {
 			return usagef("schema takes no arguments")

@@ -9,9 +9,10 @@ import (
 )
 
 var versionCommand = &command{
-	name:    "version",
-	usage:   "[-o json]",
-	summary: "Print planrun's version, the commit it was built from and its Go version.",
+	name:     "version",
+	usage:    "[-o json]",
+	summary:  "Print planrun's version, the commit it was built from and its Go version.",
+	complete: completeNone,
 	run: func(ctx context.Context, a *app, args []string) error {
 		if len(args) != 0 {
 			return usagef("version takes no arguments")
