@@ -14,9 +14,9 @@ import (
 const cancelPollEvery = 200 * time.Millisecond
 
 var cancelCommand = &command{
-	name:    "cancel",
-	usage:   "RUN [--wait=false] [--timeout D]",
-	summary: "Ask a run's runner, wherever it runs, to stop at a safe point (as Ctrl-C does); planrun resume continues it.",
+	name:     "cancel",
+	usage:    "RUN [--wait=false] [--timeout D]",
+	summary:  "Ask a run's runner, wherever it runs, to stop at a safe point (as Ctrl-C does); planrun resume continues it.",
 	complete: completeRunIDs,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.BoolVar(&a.cancel.wait, "wait", true, "wait until the runner stopped")

@@ -19,9 +19,9 @@ import (
 )
 
 var uiCommand = &command{
-	name:    "ui",
-	usage:   "[--listen ADDR] [--token-file FILE] [--run RUN]",
-	summary: "Serve the operator console in the browser: runs, timelines, live progress, files, resume/rollback/cancel, fleets.",
+	name:     "ui",
+	usage:    "[--listen ADDR] [--token-file FILE] [--run RUN]",
+	summary:  "Serve the operator console in the browser: runs, timelines, live progress, files, resume/rollback/cancel, fleets.",
 	complete: completeNone,
 	flags: func(fs *pflag.FlagSet, a *app) {
 		fs.StringVar(&a.ui.listen, "listen", "127.0.0.1:8470", "address to serve on (port 0: any free port); the console starts and stops runs, so keep it on loopback unless a proxy guards it")
