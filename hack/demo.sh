@@ -99,3 +99,9 @@ echo
 echo "== the same objects on the 0.3 CRDs: new UIDs, references kept, Secrets owned by the new bindings"
 show
 k get crd -l svcat=true -o custom-columns='NEW CRD:.metadata.name'
+
+sc_run=$(basename "$(ls -td "$state"/service-catalog-to-crds-* | head -1)")
+echo
+echo "== the operator console on these runs (the cluster stops now; the runs' journals, events and files stay)"
+echo "   bin/planrun ui --state-dir $state --run $sc_run"
+echo "   then open the URL it prints (http://127.0.0.1:8470/runs/$sc_run?token=…); Ctrl-C stops it"
