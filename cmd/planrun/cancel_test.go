@@ -85,4 +85,7 @@ func TestCancel(t *testing.T) {
 	if want := "apply:alice cancel:bob resume:carol"; strings.Join(got, " ") != want || j.Status != engine.RunSucceeded {
 		t.Fatalf("status %s, actions %q, want %q", j.Status, got, want)
 	}
+	if _, out, _ := runCLI(t, "status", "c", "--state-dir", state); !strings.Contains(out, "Actions:") || !strings.Contains(out, "cancel by bob at") {
+		t.Fatalf("status does not say who did what:\n%s", out)
+	}
 }

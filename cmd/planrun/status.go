@@ -93,6 +93,14 @@ func printStatus(w io.Writer, v runView) {
 	if j.Error != "" {
 		fmt.Fprintf(tw, "Message:\t%s\n", firstLine(j.Error))
 	}
+	// Who did what, for the shift that takes the run over.
+	for i, act := range j.Actions {
+		label := ""
+		if i == 0 {
+			label = "Actions:"
+		}
+		fmt.Fprintf(tw, "%s\t%s by %s at %s\n", label, act.Action, act.By, act.At.Local().Format(time.RFC1123))
+	}
 	tw.Flush()
 	fmt.Fprintln(w)
 
