@@ -66,6 +66,8 @@ type Store struct {
 	// held is the runs this Store holds the lock of: their leases, and the resourceVersion of
 	// the PlanRun as this runner last wrote it (the fence of its checkpoints).
 	held map[string]*leaseLock
+	// stops paces the reads of stop requests (stoprequest.go).
+	stops stopChecks
 }
 
 var _ engine.Store = (*Store)(nil)

@@ -110,10 +110,10 @@ func PlanAccess(p *engine.Plan) ([]ClusterAccess, error) {
 }
 
 // RunnerRules are what a runner needs of its own state namespace: read and checkpoint its
-// PlanRun, hold the run's Lease, and read the named Secrets.
+// PlanRun (patch: it clears a stop request it acted on), hold the run's Lease, and read the named Secrets.
 func RunnerRules(secrets ...string) []rbacv1.PolicyRule {
 	rules := []rbacv1.PolicyRule{
-		{APIGroups: []string{clusterstore.Group}, Resources: []string{clusterstore.Resource}, Verbs: []string{"get", "list", "update"}},
+		{APIGroups: []string{clusterstore.Group}, Resources: []string{clusterstore.Resource}, Verbs: []string{"get", "list", "update", "patch"}},
 		{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{clusterstore.LeaseResource}, Verbs: []string{"get", "create", "update"}},
 	}
 	if len(secrets) > 0 {
