@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"planrun.dev/planrun/console"
 	"planrun.dev/planrun/engine"
+	"planrun.dev/planrun/fleet"
 	_ "planrun.dev/planrun/steps" // the plan's step types
 )
 
@@ -167,5 +169,49 @@ func TestPagesAndFiles(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(b), "run r1 is Succeeded and no runner holds it: it cannot be cancelled now") {
 		t.Fatalf("cancel of a finished run: %d\n%s", resp.StatusCode, b)
+	}
+}
+
+func TestFleetView(t *testing.T) {
+	dir := t.TempDir()
+	fleets := &fleet.DirStore{Dir: filepath.Join(dir, ".fleets")}
+	now := time.Now().UTC()
+	rec := &fleet.Record{Name: "tenants", Plan: "kamaji.yaml", PlanName: "kamaji-datastore-migration", Created: now,
+		Targets: []*fleet.TargetRecord{
+			{Name: "t-00", Wave: 0, RunID: "tenants.t-00", State: fleet.Succeeded, Status: "Succeeded", Started: &now, Finished: &now},
+			{Name: "t-01", Wave: 1, RunID: "tenants.t-01", State: fleet.Failed, Status: "RolledBack", Error: "step \"move\" failed: <boom>", Started: &now, Finished: &now},
+			{Name: "t-02", Wave: 1, State: fleet.Waiting},
+		}}
+	if err := fleets.Create(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := console.New(console.Options{Store: engine.NewDirStore(filepath.Join(dir, "runs")), Fleets: fleets, Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest("GET", ts.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/fleets"); code != 200 || !strings.Contains(body, `href="/fleets/tenants"`) || !strings.Contains(body, "kamaji-datastore-migration") {
+		t.Fatalf("fleets: %d\n%s", code, body)
+	}
+	code, body := get("/fleets/tenants")
+	for _, want := range []string{`href="/runs/tenants.t-00"`, "(RolledBack)", "&lt;boom&gt;", ">t-02<", "Waiting"} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("fleet page (%d) lacks %s", code, want)
+		}
+	}
+	if code, _ := get("/fleets/nope"); code != http.StatusNotFound {
+		t.Errorf("unknown fleet: %d", code)
 	}
 }
