@@ -74,16 +74,8 @@ func TestCancel(t *testing.T) {
 	if code, _, stderr := runCLI(t, "resume", "c", "--state-dir", state); code != exitOK {
 		t.Fatalf("resume: exit %d: %s", code, stderr)
 	}
-	j, err := store.Load(t.Context(), "c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, a := range j.Actions {
-		got = append(got, a.Action+":"+a.By)
-	}
-	if want := "apply:alice cancel:bob resume:carol"; strings.Join(got, " ") != want || j.Status != engine.RunSucceeded {
-		t.Fatalf("status %s, actions %q, want %q", j.Status, got, want)
+	if got, status := runActions(t, store, "c"); got != "apply:alice cancel:bob resume:carol" || status != engine.RunSucceeded {
+		t.Fatalf("status %s, actions %q", status, got)
 	}
 	if _, out, _ := runCLI(t, "status", "c", "--state-dir", state); !strings.Contains(out, "Actions:") || !strings.Contains(out, "cancel by bob at") {
 		t.Fatalf("status does not say who did what:\n%s", out)

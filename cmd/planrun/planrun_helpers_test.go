@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"planrun.dev/planrun/engine"
@@ -43,4 +44,18 @@ func outputInt(t *testing.T, out engine.Outputs, key string) int64 {
 	}
 	t.Fatalf("outputs.%s = %#v, want a number (outputs %v)", key, out[key], out)
 	return 0
+}
+
+// runActions loads a run and says who did what to it ("apply:alice cancel:bob"), and its status.
+func runActions(t *testing.T, store engine.Store, runID string) (string, engine.RunStatus) {
+	t.Helper()
+	j, err := store.Load(t.Context(), runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, 0, len(j.Actions))
+	for _, a := range j.Actions {
+		got = append(got, a.Action+":"+a.By)
+	}
+	return strings.Join(got, " "), j.Status
 }

@@ -200,16 +200,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitJS(`document.querySelector("#run-status")?.textContent.includes("Succeeded")`),
 		shot("succeeded.png"),
 	)
-	j, err = engine.NewDirStore(state).Load(t.Context(), "sc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, a := range j.Actions {
-		got = append(got, a.Action+":"+a.By)
-	}
-	if want := "apply:alice cancel:Bob (console) resume:Carol (console)"; strings.Join(got, " ") != want || j.Status != engine.RunSucceeded {
-		t.Fatalf("status %s, actions %q, want %q", j.Status, got, want)
+	if got, status := runActions(t, engine.NewDirStore(state), "sc"); got != "apply:alice cancel:Bob (console) resume:Carol (console)" || status != engine.RunSucceeded {
+		t.Fatalf("status %s, actions %q", status, got)
 	}
 	// The timeline shows remove-old-crds twice: the attempt cancelled, and the one that ended it.
 	bars, err := chromedp.Run(browser, chromedp.Evaluate[int](`document.querySelectorAll("svg.timeline rect.o-interrupted").length`))
