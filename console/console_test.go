@@ -92,6 +92,9 @@ func TestTokenRequired(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/runs/r1?step=say" {
 		t.Fatalf("token URL: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
+	if resp := get("//evil.example/x?token="+token, nil); resp.Header.Get("Location") != "/" {
+		t.Fatalf("a token URL whose path names another host redirects to %q", resp.Header.Get("Location"))
+	}
 	c := resp.Cookies()
 	if len(c) != 1 || c[0].Value != token || !c[0].HttpOnly || c[0].SameSite != http.SameSiteStrictMode {
 		t.Fatalf("cookie %+v", c)
