@@ -21,6 +21,13 @@ const (
 // LeaseResource names the run locks in RBAC rules (group coordination.k8s.io).
 const LeaseResource = "leases"
 
+// EventLogResource names the runs' event logs in RBAC rules (core group), and EventLogVerbs what
+// a runner does with its run's: read it, make it, add to it.
+const EventLogResource = "configmaps"
+
+// EventLogVerbs are the verbs a runner needs on EventLogResource.
+var EventLogVerbs = []string{"get", "create", "patch"}
+
 // Namespace is the namespace the store keeps its runs in.
 func (s *Store) Namespace() string { return s.namespace }
 

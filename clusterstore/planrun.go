@@ -26,6 +26,7 @@ var planRunGVR = schema.GroupVersionResource{Group: Group, Version: "v1alpha1", 
 const (
 	managedByLabel = "app.kubernetes.io/managed-by"
 	planLabel      = "planrun.dev/plan"
+	runLabel       = "planrun.dev/run"
 	fieldManager   = "planrun"
 	// maxObjectBytes bounds the journal (compressed, base64) and the plan source together,
 	// leaving room for the object's metadata under etcd's default request limit (1.5 MiB).

@@ -72,9 +72,11 @@ func openURL(t testing.TB, url string) *Store {
 	return s
 }
 
-// testStep is a step that waits (wait) or ends at once, recording that it ran.
+// testStep is a step that waits (wait) or ends at once, recording that it ran, reporting
+// progress when asked.
 type testStep struct {
-	Wait engine.Duration `yaml:"wait"`
+	Wait     engine.Duration `yaml:"wait"`
+	Progress int64           `yaml:"progress"` // reports this many items done, one by one
 }
 
 var ranSteps struct {
@@ -86,6 +88,9 @@ func (s *testStep) Run(ctx context.Context, rc *engine.RunContext) (engine.Outpu
 	ranSteps.Lock()
 	ranSteps.ids = append(ranSteps.ids, rc.StepID)
 	ranSteps.Unlock()
+	for i := range s.Progress {
+		rc.Progress(engine.Progress{Done: i + 1, Total: s.Progress, Unit: "items"})
+	}
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()

@@ -110,11 +110,13 @@ func PlanAccess(p *engine.Plan) ([]ClusterAccess, error) {
 }
 
 // RunnerRules are what a runner needs of its own state namespace: read and checkpoint its
-// PlanRun (patch: it clears a stop request it acted on), hold the run's Lease, and read the named Secrets.
+// PlanRun (patch: it clears a stop request it acted on), hold the run's Lease, write the run's
+// event log (a ConfigMap), and read the named Secrets.
 func RunnerRules(secrets ...string) []rbacv1.PolicyRule {
 	rules := []rbacv1.PolicyRule{
 		{APIGroups: []string{clusterstore.Group}, Resources: []string{clusterstore.Resource}, Verbs: []string{"get", "list", "update", "patch"}},
 		{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{clusterstore.LeaseResource}, Verbs: []string{"get", "create", "update"}},
+		{APIGroups: []string{""}, Resources: []string{clusterstore.EventLogResource}, Verbs: slices.Clone(clusterstore.EventLogVerbs)},
 	}
 	if len(secrets) > 0 {
 		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}, ResourceNames: secrets})

@@ -92,7 +92,7 @@ func printRBAC(a *app, p *engine.Plan, ns string, access []incluster.ClusterAcce
 	docs := []doc{
 		{[]string{fmt.Sprintf("The runner of an in-cluster run of plan %s runs as this ServiceAccount", p.Name()),
 			"(apply --in-cluster makes one per run, named planrun-RUN-runner, owned by the run's PlanRun)."}, rbac.ServiceAccount},
-		{[]string{"Its own run: read and checkpoint the PlanRun, hold the run's Lease."}, rbac.Role},
+		{[]string{"Its own run: read and checkpoint the PlanRun, hold the run's Lease, write the run's event log (ConfigMap planrun-RUN-events)."}, rbac.Role},
 		{nil, rbac.RoleBinding},
 	}
 	if rbac.ClusterRole != nil {

@@ -22,10 +22,11 @@ const Header = "apiVersion: planrun.dev/v1alpha1\nkind: Plan\nmetadata: {name: t
 type Options struct {
 	DryRun     bool
 	NoRollback bool
-	Params     []string      // name=value
-	Dir        string        // state folder (a fresh temp folder by default): reuse it to resume
-	RunID      string        // "run" by default
-	Timeout    time.Duration // of the run, 10 minutes by default
+	Params     []string        // name=value
+	Dir        string          // state folder (a fresh temp folder by default): reuse it to resume
+	RunID      string          // "run" by default
+	Timeout    time.Duration   // of the run, 10 minutes by default
+	Observer   engine.Observer // also gets every event of the run, when set
 }
 
 // Run is the outcome of a plan run in a test.
@@ -94,6 +95,9 @@ func RunPlan(t testing.TB, p *engine.Plan, opts Options) *Run {
 			}
 			if e.Type == engine.EventStepWarning {
 				run.Warnings = append(run.Warnings, e.StepID+": "+e.Message)
+			}
+			if opts.Observer != nil {
+				opts.Observer.Observe(e)
 			}
 		})}
 	timeout := opts.Timeout

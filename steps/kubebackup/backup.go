@@ -120,8 +120,8 @@ func (r resourceRef) String() string {
 	return r.apiVersion + " " + r.kind
 }
 
-// pageSize is the limit of each list request.
-const pageSize = 500
+// pageSize is the limit of each list request (a variable for tests only).
+var pageSize = 500
 
 // parallelLists is how many lists run at once (each holds at most one object in memory).
 const parallelLists = 4
@@ -229,7 +229,7 @@ func (b *Backup) boundVolumes(ctx context.Context, c *kube.Client) (target, func
 	pvcs := schema.GroupVersionResource{Version: "v1", Resource: "persistentvolumeclaims"}
 	claims := map[string]string{} // volume name → "namespace/claim"
 	for _, ns := range b.Namespaces {
-		opts := metav1.ListOptions{Limit: pageSize}
+		opts := metav1.ListOptions{Limit: int64(pageSize)}
 		for {
 			l, err := c.Dynamic.Resource(pvcs).Namespace(ns).List(ctx, opts)
 			if err != nil {
@@ -353,13 +353,13 @@ func (b *Backup) Run(ctx context.Context, rc *engine.RunContext) (engine.Outputs
 	if err != nil {
 		return nil, err
 	}
-	prog := &progress{rc: rc}
+	prog := &progress{report: rc.Progress}
 	var todo []*job
 	resumed := 0
 	for _, j := range jobs {
 		if cp.reuse(j, present) {
 			resumed++
-			prog.add(j.count, j.bytes)
+			prog.resumed(j)
 			continue
 		}
 		// A list finished before whose files are not all there any more is listed again; what
@@ -571,22 +571,96 @@ func location(to string) (string, error) {
 	return abs, nil
 }
 
-// progress sums what every list has read and reports it.
+// progress sums what every list has read and reports it, with a total estimated from what the
+// API server says remains of each list under way.
+//
+// A page of a list without a selector carries metadata.remainingItemCount, the number of objects
+// of the list's snapshot after the page: a list's size is then known from its first page on, as
+// what it read plus what remains. The total is the sum of these over the lists started (a list
+// not started yet counts for nothing until its first page) and of the counts of the lists
+// finished. A list whose server says nothing of what remains (a list with a labelSelector)
+// counts what it read so far; while such a list is under way and no total was reported yet, none
+// is: it would show 100% of a part.
+// An estimate is an upper bound when objects are left out as they are read (excludeNamespaces,
+// includeBoundVolumes), and exact again when the list is finished.
 type progress struct {
-	rc           *engine.RunContext
+	report       func(engine.Progress) // rc.Progress
 	mu           sync.Mutex
 	done, nbytes int64
+	total        int64           // sum of the estimates of the lists started (job.est)
+	unknown      int             // lists under way whose size the server did not say
+	last         engine.Progress // the last report
 }
 
-func (p *progress) add(objects, bytes int64) {
-	if objects == 0 && bytes == 0 {
-		// An empty list (most resources of an allResources backup) moves nothing: a report of
-		// it would show "0 objects" while the others are being read.
-		return
-	}
+// resumed counts a list an earlier attempt finished.
+func (p *progress) resumed(j *job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	j.est = j.count
+	p.total += j.est
+	p.done += j.count
+	p.nbytes += j.bytes
+	p.reportLocked()
+}
+
+// page counts a page of j's list, after j.count and j.bytes took it in: objects and bytes it
+// added, remaining as the server said (nil when it did not), last when the list is finished.
+func (p *progress) page(j *job, objects, bytes int64, remaining *int64, last bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if j.sizeUnknown {
+		p.unknown--
+	}
+	j.sizeUnknown = false
+	est := j.count
+	switch {
+	case last:
+	case remaining != nil:
+		est += max(0, *remaining)
+	default:
+		j.sizeUnknown = true
+		p.unknown++
+	}
+	p.total += est - j.est
+	j.est = est
 	p.done += objects
 	p.nbytes += bytes
-	p.rc.Progress(engine.Progress{Done: p.done, Bytes: p.nbytes, Unit: "objects"})
+	p.reportLocked()
+}
+
+// restart takes back what an attempt of j's list counted, as it starts over.
+func (p *progress) restart(j *job) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if j.sizeUnknown {
+		p.unknown--
+		j.sizeUnknown = false
+	}
+	p.total -= j.est
+	j.est = 0
+	p.done -= j.count
+	p.nbytes -= j.bytes
+	p.reportLocked()
+}
+
+// reportLocked reports where the lists are, unless nothing changed since the last report. Empty
+// lists (most resources of an allResources backup) move nothing: before anything was read, a
+// report would show "0 objects" while the others are being read.
+func (p *progress) reportLocked() {
+	if p.done == 0 && p.nbytes == 0 && p.last.Unit == "" {
+		return
+	}
+	next := engine.Progress{Done: p.done, Bytes: p.nbytes, Unit: "objects"}
+	if p.unknown == 0 || p.last.Total > 0 {
+		// Once a total was shown it stays: with a list of unknown size under way, the total
+		// of what is known. It is never less than what was read.
+		if next.Total = max(p.total, p.done); next.Total == 0 {
+			next.Total = p.last.Total // a list starting over after it was the only one read
+		}
+	}
+	if next == p.last {
+		return
+	}
+	p.last = next
+	p.report(next)
 }

@@ -33,6 +33,9 @@ type job struct {
 
 	files        []archive.File
 	count, bytes int64 // objects, and their size before compression
+
+	est         int64 // the list's size as progress counts it (see progress); guarded by its mu
+	sizeUnknown bool  // the server did not say how much remains of the list
 }
 
 // key names the job in the step's checkpoint: its resource (in the version listed) and
@@ -94,7 +97,7 @@ func (l *lister) backup(ctx context.Context, j *job, opts listOptions, prog *pro
 				return fmt.Errorf("to: %w", err)
 			}
 		}
-		prog.add(-j.count, -j.bytes)
+		prog.restart(j)
 		j.files, j.count, j.bytes = nil, 0, 0
 	}
 }
@@ -193,7 +196,7 @@ func (l *lister) list(ctx context.Context, j *job, opts listOptions, prog *progr
 		body.Close()
 		j.count += pageCount
 		j.bytes += pageBytes
-		prog.add(pageCount, pageBytes)
+		prog.page(j, pageCount, pageBytes, lm.RemainingItemCount, err == nil && lm.Continue == "")
 		if err != nil {
 			var ie *itemError
 			if errors.As(err, &ie) {

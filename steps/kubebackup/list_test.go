@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -71,7 +72,7 @@ func TestListRestartsAfterExpiredContinue(t *testing.T) {
 	})
 	loc := storage.OpenLocal(t.TempDir())
 	j := &job{target: cmTarget}
-	prog := &progress{rc: &engine.RunContext{}}
+	prog := &progress{report: func(engine.Progress) {}}
 	if err := l.backup(context.Background(), j, listOptions{loc: loc}, prog); err != nil {
 		t.Fatal(err)
 	}
@@ -92,13 +93,13 @@ func TestListRestartsAfterExpiredContinue(t *testing.T) {
 
 func TestListErrors(t *testing.T) {
 	l, _ := fakeLister(t, []func(http.ResponseWriter, *http.Request){page("", item("a", "1"), item("b", "2"), item("a", "3"))})
-	err := l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{rc: &engine.RunContext{}})
+	err := l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{report: func(engine.Progress) {}})
 	if err == nil || err.Error() != `list configmaps: objects of namespace "a" came out of order` {
 		t.Fatalf("got %v", err)
 	}
 
 	l, _ = fakeLister(t, []func(http.ResponseWriter, *http.Request){expired, expired, expired, expired, expired, expired})
-	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{rc: &engine.RunContext{}})
+	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{report: func(engine.Progress) {}})
 	if err == nil || !strings.Contains(err.Error(), "list configmaps: The provided continue parameter is too old") {
 		t.Fatalf("got %v", err)
 	}
@@ -108,8 +109,60 @@ func TestListErrors(t *testing.T) {
 		fmt.Fprint(w, `{"kind":"ConfigMapList","items":[`+item("a", "1")+`,{"meta`)
 	}
 	l, _ = fakeLister(t, []func(http.ResponseWriter, *http.Request){truncated})
-	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{rc: &engine.RunContext{}})
+	err = l.backup(context.Background(), &job{target: cmTarget}, listOptions{loc: storage.OpenLocal(t.TempDir())}, &progress{report: func(engine.Progress) {}})
 	if err == nil || !engine.IsTransient(err) || !strings.Contains(err.Error(), "list configmaps: reading the response: ") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// The total of progress: each list's size from its first page on (what it read and what the
+// server says remains), exact once finished; none while a list of unknown size is under way
+// before any was known; never gone once known, never below what was read.
+func TestProgressEstimates(t *testing.T) {
+	var got []engine.Progress
+	p := &progress{report: func(pr engine.Progress) { got = append(got, pr) }}
+	n := func(v int64) *int64 { return &v }
+	a, b, c, d := &job{}, &job{}, &job{}, &job{}
+	step := func(j *job, objects int64, remaining *int64, last bool) {
+		j.count += objects
+		j.bytes += objects * 10
+		p.page(j, objects, objects*10, remaining, last)
+	}
+	step(a, 0, nil, true)          // an empty list: no report
+	step(b, 5, nil, false)         // a selector: size unknown
+	step(c, 10, n(90), false)      // 100 in all
+	step(b, 5, nil, true)          // b finished: 10
+	step(c, 10, n(80), false)      // 20 of 100 read
+	step(d, 3, n(1000), false)     // d: an upper bound (objects left out)
+	p.restart(d)                   // d's continue token expired
+	j := &job{count: 7, bytes: 70} // finished by an earlier attempt
+	p.resumed(j)
+	step(c, 80, nil, true)
+	want := []engine.Progress{
+		{Done: 5, Bytes: 50},
+		{Done: 15, Bytes: 150},
+		{Done: 20, Total: 110, Bytes: 200},
+		{Done: 30, Total: 110, Bytes: 300},
+		{Done: 33, Total: 1113, Bytes: 330},
+		{Done: 30, Total: 110, Bytes: 300},
+		{Done: 37, Total: 117, Bytes: 370},
+		{Done: 117, Total: 117, Bytes: 1170},
+	}
+	for i := range want {
+		want[i].Unit = "objects"
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("reports\n%+v\nwant\n%+v", got, want)
+	}
+
+	// Back to nothing after a total was known: the total stays.
+	got = nil
+	p = &progress{report: func(pr engine.Progress) { got = append(got, pr) }}
+	a = &job{}
+	step(a, 4, n(6), false)
+	p.restart(a)
+	a.count, a.bytes = 0, 0
+	if want := []engine.Progress{{Done: 4, Total: 10, Bytes: 40, Unit: "objects"}, {Done: 0, Total: 10, Unit: "objects"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("reports %+v, want %+v", got, want)
 	}
 }
