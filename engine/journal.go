@@ -45,17 +45,20 @@ const JournalVersion = 1
 
 // Journal is the checkpoint of a run: everything resume, rollback and status need.
 type Journal struct {
-	Version  int            `json:"version"`
-	RunID    string         `json:"runID"`
-	Plan     PlanRecord     `json:"plan"`
-	Params   map[string]any `json:"params"`
-	DryRun   bool           `json:"dryRun,omitempty"`
-	Status   RunStatus      `json:"status"`
-	Error    string         `json:"error,omitempty"`
-	Started  time.Time      `json:"started"`
-	Updated  time.Time      `json:"updated"`
-	Finished *time.Time     `json:"finished,omitempty"`
-	Steps    []*StepRecord  `json:"steps"`
+	Version int            `json:"version"`
+	RunID   string         `json:"runID"`
+	Plan    PlanRecord     `json:"plan"`
+	Params  map[string]any `json:"params"`
+	DryRun  bool           `json:"dryRun,omitempty"`
+	// NoRollback: the run was started (or resumed) to stay as it is when a step fails, for
+	// repair; a resume from anywhere (another terminal, the console) keeps to it.
+	NoRollback bool          `json:"noRollback,omitempty"`
+	Status     RunStatus     `json:"status"`
+	Error      string        `json:"error,omitempty"`
+	Started    time.Time     `json:"started"`
+	Updated    time.Time     `json:"updated"`
+	Finished   *time.Time    `json:"finished,omitempty"`
+	Steps      []*StepRecord `json:"steps"`
 	// Actions says who applied, resumed, rolled back or cancelled the run, and when.
 	Actions []OperatorAction `json:"actions,omitempty"`
 }

@@ -107,6 +107,7 @@ func (r *Runner) Submit(ctx context.Context, p *Plan, opts ApplyOptions) (*Journ
 		return nil, errors.New("a dry run is not submitted: it keeps no journal (run it here)")
 	}
 	j := newJournal(p, opts, RunPending)
+	j.NoRollback = r.NoRollback
 	j.recordAction(ActionApply, r.actor())
 	if err := r.Store.Create(ctx, j, p.Source); err != nil {
 		return nil, err
@@ -118,6 +119,7 @@ func (r *Runner) Submit(ctx context.Context, p *Plan, opts ApplyOptions) (*Journ
 // locally or in a cluster.
 func (r *Runner) Apply(ctx context.Context, p *Plan, opts ApplyOptions) (*Journal, error) {
 	j := newJournal(p, opts, RunRunning)
+	j.NoRollback = r.NoRollback
 	if !opts.DryRun {
 		j.recordAction(ActionApply, r.actor())
 	}
@@ -165,6 +167,7 @@ func (r *Runner) Resume(ctx context.Context, runID string, loadPlan func(*Journa
 			return err
 		}
 		x.j.Status, x.j.Error, x.j.Finished = RunRunning, "", nil
+		x.j.NoRollback = x.j.NoRollback || x.r.NoRollback
 		x.recordAction(ActionResume)
 		if err := x.save(ctx); err != nil {
 			return err
@@ -367,7 +370,7 @@ func (x *execution) execute(ctx context.Context) error {
 			continue
 		}
 		failure := fmt.Errorf("step %q failed: %w", s.ID, err)
-		if x.r.NoRollback || x.j.DryRun {
+		if x.r.NoRollback || x.j.NoRollback || x.j.DryRun {
 			return failure
 		}
 		if rbErr := x.rollback(ctx, failure); rbErr != nil {
@@ -387,7 +390,12 @@ func (x *execution) finish(err error) error {
 	case err == nil:
 		x.j.Status = RunSucceeded
 	case errors.Is(err, ErrInterrupted):
-		x.j.Status = RunInterrupted
+		// A rollback stopped half-way stays RollingBack: resuming it as a run would skip the
+		// steps already undone and could end Succeeded with them undone; `planrun rollback`
+		// finishes it.
+		if x.j.Status != RunRollingBack {
+			x.j.Status = RunInterrupted
+		}
 		err = &RunError{RunID: x.j.RunID, Status: RunInterrupted, Err: err}
 	case errors.As(err, &re):
 		x.j.Status = re.Status
@@ -398,7 +406,7 @@ func (x *execution) finish(err error) error {
 	if err != nil {
 		x.j.Error = err.Error()
 	}
-	if x.j.Status != RunInterrupted {
+	if !errors.Is(err, ErrInterrupted) {
 		x.j.Finished = &now
 	}
 	if errors.Is(err, ErrLockLost) {

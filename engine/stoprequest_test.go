@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"planrun.dev/planrun/engine"
@@ -75,5 +76,52 @@ func TestStopRequestRefusesUnsafeRunIDs(t *testing.T) {
 	}
 	if err := s.RequestStop(context.Background(), "missing", "x"); !errors.Is(err, engine.ErrRunNotFound) {
 		t.Errorf("missing run: %v", err)
+	}
+}
+
+// TestRollbackStoppedStaysRollingBack: a rollback stopped half-way is not a run to resume: its
+// status stays RollingBack, resume refuses it, and rollback finishes it.
+func TestRollbackStoppedStaysRollingBack(t *testing.T) {
+	f := newFixture(t)
+	body := `
+steps:
+  - {id: a, type: test.op, rollback: [{id: undo-a, type: test.op}]}
+  - {id: b, type: test.op, rollback: [{id: undo-b, type: test.op, with: {sleep: 1m}}]}
+  - {id: boom, type: test.op, with: {always: true}}
+`
+	p := load(t, writePlan(t, f.dir, body), engine.ParamValues{})
+	ctx, cancel := context.WithCancel(context.Background())
+	f.runner.Observer = engine.ObserverFunc(func(e engine.Event) {
+		if e.Type == engine.EventStepStarted && e.StepID == "undo-b" {
+			cancel()
+		}
+	})
+	j, err := f.runner.Apply(ctx, p, engine.ApplyOptions{RunID: "run-1"})
+	if !errors.Is(err, engine.ErrInterrupted) || j.Status != engine.RunRollingBack || j.Finished != nil {
+		t.Fatalf("stopped rollback: %v, status %s", err, j.Status)
+	}
+	f.runner.Observer = nil
+	if _, err := f.runner.Resume(context.Background(), "run-1", f.reload(body)); err == nil || !strings.Contains(err.Error(), "finish it with planrun rollback run-1") {
+		t.Fatalf("resume of a stopped rollback: %v", err)
+	}
+	j, err = f.runner.Rollback(context.Background(), "run-1", f.reload(strings.ReplaceAll(body, "with: {sleep: 1m}", "")))
+	if err != nil || j.Status != engine.RunRolledBack {
+		t.Fatalf("rollback: %v, %s", err, j.Status)
+	}
+}
+
+// TestNoRollbackIsKeptByResume: a run started to stay as it is on failure stays so when resumed
+// by a runner that was not told (another terminal, the console).
+func TestNoRollbackIsKeptByResume(t *testing.T) {
+	f := newFixture(t)
+	f.runner.NoRollback = true
+	body := "steps:\n  - {id: a, type: test.op}\n  - {id: boom, type: test.op, with: {always: true}}\n"
+	if j, err := f.apply(body, engine.ApplyOptions{}); err == nil || j.Status != engine.RunFailed {
+		t.Fatalf("apply: %v", err)
+	}
+	f.runner.NoRollback = false
+	j, err := f.runner.Resume(context.Background(), "run-1", f.reload(body))
+	if err == nil || j.Status != engine.RunFailed || j.Step("a").Status != engine.StepSucceeded {
+		t.Fatalf("resume: %v, status %s, a %s", err, j.Status, j.Step("a").Status)
 	}
 }
