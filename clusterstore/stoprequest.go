@@ -32,8 +32,8 @@ type stopChecks struct {
 }
 
 // RequestStop implements engine.StopRequester.
-func (s *Store) RequestStop(ctx context.Context, runID, by string) error {
-	req, err := json.Marshal(engine.OperatorAction{Action: engine.ActionCancel, By: by, At: time.Now().UTC()})
+func (s *Store) RequestStop(ctx context.Context, runID string, action engine.OperatorAction) error {
+	req, err := json.Marshal(action)
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,7 @@ func TestStopRequestThroughThePlanRun(t *testing.T) {
 	if err := engine.CancelRun(t.Context(), other, "stop-1", "bob"); !errors.Is(err, engine.ErrNotRunning) {
 		t.Errorf("cancel of a stopped run: %v", err)
 	}
-	if err := other.RequestStop(t.Context(), "nope", "bob"); !errors.Is(err, engine.ErrRunNotFound) {
+	if err := other.RequestStop(t.Context(), "nope", engine.OperatorAction{By: "bob"}); !errors.Is(err, engine.ErrRunNotFound) {
 		t.Errorf("a request for an unknown run: %v", err)
 	}
 }

@@ -21,6 +21,9 @@ type OperatorAction struct {
 	Action string    `json:"action"`
 	By     string    `json:"by"`
 	At     time.Time `json:"at"`
+	// Target is the runner a stop request was made for (its lock holder): a runner that took
+	// the run over later does not act on a request meant for the one before it.
+	Target string `json:"target,omitempty"`
 }
 
 // maxActions bounds the journal's record: a run resumed in a loop by a script must not grow its

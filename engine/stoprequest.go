@@ -17,8 +17,8 @@ import (
 // console) asks a run's runner to stop at a safe point, as SIGINT does: the run ends Interrupted
 // and resume continues it.
 type StopRequester interface {
-	// RequestStop records a request to stop the run, by whom.
-	RequestStop(ctx context.Context, runID, by string) error
+	// RequestStop records a request to stop the run: by whom, when, for which runner.
+	RequestStop(ctx context.Context, runID string, req OperatorAction) error
 	// StopRequest returns the pending request, nil when there is none.
 	StopRequest(ctx context.Context, runID string) (*OperatorAction, error)
 	// ClearStopRequest removes a request once the runner has acted on it (or, when a runner
@@ -33,15 +33,16 @@ var ErrStopRequested = errors.New("stop requested")
 var stopPollInterval = 500 * time.Millisecond
 
 // watchStopRequests returns a context that ends when an operator asks the run to stop; the
-// request is recorded in the journal as who and when. Requests made before this execution
-// started are dropped: they were meant for a runner that is gone.
+// request is recorded in the journal as who and when. A request made for another runner (the
+// one before this one, gone since) is dropped.
 func (x *execution) watchStopRequests(ctx context.Context) (context.Context, func()) {
 	sr, ok := x.store.(StopRequester)
 	if !ok || x.j.DryRun {
 		return ctx, func() {}
 	}
-	if err := sr.ClearStopRequest(ctx, x.j.RunID); err != nil {
-		x.log.Warn("cannot clear an old stop request", "err", err)
+	var me string // this runner as its lock's holder
+	if ls, err := x.store.LockState(ctx, x.j.RunID); err == nil && ls.Status == LockHeld {
+		me = ls.Holder.String()
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
@@ -60,6 +61,12 @@ func (x *execution) watchStopRequests(ctx context.Context) (context.Context, fun
 			if err != nil || req == nil {
 				continue // a store that cannot be read now is read again next tick
 			}
+			if req.Target != "" && me != "" && req.Target != me {
+				if err := sr.ClearStopRequest(ctx, x.j.RunID); err != nil {
+					x.log.Warn("cannot clear a stop request meant for another runner", "err", err)
+				}
+				continue
+			}
 			x.mu.Lock()
 			x.j.recordAction(ActionCancel, req.By)
 			x.mu.Unlock()
@@ -71,7 +78,10 @@ func (x *execution) watchStopRequests(ctx context.Context) (context.Context, fun
 	return ctx, func() {
 		close(done)
 		cancel(nil)
-		if err := sr.ClearStopRequest(context.WithoutCancel(ctx), x.j.RunID); err != nil {
+		// Bounded: the run's lock is released after this, and a store that hangs must not hold it.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer ccancel()
+		if err := sr.ClearStopRequest(cctx, x.j.RunID); err != nil {
 			x.log.Warn("cannot clear the stop request", "err", err)
 		}
 	}
@@ -83,12 +93,12 @@ var _ StopRequester = (*DirStore)(nil)
 const stopRequestFile = "stop-request.json"
 
 // RequestStop implements StopRequester.
-func (s *DirStore) RequestStop(_ context.Context, runID, by string) error {
+func (s *DirStore) RequestStop(_ context.Context, runID string, req OperatorAction) error {
 	dir, err := s.existingRunDir(runID)
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(OperatorAction{Action: ActionCancel, By: by, At: time.Now().UTC()})
+	data, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
@@ -110,12 +120,10 @@ func (s *DirStore) StopRequest(_ context.Context, runID string) (*OperatorAction
 	}
 	defer f.Close()
 	var req OperatorAction
-	// A request is a few dozen bytes; anything planted there that is larger is not one.
-	if err := json.NewDecoder(io.LimitReader(f, 4096)).Decode(&req); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, stopRequestFile), err)
-	}
-	if req.By == "" {
-		req.By = "someone"
+	// A request is a few dozen bytes. One that cannot be read (a file made by hand, cut
+	// short) is still a request: someone asked.
+	if json.NewDecoder(io.LimitReader(f, 4096)).Decode(&req) != nil || req.By == "" {
+		req = OperatorAction{Action: ActionCancel, By: "someone (an unreadable request)", At: time.Now().UTC()}
 	}
 	return &req, nil
 }
@@ -157,5 +165,5 @@ func CancelRun(ctx context.Context, store Store, runID, by string) error {
 	if ls.Status != LockHeld {
 		return fmt.Errorf("run %s is %w (status %s): nothing to cancel", runID, ErrNotRunning, j.Status)
 	}
-	return sr.RequestStop(ctx, runID, by)
+	return sr.RequestStop(ctx, runID, OperatorAction{Action: ActionCancel, By: by, At: time.Now().UTC(), Target: ls.Holder.String()})
 }

@@ -23,7 +23,7 @@ steps:
 	p := load(t, writePlan(t, f.dir, body), engine.ParamValues{})
 	f.runner.Observer = engine.ObserverFunc(func(e engine.Event) {
 		if e.Type == engine.EventStepStarted && e.StepID == "b" {
-			if err := f.store.RequestStop(context.Background(), "run-1", "bob@console"); err != nil {
+			if err := engine.CancelRun(context.Background(), f.store, "run-1", "bob@console"); err != nil {
 				t.Error(err)
 			}
 		}
@@ -39,8 +39,8 @@ steps:
 		t.Fatalf("the request outlived the run it stopped: %v %v", req, err)
 	}
 
-	// A stale request made while nothing runs is dropped by the next runner.
-	if err := f.store.RequestStop(context.Background(), "run-1", "carol@late"); err != nil {
+	// A request meant for a runner that is gone is dropped by the next runner.
+	if err := f.store.RequestStop(context.Background(), "run-1", engine.OperatorAction{Action: "cancel", By: "carol@late", Target: "pid 1 on gone since 2026-11-30T00:00:00Z"}); err != nil {
 		t.Fatal(err)
 	}
 	f.runner.Observer = nil
@@ -70,11 +70,11 @@ steps:
 func TestStopRequestRefusesUnsafeRunIDs(t *testing.T) {
 	s := engine.NewDirStore(t.TempDir())
 	for _, id := range []string{"../x", "", "a/b"} {
-		if err := s.RequestStop(context.Background(), id, "x"); err == nil {
+		if err := s.RequestStop(context.Background(), id, engine.OperatorAction{By: "x"}); err == nil {
 			t.Errorf("RequestStop(%q) succeeded", id)
 		}
 	}
-	if err := s.RequestStop(context.Background(), "missing", "x"); !errors.Is(err, engine.ErrRunNotFound) {
+	if err := s.RequestStop(context.Background(), "missing", engine.OperatorAction{By: "x"}); !errors.Is(err, engine.ErrRunNotFound) {
 		t.Errorf("missing run: %v", err)
 	}
 }
