@@ -51,8 +51,8 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request, code int, errTe
 		return
 	}
 	v := confirmView{J: j, Action: action, Text: text, By: by, Err: errText}
-	if ls, err := s.opts.Store.LockState(ctx, j.RunID); err == nil && ls.Status == engine.LockHeld {
-		v.Holder = ls.Holder.String()
+	if ls, err := s.opts.Store.LockState(ctx, j.RunID); err == nil {
+		v.Holder = runnerText(ls)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
@@ -66,11 +66,16 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("no action %q: %w", action, errNoSuchAction))
 		return
 	}
-	by := cleanName(r.PostFormValue("by"))
-	if by == "" {
-		by = s.opts.Actor
+	// The journal says who asked and where from: the name typed, and the console's own user.
+	by := s.opts.Actor + " (console)"
+	if name := cleanName(r.PostFormValue("by")); name != "" && name != s.opts.Actor {
+		by = name + " (console of " + s.opts.Actor + ")"
 	}
-	by += " (console)"
+	if !s.claim(runID) {
+		s.confirm(w, r, http.StatusConflict, fmt.Sprintf("an action on run %s is being carried out; wait for it", runID), r.PostFormValue("by"))
+		return
+	}
+	defer s.release(runID)
 	ctx := r.Context()
 	j, err := s.opts.Store.Load(ctx, runID)
 	if err != nil {
@@ -89,7 +94,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 	if action == engine.ActionCancel {
 		err = engine.CancelRun(ctx, s.opts.Store, runID, by)
 	} else {
-		err = s.opts.Launcher.Launch(ctx, action, runID, by)
+		err = s.opts.Launcher.Launch(ctx, LaunchRequest{Action: action, RunID: runID, By: by, BreakStaleLock: ls.Status == engine.LockStale})
 	}
 	if err != nil {
 		s.log.Warn("console action failed", "action", action, "run", runID, "err", err)

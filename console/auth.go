@@ -7,10 +7,8 @@ import (
 	"strings"
 )
 
-// tokenCookie carries the token once the URL with it was opened, so that links need not.
-const tokenCookie = "planrun_console"
-
-// authorized checks the request's token. A valid ?token= is swapped for a cookie and the URL
+// authorized checks the request's token. The cookie (s.cookie) carries it once the URL with
+// it was opened, so that links need not. A valid ?token= is swapped for a cookie and the URL
 // without it, so that it stays out of the browser's history and of every later link. A
 // request without a valid token is refused with 401.
 func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
@@ -19,7 +17,7 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 			s.refuse(w, "the token in the URL is not this console's")
 			return false
 		}
-		http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: s.opts.Token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: s.opts.Token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
 		q.Del("token")
 		path := r.URL.Path
 		if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") || strings.Contains(path, `\`) {
@@ -29,7 +27,7 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 		http.Redirect(w, r, u.String(), http.StatusSeeOther)
 		return false
 	}
-	if c, err := r.Cookie(tokenCookie); err == nil && s.validToken(c.Value) {
+	if c, err := r.Cookie(s.cookie); err == nil && s.validToken(c.Value) {
 		return true
 	}
 	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && s.validToken(v) {

@@ -6,12 +6,15 @@ package console
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"planrun.dev/planrun/engine"
@@ -28,7 +31,16 @@ var staticFS embed.FS
 // of its own that outlives the request and the console. It returns once the runner has the run
 // (or failed to start: its one-line error).
 type Launcher interface {
-	Launch(ctx context.Context, action, runID, by string) error
+	Launch(ctx context.Context, req LaunchRequest) error
+}
+
+// LaunchRequest is what an operator asked a runner to do.
+type LaunchRequest struct {
+	Action string // engine.ActionResume or engine.ActionRollback
+	RunID  string
+	By     string
+	// BreakStaleLock takes over the lock of a runner that died (the operator confirmed it).
+	BreakStaleLock bool
 }
 
 // Options configure a console.
@@ -55,6 +67,11 @@ type Server struct {
 	tmpl *template.Template
 	mux  *http.ServeMux
 	log  *slog.Logger
+	// busy are the runs an action is being carried out on: a second click (or a second
+	// operator) must not start a second runner while the first one starts.
+	busyMu sync.Mutex
+	busy   map[string]bool
+	cookie string
 }
 
 // New builds the console.
@@ -78,7 +95,10 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, tmpl: tmpl, mux: http.NewServeMux(), log: opts.Logger}
+	sum := sha256.Sum256([]byte(opts.Token))
+	s := &Server{opts: opts, tmpl: tmpl, mux: http.NewServeMux(), log: opts.Logger, busy: map[string]bool{},
+		// Cookies ignore ports: two consoles on one host each keep their own.
+		cookie: "planrun_console_" + hex.EncodeToString(sum[:4])}
 	s.routes()
 	return s, nil
 }
@@ -118,3 +138,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // crossOrigin refuses writes that a page of another origin makes the browser send.
 var crossOrigin = http.NewCrossOriginProtection()
+
+// claim marks a run busy with an action; false if it already is.
+func (s *Server) claim(runID string) bool {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	if s.busy[runID] {
+		return false
+	}
+	s.busy[runID] = true
+	return true
+}
+
+func (s *Server) release(runID string) {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	delete(s.busy, runID)
+}

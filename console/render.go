@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -19,8 +20,9 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
-	"tsp": func(t *time.Time) string {
-		if t == nil {
+	"tsp": func(v any) string {
+		t := asTime(v)
+		if t.IsZero() {
 			return "—"
 		}
 		return t.UTC().Format("15:04:05Z")
@@ -33,6 +35,31 @@ var funcs = template.FuncMap{
 		return min(100, done*100/total)
 	},
 	"join": strings.Join,
+	// pe escapes one path segment (ids may hold '?', '#', '%'); pp each segment of a path.
+	"pe": url.PathEscape,
+	"pp": func(p string) string {
+		parts := strings.Split(p, "/")
+		for i := range parts {
+			parts[i] = url.PathEscape(parts[i])
+		}
+		return strings.Join(parts, "/")
+	},
+	"qe":  url.QueryEscape,
+	"rfc": func(t any) string { return asTime(t).UTC().Format(time.RFC3339) },
+	"now": func() string { return time.Now().UTC().Format(time.RFC3339Nano) },
+}
+
+// asTime takes a time or a pointer to one (the journal has both).
+func asTime(v any) time.Time {
+	switch t := v.(type) {
+	case time.Time:
+		return t
+	case *time.Time:
+		if t != nil {
+			return *t
+		}
+	}
+	return time.Time{}
 }
 
 // render writes a whole page.

@@ -39,6 +39,7 @@ type stepView struct {
 	Rec      *engine.StepRecord
 	Label    string
 	Duration string
+	Since    *time.Time // a step running now: its duration counts up in the page
 	When     string
 	Outputs  string
 	Files    []string
@@ -58,9 +59,7 @@ func (s *Server) view(ctx context.Context, rs *runState, step string) (*runView,
 	}
 	now := time.Now().UTC()
 	v := &runView{J: j, Lock: ls, Live: ls.Status == engine.LockHeld, Step: step, HasLog: rs.hasLog}
-	if v.Live {
-		v.Holder = ls.Holder.String()
-	}
+	v.Holder = runnerText(ls)
 	end := j.Updated
 	switch {
 	case j.Finished != nil:
@@ -106,13 +105,14 @@ func (s *Server) view(ctx context.Context, rs *runState, step string) (*runView,
 			sv.Label = fmt.Sprintf("%s (undoes %s)", r.ID, r.RollbackOf)
 		}
 		if r.Started != nil {
-			stop := now
-			if r.Finished != nil {
-				stop = *r.Finished
-			} else if !v.Live {
-				stop = j.Updated
+			switch {
+			case r.Finished != nil:
+				sv.Duration = shortDuration(r.Finished.Sub(*r.Started))
+			case v.Live && r.Status == engine.StepRunning:
+				sv.Since = r.Started
+			default:
+				sv.Duration = shortDuration(j.Updated.Sub(*r.Started))
 			}
-			sv.Duration = shortDuration(stop.Sub(*r.Started))
 		}
 		if r.When != nil {
 			sv.When = fmt.Sprint(*r.When)
@@ -172,19 +172,36 @@ func compactJSON(v any) string {
 // allowed says which actions the run's state admits now.
 func (s *Server) allowed(j *engine.Journal, ls engine.LockState) map[string]bool {
 	held := ls.Status == engine.LockHeld
-	can := map[string]bool{engine.ActionCancel: held}
-	if s.opts.Launcher != nil && !held && !j.DryRun {
+	_, stoppable := s.opts.Store.(engine.StopRequester)
+	can := map[string]bool{engine.ActionCancel: held && stoppable}
+	if s.opts.Launcher != nil && !held && ls.Status != engine.LockForeign && !j.DryRun {
 		switch j.Status {
-		case engine.RunPending, engine.RunRunning, engine.RunInterrupted, engine.RunFailed:
+		// Not Pending: a submitted run is its in-cluster Job's to run. Not RollingBack: a
+		// rollback stopped half-way is finished by rolling back.
+		case engine.RunRunning, engine.RunInterrupted, engine.RunFailed:
 			can[engine.ActionResume] = true
 		}
-		switch j.Status {
-		case engine.RunRolledBack:
-		default:
+		if j.Status != engine.RunRolledBack {
 			can[engine.ActionRollback] = true
 		}
 	}
 	return can
+}
+
+// runnerText says who holds the run: a live runner, one that died (its lock is stale), or none.
+func runnerText(ls engine.LockState) string {
+	switch ls.Status {
+	case engine.LockHeld:
+		return ls.Holder.String()
+	case engine.LockStale:
+		if ls.Garbled {
+			return "none: a runner died (its lock record is unreadable); resume or roll back takes its lock over"
+		}
+		return "none: the runner (" + ls.Holder.String() + ") died; resume or roll back takes its lock over"
+	case engine.LockForeign:
+		return "unknown: the lock is held from another host (" + ls.Holder.String() + "); check there"
+	}
+	return ""
 }
 
 func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {

@@ -17,6 +17,7 @@ type runRow struct {
 	Status     string
 	Started    time.Time
 	Duration   string
+	Since      *time.Time // a run going on now: its duration counts up in the page
 	Holder     string
 	Err        string
 	StartedBy  string
@@ -44,7 +45,6 @@ func (s *Server) runs(ctx context.Context, status, plan string) (*runsView, erro
 	}
 	v := &runsView{Statuses: allStatuses, Status: status, Plan: plan, Total: len(entries), FleetsEnabled: s.opts.Fleets != nil}
 	plans := map[string]bool{}
-	now := time.Now().UTC()
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
 		row := runRow{ID: e.RunID, Started: e.Time}
@@ -67,10 +67,12 @@ func (s *Server) runs(ctx context.Context, status, plan string) (*runsView, erro
 			if mayBeHeld(j.Status) {
 				if ls, err := s.opts.Store.LockState(ctx, e.RunID); err == nil && ls.Status == engine.LockHeld {
 					row.Holder = ls.Holder.String()
-					end = now
+					row.Since = &j.Started
 				}
 			}
-			row.Duration = shortDuration(end.Sub(j.Started))
+			if row.Since == nil {
+				row.Duration = shortDuration(end.Sub(j.Started))
+			}
 		}
 		if (status == "" || row.Status == status) && (plan == "" || row.Plan == plan) {
 			v.Rows = append(v.Rows, row)

@@ -64,10 +64,18 @@ func (s *DirStore) ReadEvents(runID string, offset int64) ([]Event, int64, error
 		return nil, offset, err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && offset > st.Size() {
-		offset = 0 // the log was replaced (by hand): read it from its start
+	size := int64(maxEventRead)
+	if st, err := f.Stat(); err == nil {
+		if offset > st.Size() {
+			offset = 0 // the log was replaced (by hand): read it from its start
+		}
+		// Followers poll every second: a read as large as what is there, not the most it may be.
+		size = max(0, min(size, st.Size()-offset))
 	}
-	buf := make([]byte, maxEventRead)
+	if size == 0 {
+		return nil, offset, nil
+	}
+	buf := make([]byte, size)
 	n, err := f.ReadAt(buf, offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, offset, err

@@ -31,7 +31,8 @@ type processLauncher struct {
 var _ console.Launcher = (*processLauncher)(nil)
 
 // Launch implements console.Launcher.
-func (l *processLauncher) Launch(ctx context.Context, action, runID, by string) error {
+func (l *processLauncher) Launch(ctx context.Context, req console.LaunchRequest) error {
+	action, runID := req.Action, req.RunID
 	if action != engine.ActionResume && action != engine.ActionRollback {
 		return fmt.Errorf("%s: not an action a runner is started for", action)
 	}
@@ -39,8 +40,13 @@ func (l *processLauncher) Launch(ctx context.Context, action, runID, by string) 
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(l.exe, append([]string{action, runID}, l.args...)...)
-	cmd.Env = append(os.Environ(), "PLANRUN_ACTOR="+by)
+	args := append([]string{action}, l.args...)
+	if req.BreakStaleLock {
+		args = append(args, "--break-lock")
+	}
+	// After "--": a run id is never read as a flag.
+	cmd := exec.Command(l.exe, append(args, "--", runID)...)
+	cmd.Env = append(os.Environ(), "PLANRUN_ACTOR="+req.By)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -200,7 +200,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitJS(`document.querySelector("#run-status")?.textContent.includes("Succeeded")`),
 		shot("succeeded.png"),
 	)
-	if got, status := runActions(t, engine.NewDirStore(state), "sc"); got != "apply:alice cancel:Bob (console) resume:Carol (console)" || status != engine.RunSucceeded {
+	if got, status := runActions(t, engine.NewDirStore(state), "sc"); got != "apply:alice cancel:Bob (console of console-host) resume:Carol (console of console-host)" || status != engine.RunSucceeded {
 		t.Fatalf("status %s, actions %q", status, got)
 	}
 	// The timeline shows remove-old-crds twice: the attempt cancelled, and the one that ended it.
