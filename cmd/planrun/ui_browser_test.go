@@ -198,6 +198,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS(`input[name="by"]`), "Carol"),
 		chromedp.Click(chromedp.CSS(`#confirm-resume`)),
 		waitJS(`document.querySelector("#run-status")?.textContent.includes("Succeeded")`),
+		// The step the run was stopped in went from running to succeeded, its bar gone.
+		waitJS(`document.querySelector("#step-remove-old-crds .badge")?.textContent == "Succeeded"`),
+		waitJS(`document.getElementById("bar-remove-old-crds") == null`),
 		shot("succeeded.png"),
 	)
 	if got, status := runActions(t, engine.NewDirStore(state), "sc"); got != "apply:alice cancel:Bob (console of console-host) resume:Carol (console of console-host)" || status != engine.RunSucceeded {
