@@ -25,10 +25,15 @@ const stopCheckEvery = 2 * time.Second
 
 var _ engine.StopRequester = (*Store)(nil)
 
-// stopChecks remembers, per run, when the PlanRun was last read for a request.
+// stopChecks remembers, per run, when the PlanRun was last read for a request, and what it said.
 type stopChecks struct {
 	mu   sync.Mutex
-	last map[string]time.Time
+	last map[string]stopCheck
+}
+
+type stopCheck struct {
+	at  time.Time
+	req *engine.OperatorAction
 }
 
 // RequestStop implements engine.StopRequester.
@@ -49,6 +54,9 @@ func (s *Store) ClearStopRequest(ctx context.Context, runID string) error {
 	if _, ok := obj.GetAnnotations()[stopAnnotation]; !ok {
 		return nil // nothing to clear: no write, no conflict for the runner's next checkpoint
 	}
+	s.stops.mu.Lock()
+	delete(s.stops.last, runID)
+	s.stops.mu.Unlock()
 	return s.patchStop(ctx, runID, nil)
 }
 
@@ -72,29 +80,30 @@ func (s *Store) patchStop(ctx context.Context, runID string, value any) error {
 }
 
 // StopRequest implements engine.StopRequester. It reads the PlanRun at most every
-// stopCheckEvery; in between it says there is none yet.
+// stopCheckEvery; in between it says what it read last.
 func (s *Store) StopRequest(ctx context.Context, runID string) (*engine.OperatorAction, error) {
 	s.stops.mu.Lock()
 	if s.stops.last == nil {
-		s.stops.last = map[string]time.Time{}
+		s.stops.last = map[string]stopCheck{}
 	}
-	if time.Since(s.stops.last[runID]) < stopCheckEvery {
+	if c, ok := s.stops.last[runID]; ok && time.Since(c.at) < stopCheckEvery {
 		s.stops.mu.Unlock()
-		return nil, nil
+		return c.req, nil
 	}
-	s.stops.last[runID] = time.Now()
 	s.stops.mu.Unlock()
 	obj, err := s.get(ctx, runID)
 	if err != nil {
 		return nil, err
 	}
-	raw, ok := obj.GetAnnotations()[stopAnnotation]
-	if !ok {
-		return nil, nil
+	var req *engine.OperatorAction
+	if raw, ok := obj.GetAnnotations()[stopAnnotation]; ok {
+		req = &engine.OperatorAction{}
+		if len(raw) > 4096 || json.Unmarshal([]byte(raw), req) != nil || req.By == "" {
+			req = &engine.OperatorAction{Action: engine.ActionCancel, By: "someone (an unreadable request)", At: time.Now().UTC()}
+		}
 	}
-	var req engine.OperatorAction
-	if len(raw) > 4096 || json.Unmarshal([]byte(raw), &req) != nil || req.By == "" {
-		req = engine.OperatorAction{Action: engine.ActionCancel, By: "someone (an unreadable request)", At: time.Now().UTC()}
-	}
-	return &req, nil
+	s.stops.mu.Lock()
+	s.stops.last[runID] = stopCheck{at: time.Now(), req: req}
+	s.stops.mu.Unlock()
+	return req, nil
 }

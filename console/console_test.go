@@ -222,3 +222,42 @@ func TestFleetView(t *testing.T) {
 		t.Errorf("unknown fleet: %d", code)
 	}
 }
+
+// TestPendingStopShown: while its runner has not acted on a stop request yet, the run page says
+// who asked and offers no second cancel.
+func TestPendingStopShown(t *testing.T) {
+	ts, store := newConsole(t)
+	lock, err := store.Lock(context.Background(), "r1", engine.LockOptions{}) // a live runner
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	j, err := store.Load(context.Background(), "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Status = engine.RunRunning // as a resumed run is
+	if err := store.Save(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	page := func() string {
+		req, _ := http.NewRequest("GET", ts.URL+"/runs/r1", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if body := page(); !strings.Contains(body, `id="action-cancel"`) || strings.Contains(body, "stop-pending") {
+		t.Fatalf("a held run without a request:\n%s", body)
+	}
+	if err := engine.CancelRun(context.Background(), store, "r1", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if body := page(); strings.Contains(body, `id="action-cancel"`) || !strings.Contains(body, "requested by bob at") {
+		t.Fatalf("a held run with a request:\n%s", body)
+	}
+}

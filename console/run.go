@@ -33,6 +33,8 @@ type runView struct {
 	Step     string // the step highlighted in the plan
 	Flash    string
 	Actions  []engine.OperatorAction
+	// StopPending is a stop request the runner has not acted on yet.
+	StopPending *engine.OperatorAction
 }
 
 type stepView struct {
@@ -69,6 +71,12 @@ func (s *Server) view(ctx context.Context, rs *runState, step string) (*runView,
 	}
 	v.Duration = shortDuration(end.Sub(j.Started))
 	v.Can = s.allowed(j, ls)
+	if sr, ok := s.opts.Store.(engine.StopRequester); ok && v.Live {
+		if req, err := sr.StopRequest(ctx, j.RunID); err == nil && req != nil {
+			v.StopPending = req
+			v.Can[engine.ActionCancel] = false // asked already: the runner stops at its next safe point
+		}
+	}
 	v.Actions = j.Actions
 
 	tl := &rs.timeline
